@@ -1,0 +1,225 @@
+/* log: levelled, structured log lines (json or text) on stderr, with secret redaction. */
+#include "log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static struct {
+    char program[32];
+    hf_log_level level;
+    hf_log_format format;
+    int fd;
+    pthread_mutex_t lock; /* guards secrets */
+    char **secrets;
+    size_t *secret_lens;
+    size_t nsecrets;
+} g_log = {.program = "hookflow", .level = HF_LOG_INFO, .format = HF_LOG_JSON, .fd = 2,
+           .lock = PTHREAD_MUTEX_INITIALIZER};
+
+bool hf_log_level_parse(const char *s, hf_log_level *out)
+{
+    for (size_t i = 0; i < HF_ARRAY_LEN(level_names); i++) {
+        if (hf_strieq(s, level_names[i])) {
+            *out = (hf_log_level)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool hf_log_format_parse(const char *s, hf_log_format *out)
+{
+    if (hf_strieq(s, "json"))
+        *out = HF_LOG_JSON;
+    else if (hf_strieq(s, "text"))
+        *out = HF_LOG_TEXT;
+    else
+        return false;
+    return true;
+}
+
+void hf_log_init(const char *program, hf_log_level level, hf_log_format format)
+{
+    snprintf(g_log.program, sizeof g_log.program, "%s", program);
+    g_log.level = level;
+    g_log.format = format;
+}
+
+bool hf_log_enabled(hf_log_level level)
+{
+    return level >= g_log.level;
+}
+
+void hf_log_set_fd(int fd)
+{
+    g_log.fd = fd;
+}
+
+void hf_log_register_secret(const char *secret, size_t len)
+{
+    if (!secret || len < 4)
+        return;
+    pthread_mutex_lock(&g_log.lock);
+    for (size_t i = 0; i < g_log.nsecrets; i++) {
+        if (g_log.secret_lens[i] == len && memcmp(g_log.secrets[i], secret, len) == 0) {
+            pthread_mutex_unlock(&g_log.lock);
+            return;
+        }
+    }
+    g_log.secrets = xrealloc(g_log.secrets, (g_log.nsecrets + 1) * sizeof *g_log.secrets);
+    g_log.secret_lens =
+        xrealloc(g_log.secret_lens, (g_log.nsecrets + 1) * sizeof *g_log.secret_lens);
+    g_log.secrets[g_log.nsecrets] = xstrndup(secret, len);
+    g_log.secret_lens[g_log.nsecrets] = len;
+    g_log.nsecrets++;
+    pthread_mutex_unlock(&g_log.lock);
+}
+
+void hf_log_forget_secrets(void)
+{
+    pthread_mutex_lock(&g_log.lock);
+    for (size_t i = 0; i < g_log.nsecrets; i++) {
+        memset(g_log.secrets[i], 0, g_log.secret_lens[i]);
+        free(g_log.secrets[i]);
+    }
+    free(g_log.secrets);
+    free(g_log.secret_lens);
+    g_log.secrets = NULL;
+    g_log.secret_lens = NULL;
+    g_log.nsecrets = 0;
+    pthread_mutex_unlock(&g_log.lock);
+}
+
+/* Appends s with every registered secret replaced. Caller holds g_log.lock. */
+static void append_redacted(hf_buf *out, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        bool hit = false;
+        for (size_t k = 0; k < g_log.nsecrets; k++) {
+            size_t sl = g_log.secret_lens[k];
+            if (sl <= n - i && memcmp(s + i, g_log.secrets[k], sl) == 0) {
+                hf_buf_puts(out, "[redacted]");
+                i += sl;
+                hit = true;
+                break;
+            }
+        }
+        if (!hit)
+            hf_buf_putc(out, s[i++]);
+    }
+}
+
+static void append_json_string(hf_buf *out, const char *s)
+{
+    hf_buf_putc(out, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': hf_buf_puts(out, "\\\""); break;
+        case '\\': hf_buf_puts(out, "\\\\"); break;
+        case '\n': hf_buf_puts(out, "\\n"); break;
+        case '\r': hf_buf_puts(out, "\\r"); break;
+        case '\t': hf_buf_puts(out, "\\t"); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                hf_buf_printf(out, "\\u%04x", *p);
+            else
+                hf_buf_putc(out, (char)*p);
+        }
+    }
+    hf_buf_putc(out, '"');
+}
+
+static void append_text_value(hf_buf *out, const char *s)
+{
+    bool quote = strpbrk(s, " \"=") != NULL || *s == '\0';
+    if (quote)
+        hf_buf_putc(out, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            hf_buf_putc(out, '\\');
+        if (*p < 0x20 || *p == 0x7f)
+            hf_buf_printf(out, "\\x%02x", *p);
+        else
+            hf_buf_putc(out, (char)*p);
+    }
+    if (quote)
+        hf_buf_putc(out, '"');
+}
+
+static void emit(hf_log_level level, const char *event, const char **kv, size_t nkv)
+{
+    char ts[40];
+    hf_format_rfc3339(hf_wall_ms(), ts, sizeof ts);
+    hf_buf line = {0};
+    if (g_log.format == HF_LOG_JSON) {
+        hf_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":", ts,
+                      level_names[level]);
+        append_json_string(&line, g_log.program);
+        hf_buf_puts(&line, ",\"event\":");
+        append_json_string(&line, event);
+        for (size_t i = 0; i + 1 < nkv; i += 2) {
+            hf_buf_putc(&line, ',');
+            append_json_string(&line, kv[i]);
+            hf_buf_putc(&line, ':');
+            append_json_string(&line, kv[i + 1] ? kv[i + 1] : "");
+        }
+        hf_buf_puts(&line, "}\n");
+    } else {
+        hf_buf_printf(&line, "%s %-5s %s %s", ts, level_names[level], g_log.program, event);
+        for (size_t i = 0; i + 1 < nkv; i += 2) {
+            hf_buf_printf(&line, " %s=", kv[i]);
+            append_text_value(&line, kv[i + 1] ? kv[i + 1] : "");
+        }
+        hf_buf_putc(&line, '\n');
+    }
+    hf_buf red = {0};
+    pthread_mutex_lock(&g_log.lock);
+    append_redacted(&red, line.data, line.len);
+    pthread_mutex_unlock(&g_log.lock);
+    /* One write per line so lines from several threads never interleave. */
+    size_t off = 0;
+    while (off < red.len) {
+        ssize_t w = write(g_log.fd, red.data + off, red.len - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    hf_buf_free(&line);
+    hf_buf_free(&red);
+}
+
+void hf_log_kv(hf_log_level level, const char *event, ...)
+{
+    if (!hf_log_enabled(level))
+        return;
+    const char *kv[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, event);
+    const char *s;
+    while ((s = va_arg(ap, const char *)) != NULL && n < HF_ARRAY_LEN(kv))
+        kv[n++] = s;
+    va_end(ap);
+    emit(level, event, kv, n);
+}
+
+void hf_logf(hf_log_level level, const char *event, const char *fmt, ...)
+{
+    if (!hf_log_enabled(level))
+        return;
+    hf_buf msg = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    hf_buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    const char *kv[2] = {"msg", msg.data ? msg.data : ""};
+    emit(level, event, kv, 2);
+    hf_buf_free(&msg);
+}

@@ -1,0 +1,66 @@
+/* util: allocation that aborts on OOM, a growable byte buffer, and small helpers shared by all. */
+#ifndef HF_UTIL_H
+#define HF_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HF_MUST_CHECK __attribute__((warn_unused_result))
+#define HF_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define HF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation never returns NULL: on OOM the process aborts with a message. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) HF_PRINTF(1, 2);
+
+/* Prints "<prog>: <message>" to stderr and exits 1. Start-up only. */
+_Noreturn void hf_die(const char *fmt, ...) HF_PRINTF(1, 2);
+
+/* Writes the formatted reason into err (if not NULL); always returns -1 for `return hf_err(...)`. */
+int hf_err(char *err, size_t errlen, const char *fmt, ...) HF_PRINTF(3, 4);
+
+/* A growable byte buffer; always NUL-terminated after data[len]. Zero-initialise to start. */
+typedef struct hf_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} hf_buf;
+
+void hf_buf_reserve(hf_buf *b, size_t extra);
+void hf_buf_append(hf_buf *b, const void *p, size_t n);
+void hf_buf_puts(hf_buf *b, const char *s);
+void hf_buf_putc(hf_buf *b, char c);
+void hf_buf_printf(hf_buf *b, const char *fmt, ...) HF_PRINTF(2, 3);
+void hf_buf_vprintf(hf_buf *b, const char *fmt, va_list ap) HF_PRINTF(2, 0);
+void hf_buf_reset(hf_buf *b);
+void hf_buf_free(hf_buf *b);
+/* Hands the data to the caller (free() it); the buffer is left empty. */
+char *hf_buf_steal(hf_buf *b);
+
+/* Reads a whole file (NUL-terminated). Returns NULL and writes err on failure. Caller frees. */
+char *hf_read_file(const char *path, size_t *len, char *err, size_t errlen);
+
+/* Writes a file atomically (temp file + fsync + rename). */
+HF_MUST_CHECK int hf_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                                       size_t errlen);
+
+/* Monotonic and wall clocks. */
+int64_t hf_now_ms(void);
+int64_t hf_now_us(void);
+int64_t hf_wall_ms(void);
+/* Formats a wall-clock millisecond time as RFC 3339 UTC with milliseconds into out (>= 32 bytes). */
+void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen);
+
+/* Case-insensitive ASCII comparisons. */
+bool hf_strieq(const char *a, const char *b);
+
+/* Parses a whole decimal integer string; false on garbage, overflow or empty. */
+bool hf_parse_ll(const char *s, long long *out);
+
+#endif

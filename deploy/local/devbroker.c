@@ -1,0 +1,5 @@
+/* devbroker placeholder */
+int main(void)
+{
+    return 1;
+}

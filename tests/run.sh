@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one test command: installs dependencies, checks the gcc build is warning-free, builds with
+# clang + ASan + UBSan + -Werror and runs every ctest (labels unit, integration, fuzz).
+#   tests/run.sh              everything
+#   tests/run.sh -L unit      pass extra arguments to ctest (e.g. -L unit, -R devbroker)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash deploy/local/install-deps.sh
+
+jobs=$(nproc)
+echo "== gcc build (-Werror)"
+cmake -S . -B build/gcc -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DHOOKFLOW_WERROR=ON -DHOOKFLOW_TESTS=ON >/dev/null
+cmake --build build/gcc -j"$jobs"
+
+echo "== clang build (ASan + UBSan, -Werror)"
+cmake -S . -B build/asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+  -DHOOKFLOW_ASAN=ON -DHOOKFLOW_UBSAN=ON -DHOOKFLOW_WERROR=ON -DHOOKFLOW_TESTS=ON >/dev/null
+cmake --build build/asan -j"$jobs"
+
+echo "== ctest"
+cd build/asan
+ctest --output-on-failure --timeout 900 -j"$jobs" "$@"
