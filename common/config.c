@@ -193,27 +193,50 @@ void hf_config_print_help(const hf_cfg_item *items, size_t n)
     printf("  %-36s any librdkafka property, dots as underscores\n", "HOOKFLOW_KAFKA_<PROPERTY>");
 }
 
+/* Maps a HOOKFLOW_KAFKA_<PROPERTY> name (keylen bytes) to the librdkafka property; false for
+ * other names, BROKERS and names too long for prop. */
+static bool kafka_property(const char *key, size_t keylen, char *prop, size_t proplen)
+{
+    static const char prefix[] = "HOOKFLOW_KAFKA_";
+    if (keylen <= sizeof prefix - 1 || strncmp(key, prefix, sizeof prefix - 1) != 0)
+        return false;
+    const char *name = key + sizeof prefix - 1;
+    size_t nl = keylen - (sizeof prefix - 1);
+    if (nl == strlen("BROKERS") && strncmp(name, "BROKERS", nl) == 0)
+        return false;
+    if (nl >= proplen)
+        return false;
+    for (size_t i = 0; i < nl; i++)
+        prop[i] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
+    prop[nl] = '\0';
+    return true;
+}
+
 int hf_config_each_kafka_property(int (*fn)(const char *prop, const char *value, void *arg),
                                   void *arg)
 {
-    static const char prefix[] = "HOOKFLOW_KAFKA_";
+    char prop[128];
     for (char **e = environ; *e; e++) {
-        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+        const char *eq = strchr(*e, '=');
+        if (!eq || !kafka_property(*e, (size_t)(eq - *e), prop, sizeof prop))
             continue;
-        const char *name = *e + sizeof prefix - 1;
-        const char *eq = strchr(name, '=');
-        if (!eq || eq == name)
-            continue;
-        size_t nl = (size_t)(eq - name);
-        if (nl == strlen("BROKERS") && strncmp(name, "BROKERS", nl) == 0)
-            continue;
-        char prop[128];
-        if (nl >= sizeof prop)
-            continue;
-        for (size_t i = 0; i < nl; i++)
-            prop[i] = name[i] == '_' ? '.' : (char)tolower((unsigned char)name[i]);
-        prop[nl] = '\0';
         int rc = fn(prop, eq + 1, arg);
+        if (rc)
+            return rc;
+    }
+    /* Then the config file's, unless the environment set the same one (it wins, as in
+     * hf_config_get) or a later line of the file repeats it (the last one wins). */
+    pthread_once(&g_file.once, load_file);
+    for (size_t i = 0; i < g_file.n; i++) {
+        const char *key = g_file.keys[i];
+        if (getenv(key) || !kafka_property(key, strlen(key), prop, sizeof prop))
+            continue;
+        bool repeated = false;
+        for (size_t j = i + 1; j < g_file.n && !repeated; j++)
+            repeated = strcmp(g_file.keys[j], key) == 0;
+        if (repeated)
+            continue;
+        int rc = fn(prop, g_file.values[i], arg);
         if (rc)
             return rc;
     }

@@ -48,8 +48,11 @@ hf_mac *hf_mac_new(hf_mac_kind kind, const void *key, size_t keylen)
         if (!m->md || !EVP_DigestInit_ex(m->md, EVP_sha256(), NULL))
             hf_die("crypto: cannot initialise SHA-256");
     } else {
+        /* HMAC_Init_ex reads a NULL key as "reuse the previous key", which a new context does
+         * not have; an absent key is the empty key, as in the one-shot hf_hmac_*. */
+        static const unsigned char empty_key[1];
         m->hmac = HMAC_CTX_new();
-        if (!m->hmac || !HMAC_Init_ex(m->hmac, key, (int)keylen,
+        if (!m->hmac || !HMAC_Init_ex(m->hmac, key ? key : empty_key, key ? (int)keylen : 0,
                                       kind == HF_MAC_HMAC_SHA1 ? EVP_sha1() : EVP_sha256(), NULL))
             hf_die("crypto: cannot initialise HMAC");
     }

@@ -6,28 +6,93 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* yajl has no depth limit and frees trees recursively, so deep input is refused up front. */
-static bool depth_ok(const char *s, size_t n, size_t *where)
+#define HF_JSON_STR2(x) #x
+#define HF_JSON_STR(x) HF_JSON_STR2(x)
+
+/* Checks what yajl_tree_parse would let through: yajl has no depth limit and frees trees
+ * recursively, so deep input is refused up front; it accepts comments, which are not JSON and
+ * would hide brackets and quotes from this scan (and so bypass the limit); and it decodes \u0000
+ * into a NUL that silently cuts the C string short. Returns NULL or the reason, with its offset
+ * in *where. */
+static const char *prescan(const char *s, size_t n, size_t *where)
 {
     int depth = 0;
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (in_str) {
-            if (c == '\\')
+            if (c == '\\') {
+                if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
+                    *where = i;
+                    return "string contains \\u0000";
+                }
                 i++;
-            else if (c == '"')
+            } else if (c == '"') {
                 in_str = false;
+            }
         } else if (c == '"') {
             in_str = true;
+        } else if (c == '/') {
+            *where = i;
+            return "comments are not allowed";
         } else if (c == '[' || c == '{') {
             if (++depth > HF_JSON_MAX_DEPTH) {
                 *where = i;
-                return false;
+                return "nested deeper than " HF_JSON_STR(HF_JSON_MAX_DEPTH) " levels";
             }
         } else if (c == ']' || c == '}') {
             depth--;
         }
+    }
+    return NULL;
+}
+
+/* True if s is well-formed UTF-8 (RFC 3629): shortest form, no surrogates, at most U+10FFFF.
+ * yajl checks only the shape of multi-byte sequences, so it passes overlong forms, encoded
+ * surrogates (also what it makes of a lone \udc00 escape) and code points past U+10FFFF. */
+static bool utf8_ok(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s, cp, min;
+        size_t len;
+        if (c < 0x80) {
+            s++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            len = 2, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3, cp = c & 0x0f, min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((s[k] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+                return false;
+            cp = cp << 6 | (s[k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        s += len;
+    }
+    return true;
+}
+
+/* Every string and key of the tree is valid UTF-8 (depth is bounded by prescan). */
+static bool tree_utf8_ok(hf_json v)
+{
+    if (YAJL_IS_STRING(v))
+        return utf8_ok((const unsigned char *)v->u.string);
+    if (YAJL_IS_ARRAY(v)) {
+        for (size_t i = 0; i < v->u.array.len; i++)
+            if (!tree_utf8_ok(v->u.array.values[i]))
+                return false;
+    } else if (YAJL_IS_OBJECT(v)) {
+        for (size_t i = 0; i < v->u.object.len; i++)
+            if (!utf8_ok((const unsigned char *)v->u.object.keys[i]) ||
+                !tree_utf8_ok(v->u.object.values[i]))
+                return false;
     }
     return true;
 }
@@ -40,9 +105,9 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
         return NULL;
     }
     size_t where = 0;
-    if (!depth_ok(text, len, &where)) {
-        hf_err(err, errlen, "JSON nested deeper than %d levels at offset %zu", HF_JSON_MAX_DEPTH,
-               where);
+    const char *why = prescan(text, len, &where);
+    if (why) {
+        hf_err(err, errlen, "JSON %s at offset %zu", why, where);
         return NULL;
     }
     char *copy = xstrndup(text, len);
@@ -55,6 +120,11 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
         if (nl)
             *nl = '\0';
         hf_err(err, errlen, "malformed JSON: %s", msg[0] ? msg : "parse error");
+        return NULL;
+    }
+    if (!tree_utf8_ok(v)) {
+        yajl_tree_free(v);
+        hf_err(err, errlen, "JSON string is not valid UTF-8");
         return NULL;
     }
     return v;

@@ -153,36 +153,50 @@ static void append_text_value(hf_buf *out, const char *s)
         hf_buf_putc(out, '"');
 }
 
+/* s with every registered secret replaced, in scratch (valid until its next use). Caller holds
+ * g_log.lock. */
+static const char *redacted(hf_buf *scratch, const char *s)
+{
+    hf_buf_reset(scratch);
+    hf_buf_append(scratch, "", 0); /* allocated and terminated even when s is empty */
+    append_redacted(scratch, s, strlen(s));
+    return scratch->data;
+}
+
 static void emit(hf_log_level level, const char *event, const char **kv, size_t nkv)
 {
     char ts[40];
     hf_format_rfc3339(hf_wall_ms(), ts, sizeof ts);
-    hf_buf line = {0};
+    hf_buf line = {0}, scratch = {0};
+    /* Values are redacted before they are escaped: escaping changes a secret that holds a quote,
+     * backslash or control character, and the escaped form would slip past a match on the line. */
+    pthread_mutex_lock(&g_log.lock);
     if (g_log.format == HF_LOG_JSON) {
         hf_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":", ts,
                       level_names[level]);
         append_json_string(&line, g_log.program);
         hf_buf_puts(&line, ",\"event\":");
-        append_json_string(&line, event);
+        append_json_string(&line, redacted(&scratch, event));
         for (size_t i = 0; i + 1 < nkv; i += 2) {
             hf_buf_putc(&line, ',');
-            append_json_string(&line, kv[i]);
+            append_json_string(&line, redacted(&scratch, kv[i]));
             hf_buf_putc(&line, ':');
-            append_json_string(&line, kv[i + 1] ? kv[i + 1] : "");
+            append_json_string(&line, redacted(&scratch, kv[i + 1] ? kv[i + 1] : ""));
         }
         hf_buf_puts(&line, "}\n");
     } else {
         hf_buf_printf(&line, "%s %-5s %s %s", ts, level_names[level], g_log.program, event);
         for (size_t i = 0; i + 1 < nkv; i += 2) {
             hf_buf_printf(&line, " %s=", kv[i]);
-            append_text_value(&line, kv[i + 1] ? kv[i + 1] : "");
+            append_text_value(&line, redacted(&scratch, kv[i + 1] ? kv[i + 1] : ""));
         }
         hf_buf_putc(&line, '\n');
     }
+    /* A second pass over the whole line catches what the fields did not (e.g. the text event). */
     hf_buf red = {0};
-    pthread_mutex_lock(&g_log.lock);
     append_redacted(&red, line.data, line.len);
     pthread_mutex_unlock(&g_log.lock);
+    hf_buf_free(&scratch);
     /* One write per line so lines from several threads never interleave. */
     size_t off = 0;
     while (off < red.len) {

@@ -1,6 +1,7 @@
 /* util: allocation that aborts on OOM, a growable byte buffer, and small helpers shared by all. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -247,6 +248,13 @@ int64_t hf_wall_ms(void)
 
 void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen)
 {
+    /* RFC 3339 years have exactly four digits: clamp to 0000-01-01 .. 9999-12-31 so that no
+     * input overflows the text (strftime's %Y neither pads nor fits larger years). */
+    const int64_t min_ms = -62167219200000LL, max_ms = 253402300799999LL;
+    if (wall_ms < min_ms)
+        wall_ms = min_ms;
+    else if (wall_ms > max_ms)
+        wall_ms = max_ms;
     time_t secs = (time_t)(wall_ms / 1000);
     int ms = (int)(wall_ms % 1000);
     if (ms < 0) {
@@ -255,9 +263,8 @@ void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen)
     }
     struct tm tm;
     gmtime_r(&secs, &tm);
-    char base[24];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, outlen, "%s.%03dZ", base, ms);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
 
 bool hf_strieq(const char *a, const char *b)
@@ -267,7 +274,8 @@ bool hf_strieq(const char *a, const char *b)
 
 bool hf_parse_ll(const char *s, long long *out)
 {
-    if (!s || !*s)
+    /* strtoll would also skip leading white space; a whole number starts with a sign or digit. */
+    if (!s || !(isdigit((unsigned char)*s) || *s == '-' || *s == '+'))
         return false;
     char *end;
     errno = 0;

@@ -1,0 +1,331 @@
+/* Unit tests for common/log: json and text line formats, escaping, level filtering and secret
+ * redaction, with log lines captured in a temporary file through hf_log_set_fd. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "log.h"
+
+static int g_fd = -1;
+
+/* Empties the capture file; log writes go to the fd's offset, so rewind it too. */
+static int reset_capture(void)
+{
+    return ftruncate(g_fd, 0) == 0 && lseek(g_fd, 0, SEEK_SET) == 0 ? 0 : -1;
+}
+
+/* Every test starts with an empty capture file, info level and no secrets. */
+static int setup(void **state)
+{
+    (void)state;
+    if (reset_capture() != 0)
+        return -1;
+    hf_log_init("hf-test", HF_LOG_INFO, HF_LOG_JSON);
+    hf_log_forget_secrets();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    hf_log_forget_secrets();
+    return 0;
+}
+
+/* Everything logged since setup, as a malloc'd string. */
+static char *captured(void)
+{
+    hf_buf b = {0};
+    char chunk[4096];
+    ssize_t n;
+    off_t off = 0;
+    while ((n = pread(g_fd, chunk, sizeof chunk, off)) > 0) {
+        hf_buf_append(&b, chunk, (size_t)n);
+        off += n;
+    }
+    return hf_buf_steal(&b);
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* Parses the one JSON line captured so far; fails the test unless it is exactly one object. */
+static hf_json captured_json(char **text_out)
+{
+    char *text = captured();
+    assert_int_equal(count_lines(text), 1);
+    assert_int_equal(text[strlen(text) - 1], '\n');
+    char err[256] = "";
+    hf_json v = hf_json_parse(text, strlen(text) - 1, err, sizeof err);
+    if (!v)
+        fail_msg("log line is not JSON (%s): %s", err, text);
+    assert_true(hf_json_is_object(v));
+    *text_out = text;
+    return v;
+}
+
+static void test_json_line_has_fields_in_order(void **state)
+{
+    (void)state;
+    hf_log_kv(HF_LOG_WARN, "kafka.error", "topic", "hookflow.webhooks.accounting", "code", "-185",
+              NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "level")), "warn");
+    assert_string_equal(hf_json_str(hf_json_get(v, "service")), "hf-test");
+    assert_string_equal(hf_json_str(hf_json_get(v, "event")), "kafka.error");
+    assert_string_equal(hf_json_str(hf_json_get(v, "topic")), "hookflow.webhooks.accounting");
+    assert_string_equal(hf_json_str(hf_json_get(v, "code")), "-185");
+    const char *ts = hf_json_str(hf_json_get(v, "ts"));
+    assert_non_null(ts);
+    assert_int_equal(strlen(ts), strlen("2024-01-01T00:00:00.000Z"));
+    assert_int_equal(ts[strlen(ts) - 1], 'Z');
+    const char *key;
+    hf_json_member(v, 0, &key);
+    assert_string_equal(key, "ts");
+    hf_json_member(v, 4, &key);
+    assert_string_equal(key, "topic");
+    assert_non_null(strstr(text, ",\"level\":\"warn\",\"service\":\"hf-test\",\"event\":\"kafka"));
+    hf_json_free(v);
+    free(text);
+}
+
+static void test_json_logf_puts_message_in_msg(void **state)
+{
+    (void)state;
+    hf_log_info("startup", "listening on %s:%d", "0.0.0.0", 8080);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "msg")), "listening on 0.0.0.0:8080");
+    assert_string_equal(hf_json_str(hf_json_get(v, "level")), "info");
+    hf_json_free(v);
+    free(text);
+}
+
+static void test_json_escapes_quotes_backslashes_and_control_chars(void **state)
+{
+    (void)state;
+    const char *nasty = "say \"hi\"\\path\nnext\r\tbell\x07 del\x7f end";
+    hf_log_kv(HF_LOG_ERROR, "ev\"ent", "k\"ey", nasty, NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "k\"ey")), nasty);
+    assert_string_equal(hf_json_str(hf_json_get(v, "event")), "ev\"ent");
+    assert_non_null(strstr(text, "say \\\"hi\\\"\\\\path\\nnext\\r\\tbell\\u0007 del\\u007f end"));
+    for (const char *p = text; *p && p[1]; p++)
+        assert_true((unsigned char)*p >= 0x20); /* no raw control byte before the final \n */
+    hf_json_free(v);
+    free(text);
+}
+
+static void test_kv_list_ends_at_first_null_and_drops_a_dangling_key(void **state)
+{
+    (void)state;
+    hf_log_kv(HF_LOG_INFO, "ev", "dangling", (const char *)NULL, "after", "x", NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_int_equal(hf_json_len(v), 4); /* ts, level, service, event */
+    assert_null(strstr(text, "dangling"));
+    assert_null(strstr(text, "after"));
+    hf_json_free(v);
+    free(text);
+}
+
+static void test_empty_event_and_values_are_logged(void **state)
+{
+    (void)state;
+    hf_log_kv(HF_LOG_INFO, "", "", "", NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "event")), "");
+    assert_string_equal(hf_json_str(hf_json_get(v, "")), "");
+    hf_json_free(v);
+    free(text);
+}
+
+static void test_text_line_format(void **state)
+{
+    (void)state;
+    hf_log_init("hf-test", HF_LOG_DEBUG, HF_LOG_TEXT);
+    hf_log_kv(HF_LOG_INFO, "request", "method", "POST", "path", "/api/x", "note", "two words",
+              "empty", "", NULL);
+    char *text = captured();
+    assert_int_equal(count_lines(text), 1);
+    /* "<ts> info  hf-test request method=POST path=/api/x note=\"two words\" empty=\"\"" */
+    const char *rest = strchr(text, ' ');
+    assert_non_null(rest);
+    assert_int_equal(rest - text, (long)strlen("2024-01-01T00:00:00.000Z"));
+    assert_string_equal(rest, " info  hf-test request method=POST path=/api/x "
+                              "note=\"two words\" empty=\"\"\n");
+    free(text);
+}
+
+static void test_text_escapes_quotes_and_control_chars(void **state)
+{
+    (void)state;
+    hf_log_init("hf-test", HF_LOG_INFO, HF_LOG_TEXT);
+    hf_log_kv(HF_LOG_WARN, "ev", "v", "a \"q\" b\\c\nline2\x01", NULL);
+    char *text = captured();
+    assert_int_equal(count_lines(text), 1);
+    assert_non_null(strstr(text, " v=\"a \\\"q\\\" b\\\\c\\x0aline2\\x01\"\n"));
+    free(text);
+}
+
+static void test_level_filtering(void **state)
+{
+    (void)state;
+    hf_log_init("hf-test", HF_LOG_WARN, HF_LOG_JSON);
+    assert_false(hf_log_enabled(HF_LOG_DEBUG));
+    assert_false(hf_log_enabled(HF_LOG_INFO));
+    assert_true(hf_log_enabled(HF_LOG_WARN));
+    assert_true(hf_log_enabled(HF_LOG_ERROR));
+    hf_log_debug("dropped.debug", "x");
+    hf_log_info("dropped.info", "x");
+    hf_log_kv(HF_LOG_INFO, "dropped.kv", "k", "v", NULL);
+    hf_log_warn("kept.warn", "x");
+    hf_log_error("kept.error", "x");
+    char *text = captured();
+    assert_int_equal(count_lines(text), 2);
+    assert_null(strstr(text, "dropped"));
+    assert_non_null(strstr(text, "kept.warn"));
+    assert_non_null(strstr(text, "kept.error"));
+    free(text);
+}
+
+static void test_level_and_format_parse(void **state)
+{
+    (void)state;
+    hf_log_level level = HF_LOG_ERROR;
+    assert_true(hf_log_level_parse("debug", &level));
+    assert_int_equal(level, HF_LOG_DEBUG);
+    assert_true(hf_log_level_parse("WARN", &level));
+    assert_int_equal(level, HF_LOG_WARN);
+    assert_false(hf_log_level_parse("verbose", &level));
+    assert_false(hf_log_level_parse("", &level));
+    assert_int_equal(level, HF_LOG_WARN);
+    hf_log_format format = HF_LOG_JSON;
+    assert_true(hf_log_format_parse("Text", &format));
+    assert_int_equal(format, HF_LOG_TEXT);
+    assert_true(hf_log_format_parse("json", &format));
+    assert_int_equal(format, HF_LOG_JSON);
+    assert_false(hf_log_format_parse("logfmt", &format));
+}
+
+static void test_registered_secret_is_redacted(void **state)
+{
+    (void)state;
+    const char *secret = "OSd0eLlVIY9ZhViEqlDUh4+6n6M+Lo+eDaEJheJ6OCCgWwIz";
+    hf_log_register_secret(secret, strlen(secret));
+    char *embedded = xasprintf("key=%s;", secret);
+    hf_log_kv(HF_LOG_INFO, "ev", "header", secret, "cfg", embedded, NULL);
+    hf_log_error("ev", "verification used %s twice: %s", secret, secret);
+    hf_log_init("hf-test", HF_LOG_INFO, HF_LOG_TEXT);
+    hf_log_kv(HF_LOG_INFO, "ev", "header", secret, NULL);
+    char *text = captured();
+    assert_int_equal(count_lines(text), 3);
+    assert_null(strstr(text, secret));
+    assert_null(strstr(text, "OSd0eLlVIY9Z")); /* not even a prefix */
+    assert_non_null(strstr(text, "\"header\":\"[redacted]\""));
+    assert_non_null(strstr(text, "\"cfg\":\"key=[redacted];\""));
+    assert_non_null(strstr(text, "used [redacted] twice: [redacted]"));
+    assert_non_null(strstr(text, " header=[redacted]\n"));
+    free(text);
+    free(embedded);
+}
+
+static void test_secret_with_characters_that_need_escaping_is_redacted(void **state)
+{
+    (void)state;
+    /* A secret with a quote, a backslash, a space and a tab: escaping must not reveal it. */
+    const char *secret = "pa\"ss\\w rd\tX";
+    hf_log_register_secret(secret, strlen(secret));
+    char *wrapped = xasprintf("<%s>", secret);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", wrapped, NULL);
+    hf_log_init("hf-test", HF_LOG_INFO, HF_LOG_TEXT);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", wrapped, NULL);
+    char *text = captured();
+    assert_int_equal(count_lines(text), 2);
+    assert_null(strstr(text, "pa\\\"ss")); /* the JSON / text escaped form */
+    assert_null(strstr(text, "pa\"ss"));   /* the raw form */
+    assert_null(strstr(text, "w rd"));
+    assert_non_null(strstr(text, "\"v\":\"<[redacted]>\""));
+    assert_non_null(strstr(text, " v=<[redacted]>\n"));
+    free(text);
+    free(wrapped);
+}
+
+static void test_short_secrets_are_ignored_and_forget_stops_redaction(void **state)
+{
+    (void)state;
+    hf_log_register_secret("abc", 3); /* too short: would redact half of every line */
+    hf_log_register_secret("topsecret", 9);
+    hf_log_register_secret("topsecret", 9); /* registering twice is harmless */
+    hf_log_kv(HF_LOG_INFO, "ev", "v", "abc topsecret", NULL);
+    char *text = captured();
+    assert_non_null(strstr(text, "\"v\":\"abc [redacted]\""));
+    free(text);
+    hf_log_forget_secrets();
+    assert_int_equal(reset_capture(), 0);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", "topsecret", NULL);
+    text = captured();
+    assert_non_null(strstr(text, "\"v\":\"topsecret\""));
+    free(text);
+}
+
+static void test_secret_registered_with_length_is_binary_safe(void **state)
+{
+    (void)state;
+    /* Only the first len bytes are the secret. */
+    hf_log_register_secret("tokenvalue-and-more", 10);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", "tokenvalue-and-more", NULL);
+    char *text = captured();
+    assert_non_null(strstr(text, "\"v\":\"[redacted]-and-more\""));
+    free(text);
+}
+
+int main(void)
+{
+    FILE *capture = tmpfile();
+    if (!capture)
+        return 1;
+    g_fd = fileno(capture);
+    hf_log_set_fd(g_fd);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_json_line_has_fields_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_logf_puts_message_in_msg, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_escapes_quotes_backslashes_and_control_chars,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_list_ends_at_first_null_and_drops_a_dangling_key,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_event_and_values_are_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_line_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_text_escapes_quotes_and_control_chars, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_level_filtering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_level_and_format_parse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registered_secret_is_redacted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_with_characters_that_need_escaping_is_redacted,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_secrets_are_ignored_and_forget_stops_redaction,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_registered_with_length_is_binary_safe, setup,
+                                        teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    hf_log_set_fd(2);
+    fclose(capture);
+    return rc;
+}
