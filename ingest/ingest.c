@@ -1,6 +1,626 @@
-/* ingest: placeholder translation unit until the server lands. */
-int ingest_placeholder(void);
-int ingest_placeholder(void)
+/* ingest: the webhook front end: routing, verification through the provider modules, envelopes,
+ * and answering only once Kafka has acknowledged every event of a delivery. */
+#include "ingest.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "crypto.h"
+#include "http_server.h"
+#include "json.h"
+#include "kafka.h"
+#include "log.h"
+#include "metrics.h"
+#include "provider.h"
+#include "secrets.h"
+
+#define WEBHOOK_PREFIX "/api/integrations/webhooks/"
+
+const hf_cfg_item ingest_config_items[] = {
+    HF_CFG_STR("HOOKFLOW_KAFKA_BROKERS", "127.0.0.1:9092", ingest_config, kafka_brokers,
+               "Kafka bootstrap servers"),
+    HF_CFG_LST("HOOKFLOW_INGEST_LISTEN", "0.0.0.0:8080", ingest_config, listen,
+               "address the webhook endpoint listens on"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_THREADS", "0", 0, 256, ingest_config, threads,
+               "event-loop threads (0 = one per core)"),
+    HF_CFG_STR("HOOKFLOW_SECRETS_DIR", "/run/secrets/hookflow", ingest_config, secrets_dir,
+               "directory of <provider>/<name> secret files"),
+    HF_CFG_STR("HOOKFLOW_TOPIC_PREFIX", "hookflow", ingest_config, topic_prefix,
+               "prefix of the Kafka topics"),
+    HF_CFG_STR("HOOKFLOW_PUBLIC_BASE_URL", "", ingest_config, public_base_url,
+               "URL the platforms call, e.g. https://hooks.example.com (default: http://<Host>)"),
+    HF_CFG_CHOICE("HOOKFLOW_LOG_LEVEL", "info",
+                  ((const char *const[]){"debug", "info", "warn", "error", NULL}), ingest_config,
+                  log_level, "log level"),
+    HF_CFG_CHOICE("HOOKFLOW_LOG_FORMAT", "json", ((const char *const[]){"json", "text", NULL}),
+                  ingest_config, log_format, "log format"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MAX_BODY_BYTES", "1048576", 1024, 64LL << 20, ingest_config,
+               max_body_bytes, "largest request body accepted (413 above)"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MAX_HEADER_BYTES", "16384", 1024, 1 << 20, ingest_config,
+               max_header_bytes, "largest request line + headers accepted"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MAX_CONNECTIONS", "10000", 1, 1000000, ingest_config,
+               max_connections, "open connections before accepting pauses"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_CLIENT_TIMEOUT_MS", "15000", 100, 600000, ingest_config,
+               client_timeout_ms, "read/write inactivity timeout for slow or idle clients"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_ACK_TIMEOUT_MS", "2500", 50, 60000, ingest_config, ack_timeout_ms,
+               "deadline for Kafka to acknowledge a delivery before answering 503"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_RETRY_AFTER_S", "5", 1, 3600, ingest_config, retry_after_s,
+               "Retry-After seconds sent with 503"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_QUEUE_MAX_MESSAGES", "100000", 1, 10000000, ingest_config,
+               queue_max_messages, "producer queue bound (503 when full)"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MAX_IN_FLIGHT", "20000", 1, 10000000, ingest_config, max_in_flight,
+               "deliveries waiting for Kafka before new ones get 503"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MESSAGE_TIMEOUT_MS", "30000", 1000, 3600000, ingest_config,
+               message_timeout_ms, "how long the producer keeps retrying one message"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_LINGER_MS", "1", 0, 1000, ingest_config, linger_ms,
+               "producer batching delay"),
+    HF_CFG_NUM("HOOKFLOW_SHUTDOWN_TIMEOUT_MS", "10000", 0, 600000, ingest_config,
+               shutdown_timeout_ms, "how long SIGTERM waits for in-flight deliveries"),
+};
+const size_t ingest_config_nitems = HF_ARRAY_LEN(ingest_config_items);
+
+static const char *const provider_ids[] = {"xero",    "quickbooks", "hubspot",
+                                           "klaviyo", "twilio",     "meta"};
+#define NPROVIDERS HF_ARRAY_LEN(provider_ids)
+
+/* Per-provider state fixed at start-up: the topic and the hot-path metrics. */
+typedef struct provider_slot {
+    const ingest_provider *provider;
+    const hf_connector *connector;
+    char *topic;
+    hf_counter *received;
+    hf_counter *accepted;
+    hf_counter *events;
+    hf_histogram *produce_latency;
+} provider_slot;
+
+struct ingest_server {
+    const ingest_config *cfg;
+    hf_catalog *catalog;
+    hf_metrics *metrics;
+    hf_producer *producer;
+    hf_http_server *http;
+    provider_slot slots[NPROVIDERS];
+    pthread_rwlock_t secrets_lock; /* guards secrets: read per request, written on reload */
+    hf_secrets *secrets;
+    atomic_int_fast64_t in_flight;
+    atomic_bool draining;
+    char retry_after[16];
+};
+
+/* A delivery whose events are being produced. Owned by its event-loop thread; the delivery
+ * thread only decrements `outstanding`, sets `failed` and activates `done`. */
+typedef struct pending {
+    ingest_server *server;
+    provider_slot *slot;
+    struct evhttp_request *req;
+    struct event *done;
+    struct event *deadline;
+    atomic_int outstanding;
+    atomic_bool failed;
+    bool answered;
+    size_t nevents;
+    int64_t started_us;
+    char *response_body;
+    const char *response_type;
+    char request_id[40];
+} pending;
+
+static void count_reject(ingest_server *s, const char *provider, const char *reason)
 {
+    char labels[160];
+    snprintf(labels, sizeof labels, "provider=\"%s\",reason=\"%s\"", provider, reason);
+    hf_counter_add(hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_rejected_total",
+                                      "Deliveries answered with an error, by reason", labels),
+                   1);
+}
+
+static const char *header_lookup(const ingest_request *r, const char *name)
+{
+    return evhttp_find_header((struct evkeyvalq *)r->header_ctx, name);
+}
+
+static void set_request_id(struct evhttp_request *req, char out[40])
+{
+    const char *given = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    bool sane = n > 0 && n < 40;
+    for (size_t i = 0; sane && i < n; i++)
+        sane = (given[i] >= '0' && given[i] <= '9') || (given[i] >= 'a' && given[i] <= 'z') ||
+               (given[i] >= 'A' && given[i] <= 'Z') || given[i] == '-' || given[i] == '_';
+    if (sane) {
+        memcpy(out, given, n + 1);
+    } else {
+        unsigned char raw[12];
+        hf_random_bytes(raw, sizeof raw);
+        hf_hex_encode(raw, sizeof raw, out);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", out);
+}
+
+/* Xero wants empty bodies on every answer, errors included. */
+static bool wants_empty_bodies(const provider_slot *slot)
+{
+    return strcmp(slot->provider->id, "xero") == 0;
+}
+
+static void reply_provider_error(ingest_server *s, struct evhttp_request *req,
+                                 provider_slot *slot, int status, const char *reason,
+                                 const char *detail, const char *request_id)
+{
+    count_reject(s, slot->provider->id, reason);
+    if (status == 503)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", s->retry_after);
+    if (status == 405)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                          slot->provider->accepts_get ? "GET, POST" : "POST");
+    hf_log_kv(status >= 500 ? HF_LOG_WARN : HF_LOG_INFO, "webhook.rejected", "request_id",
+              request_id, "provider", slot->provider->id, "reason", reason, "detail", detail,
+              NULL);
+    if (wants_empty_bodies(slot))
+        hf_http_reply(req, status, NULL, NULL, 0);
+    else
+        hf_http_reply_error(req, status, reason, detail);
+}
+
+static void pending_free(pending *p)
+{
+    event_free(p->done);
+    event_free(p->deadline);
+    free(p->response_body);
+    atomic_fetch_sub(&p->server->in_flight, 1);
+    free(p);
+}
+
+static void answer_unavailable(pending *p, const char *why)
+{
+    ingest_server *s = p->server;
+    p->answered = true;
+    reply_provider_error(s, p->req, p->slot, 503, "kafka_unavailable", why, p->request_id);
+}
+
+/* Every event of the delivery has a delivery report: answer if the deadline has not. */
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    pending *p = arg;
+    if (!p->answered) {
+        event_del(p->deadline);
+        if (atomic_load(&p->failed)) {
+            answer_unavailable(p, "Kafka did not accept every event; retry later");
+        } else {
+            p->answered = true;
+            hf_histogram_observe(p->slot->produce_latency,
+                                 (double)(hf_now_us() - p->started_us) / 1e6);
+            hf_counter_add(p->slot->accepted, 1);
+            hf_counter_add(p->slot->events, p->nevents);
+            hf_log_kv(HF_LOG_DEBUG, "webhook.accepted", "request_id", p->request_id, "provider",
+                      p->slot->provider->id, NULL);
+            if (wants_empty_bodies(p->slot) || !p->response_body)
+                hf_http_reply(p->req, 200, p->response_type, p->response_body,
+                              p->response_body ? strlen(p->response_body) : 0);
+            else
+                hf_http_reply(p->req, 200, p->response_type, p->response_body,
+                              strlen(p->response_body));
+        }
+    }
+    pending_free(p);
+}
+
+/* The deadline passed first: answer 503 now; the pending lives on until every report is in. */
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    pending *p = arg;
+    if (!p->answered)
+        answer_unavailable(p, "Kafka did not acknowledge in time; retry later");
+}
+
+/* Delivery thread: one report per message. */
+static void on_delivery(void *opaque, const char *err)
+{
+    pending *p = opaque;
+    if (err) {
+        atomic_store(&p->failed, true);
+        hf_log_kv(HF_LOG_WARN, "kafka.delivery_failed", "request_id", p->request_id, "error", err,
+                  NULL);
+    }
+    if (atomic_fetch_sub(&p->outstanding, 1) == 1)
+        event_active(p->done, 0, 0);
+}
+
+static void append_envelope(hf_buf *b, const provider_slot *slot, const ingest_event *e,
+                            const char *received_at, const char *request_id)
+{
+    const char *event = slot->connector
+                            ? hf_connector_event_for_native(slot->connector, e->native_type)
+                            : NULL;
+    hf_buf_puts(b, "{\"id\":");
+    hf_json_append_cstr(b, e->id);
+    hf_buf_puts(b, ",\"provider\":");
+    hf_json_append_cstr(b, slot->provider->id);
+    hf_buf_puts(b, ",\"event\":");
+    hf_json_append_cstr(b, event ? event : e->native_type);
+    hf_buf_puts(b, ",\"native_type\":");
+    hf_json_append_cstr(b, e->native_type);
+    hf_buf_puts(b, ",\"account\":");
+    hf_json_append_cstr(b, e->account);
+    hf_buf_puts(b, ",\"resource\":");
+    if (e->resource)
+        hf_json_append_cstr(b, e->resource);
+    else
+        hf_buf_puts(b, "null");
+    hf_buf_puts(b, ",\"occurred_at\":");
+    hf_json_append_cstr(b, e->occurred_at ? e->occurred_at : received_at);
+    hf_buf_puts(b, ",\"received_at\":");
+    hf_json_append_cstr(b, received_at);
+    hf_buf_puts(b, ",\"request_id\":");
+    hf_json_append_cstr(b, request_id);
+    hf_buf_puts(b, ",\"payload\":");
+    hf_buf_puts(b, e->payload);
+    hf_buf_puts(b, "}");
+}
+
+/* Produces every event; the reply comes from on_done or on_deadline. Takes res's events. */
+static void produce_delivery(ingest_server *s, struct evhttp_request *req, provider_slot *slot,
+                             ingest_result *res, const char *request_id)
+{
+    pending *p = xcalloc(1, sizeof *p);
+    struct event_base *base = hf_http_request_base(req);
+    p->server = s;
+    p->slot = slot;
+    p->req = req;
+    p->nevents = res->nevents;
+    p->started_us = hf_now_us();
+    p->response_body = res->response_body;
+    p->response_type = res->response_type;
+    res->response_body = NULL;
+    snprintf(p->request_id, sizeof p->request_id, "%s", request_id);
+    p->done = event_new(base, -1, 0, on_done, p);
+    p->deadline = evtimer_new(base, on_deadline, p);
+    /* One extra count stands for this function, so no report can finish p while it sends. */
+    atomic_store(&p->outstanding, (int)res->nevents + 1);
+    atomic_fetch_add(&s->in_flight, 1);
+    struct timeval tv = {s->cfg->ack_timeout_ms / 1000, (s->cfg->ack_timeout_ms % 1000) * 1000};
+    evtimer_add(p->deadline, &tv);
+
+    char received_at[40];
+    hf_format_rfc3339(hf_wall_ms(), received_at, sizeof received_at);
+    hf_buf env = {0}, key = {0};
+    for (size_t i = 0; i < res->nevents; i++) {
+        const ingest_event *e = &res->events[i];
+        hf_buf_reset(&env);
+        hf_buf_reset(&key);
+        append_envelope(&env, slot, e, received_at, request_id);
+        hf_buf_printf(&key, "%s:%s", slot->provider->id, e->account);
+        char err[256];
+        if (hf_producer_send(s->producer, slot->topic, key.data, key.len, env.data, env.len, p,
+                             err, sizeof err) != 0) {
+            /* Nothing after this event is sent: the delivery fails as a whole and the platform
+             * retries it; the events already queued are deduplicated downstream by id. */
+            atomic_store(&p->failed, true);
+            hf_log_kv(HF_LOG_WARN, "kafka.queue_refused", "request_id", request_id, "error", err,
+                      NULL);
+            atomic_fetch_sub(&p->outstanding, (int)(res->nevents - i));
+            break;
+        }
+    }
+    hf_buf_free(&env);
+    hf_buf_free(&key);
+    if (atomic_fetch_sub(&p->outstanding, 1) == 1)
+        event_active(p->done, 0, 0);
+}
+
+static void handle_webhook(ingest_server *s, struct evhttp_request *req, const char *provider_id,
+                           const char *request_id)
+{
+    provider_slot *slot = NULL;
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        if (s->slots[i].provider && strcmp(s->slots[i].provider->id, provider_id) == 0)
+            slot = &s->slots[i];
+    if (!slot) {
+        count_reject(s, "unknown", "unknown_provider");
+        hf_http_reply_error(req, 404, "unknown_provider",
+                            "no such provider; expected one of xero, quickbooks, hubspot, "
+                            "klaviyo, twilio, meta");
+        return;
+    }
+    hf_counter_add(slot->received, 1);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const char *method = cmd == EVHTTP_REQ_POST ? "POST" : cmd == EVHTTP_REQ_GET ? "GET" : NULL;
+    if (!method || (cmd == EVHTTP_REQ_GET && !slot->provider->accepts_get)) {
+        reply_provider_error(s, req, slot, 405, "method_not_allowed",
+                             "use POST for webhook deliveries", request_id);
+        return;
+    }
+    if (atomic_load(&s->draining)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_provider_error(s, req, slot, 503, "shutting_down", "this instance is shutting down",
+                             request_id);
+        return;
+    }
+    if (atomic_load(&s->in_flight) >= s->cfg->max_in_flight) {
+        reply_provider_error(s, req, slot, 503, "overloaded",
+                             "too many deliveries waiting for Kafka", request_id);
+        return;
+    }
+
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t body_len = evbuffer_get_length(in);
+    const unsigned char *body = body_len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *raw_uri = evhttp_request_get_uri(req);
+    hf_buf public_url = {0};
+    if (s->cfg->public_base_url[0]) {
+        hf_buf_puts(&public_url, s->cfg->public_base_url);
+    } else {
+        const char *host = evhttp_request_get_host(req);
+        hf_buf_printf(&public_url, "http://%s", host ? host : "localhost");
+        int port = evhttp_uri_get_port(uri);
+        if (port > 0 && (!host || !strchr(host, ':')))
+            hf_buf_printf(&public_url, ":%d", port);
+    }
+    hf_buf_puts(&public_url, raw_uri);
+
+    ingest_request r = {
+        .method = method,
+        .path = evhttp_uri_get_path(uri),
+        .query = evhttp_uri_get_query(uri),
+        .public_url = public_url.data,
+        .body = body,
+        .body_len = body_len,
+        .header = header_lookup,
+        .header_ctx = evhttp_request_get_input_headers(req),
+        .now_ms = hf_wall_ms(),
+    };
+    ingest_result res = {0};
+    pthread_rwlock_rdlock(&s->secrets_lock);
+    r.secrets = s->secrets;
+    slot->provider->handle(&r, &res);
+    pthread_rwlock_unlock(&s->secrets_lock);
+    hf_buf_free(&public_url);
+
+    if (res.status < 200 || res.status > 299) {
+        reply_provider_error(s, req, slot, res.status ? res.status : 500,
+                             res.reason ? res.reason : "error", res.detail, request_id);
+    } else if (res.nevents == 0) {
+        /* Handshakes (Meta subscribe, Xero intent-to-receive) and empty batches. */
+        hf_counter_add(slot->accepted, 1);
+        hf_log_kv(HF_LOG_INFO, "webhook.handshake", "request_id", request_id, "provider",
+                  slot->provider->id, "reason", res.reason ? res.reason : "accepted", NULL);
+        hf_http_reply(req, res.status, res.response_type, res.response_body,
+                      res.response_body ? strlen(res.response_body) : 0);
+    } else {
+        produce_delivery(s, req, slot, &res, request_id);
+    }
+    ingest_result_free(&res);
+}
+
+static void reply_text(struct evhttp_request *req, int status, const char *text)
+{
+    hf_http_reply(req, status, "text/plain; version=0.0.4", text, strlen(text));
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    ingest_server *s = arg;
+    char request_id[40];
+    set_request_id(req, request_id);
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path)
+        path = "/";
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (strncmp(path, WEBHOOK_PREFIX, strlen(WEBHOOK_PREFIX)) == 0) {
+        const char *provider = path + strlen(WEBHOOK_PREFIX);
+        char id[32];
+        size_t n = strcspn(provider, "/");
+        if (n == 0 || n >= sizeof id || (provider[n] == '/' && provider[n + 1] != '\0')) {
+            count_reject(s, "unknown", "unknown_provider");
+            hf_http_reply_error(req, 404, "unknown_provider", "no such webhook endpoint");
+            return;
+        }
+        memcpy(id, provider, n);
+        id[n] = '\0';
+        handle_webhook(s, req, id, request_id);
+        return;
+    }
+    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+    if (strcmp(path, "/healthz") == 0 && get) {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        hf_http_reply_json(req, 200, ok, sizeof ok - 1);
+    } else if (strcmp(path, "/readyz") == 0 && get) {
+        if (atomic_load(&s->draining)) {
+            hf_http_reply_error(req, 503, "shutting_down", "this instance is shutting down");
+        } else if (!hf_producer_ready(s->producer)) {
+            hf_http_reply_error(req, 503, "kafka_unreachable", "no Kafka broker answers");
+        } else {
+            static const char ok[] = "{\"status\":\"ready\"}";
+            hf_http_reply_json(req, 200, ok, sizeof ok - 1);
+        }
+    } else if (strcmp(path, "/metrics") == 0 && get) {
+        hf_buf b = {0};
+        hf_metrics_render(s->metrics, &b);
+        reply_text(req, 200, b.data ? b.data : "");
+        hf_buf_free(&b);
+    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+               strcmp(path, "/metrics") == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        hf_http_reply_error(req, 405, "method_not_allowed", "use GET");
+    } else {
+        hf_http_reply_error(req, 404, "not_found", "no such endpoint");
+    }
+}
+
+static int64_t gauge_in_flight(void *arg)
+{
+    return atomic_load(&((ingest_server *)arg)->in_flight);
+}
+
+static int64_t gauge_queue(void *arg)
+{
+    return hf_producer_queue_len(((ingest_server *)arg)->producer);
+}
+
+static int64_t gauge_connections(void *arg)
+{
+    ingest_server *s = arg;
+    return s->http ? hf_http_server_connections(s->http) : 0;
+}
+
+static int64_t gauge_ready(void *arg)
+{
+    return hf_producer_ready(((ingest_server *)arg)->producer) ? 1 : 0;
+}
+
+static void register_metrics(ingest_server *s)
+{
+    static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                            0.1,   0.25,   0.5,   1,    2.5,   5};
+    for (size_t i = 0; i < NPROVIDERS; i++) {
+        provider_slot *slot = &s->slots[i];
+        char labels[64];
+        snprintf(labels, sizeof labels, "provider=\"%s\"", provider_ids[i]);
+        slot->received = hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_received_total",
+                                            "Webhook deliveries received", labels);
+        slot->accepted = hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_accepted_total",
+                                            "Deliveries answered 2xx (every event in Kafka)",
+                                            labels);
+        slot->events = hf_metrics_counter(s->metrics, "hookflow_ingest_events_total",
+                                          "Events acknowledged by Kafka", labels);
+        slot->produce_latency = hf_metrics_histogram(
+            s->metrics, "hookflow_ingest_produce_latency_seconds",
+            "Time from producing a delivery's first event to Kafka acknowledging its last",
+            labels, latency_bounds, HF_ARRAY_LEN(latency_bounds));
+    }
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_in_flight",
+                        "Deliveries waiting for Kafka acknowledgement", NULL, gauge_in_flight, s);
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_kafka_queue_depth",
+                        "Messages in the producer queue", NULL, gauge_queue, s);
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_connections", "Open client connections",
+                        NULL, gauge_connections, s);
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_kafka_ready",
+                        "1 when a Kafka broker answered recently", NULL, gauge_ready, s);
+}
+
+ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t errlen)
+{
+    ingest_server *s = xcalloc(1, sizeof *s);
+    s->cfg = cfg;
+    pthread_rwlock_init(&s->secrets_lock, NULL);
+    snprintf(s->retry_after, sizeof s->retry_after, "%lld", cfg->retry_after_s);
+    char cerr[512];
+    s->catalog = hf_catalog_load(hf_catalog_default_dir(), cerr, sizeof cerr);
+    if (!s->catalog) {
+        hf_err(err, errlen, "catalog: %s", cerr);
+        goto fail;
+    }
+    s->secrets = hf_secrets_load(cfg->secrets_dir, err, errlen);
+    if (!s->secrets)
+        goto fail;
+    for (size_t i = 0; i < NPROVIDERS; i++) {
+        provider_slot *slot = &s->slots[i];
+        slot->provider = ingest_provider_find(provider_ids[i]);
+        slot->connector = hf_catalog_find(s->catalog, provider_ids[i]);
+        if (!slot->provider || !slot->connector) {
+            hf_err(err, errlen, "provider %s is missing from the %s", provider_ids[i],
+                   slot->provider ? "catalog" : "build");
+            goto fail;
+        }
+        slot->topic = xasprintf("%s.webhooks.%s", cfg->topic_prefix,
+                                hf_connector_category(slot->connector));
+    }
+    s->metrics = hf_metrics_new();
+    register_metrics(s);
+    hf_producer_options popts = {
+        .brokers = cfg->kafka_brokers,
+        .message_timeout_ms = cfg->message_timeout_ms,
+        .queue_max_messages = cfg->queue_max_messages,
+        .linger_ms = cfg->linger_ms,
+    };
+    s->producer = hf_producer_new(&popts, on_delivery, err, errlen);
+    if (!s->producer)
+        goto fail;
+    long threads = cfg->threads > 0 ? (long)cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    hf_http_options hopts = {
+        .listen = cfg->listen,
+        .threads = threads > 0 ? (int)threads : 1,
+        .max_body = (size_t)cfg->max_body_bytes,
+        .max_headers = (size_t)cfg->max_header_bytes,
+        .timeout_ms = (int)cfg->client_timeout_ms,
+        .max_connections = (int)cfg->max_connections,
+    };
+    s->http = hf_http_server_new(&hopts, handle, s, err, errlen);
+    if (!s->http)
+        goto fail;
+    return s;
+fail:
+    ingest_server_free(s);
+    return NULL;
+}
+
+int ingest_server_port(const ingest_server *s)
+{
+    return hf_http_server_port(s->http);
+}
+
+void ingest_server_start(ingest_server *s)
+{
+    hf_http_server_start(s->http);
+}
+
+int ingest_server_reload_secrets(ingest_server *s, char *err, size_t errlen)
+{
+    hf_secrets *fresh = hf_secrets_load(s->cfg->secrets_dir, err, errlen);
+    if (!fresh)
+        return -1;
+    pthread_rwlock_wrlock(&s->secrets_lock);
+    hf_secrets *old = s->secrets;
+    s->secrets = fresh;
+    pthread_rwlock_unlock(&s->secrets_lock);
+    hf_secrets_free(old);
     return 0;
+}
+
+int ingest_server_drain(ingest_server *s, int64_t timeout_ms)
+{
+    atomic_store(&s->draining, true);
+    hf_http_server_stop_accepting(s->http);
+    int64_t until = hf_now_ms() + timeout_ms;
+    while (atomic_load(&s->in_flight) > 0 && hf_now_ms() < until)
+        usleep(10 * 1000);
+    int64_t left = atomic_load(&s->in_flight);
+    if (left > 0) {
+        /* Give up on what Kafka has not taken: those deliveries are answered 503 (the platform
+         * retries them) while the loops still run. */
+        hf_producer_purge(s->producer);
+        until = hf_now_ms() + 2000;
+        while (atomic_load(&s->in_flight) > 0 && hf_now_ms() < until)
+            usleep(10 * 1000);
+    }
+    hf_producer_flush(s->producer, 5000);
+    return (int)left;
+}
+
+void ingest_server_free(ingest_server *s)
+{
+    if (!s)
+        return;
+    /* The loops go first: no request may outlive the producer whose reports it waits for. */
+    hf_http_server_free(s->http);
+    hf_producer_free(s->producer);
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        free(s->slots[i].topic);
+    hf_metrics_free(s->metrics);
+    hf_secrets_free(s->secrets);
+    hf_catalog_free(s->catalog);
+    pthread_rwlock_destroy(&s->secrets_lock);
+    free(s);
 }

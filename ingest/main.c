@@ -1,13 +1,99 @@
-/* hookflow-ingest: the webhook front end (command line and start-up). */
+/* hookflow-ingest: the webhook front end (command line, start-up, signals). */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "config.h"
+#include "ingest.h"
+#include "log.h"
+
+static void usage(void)
+{
+    printf("usage: hookflow-ingest [--help] [--version]\n\n"
+           "Receives webhooks at POST /api/integrations/webhooks/{provider}, verifies them and\n"
+           "answers 2xx once every event is in Kafka. Also serves /healthz, /readyz, /metrics.\n"
+           "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the secrets directory.\n\n");
+    hf_config_print_help(ingest_config_items, ingest_config_nitems);
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("hookflow-ingest %s\n", HOOKFLOW_VERSION);
-        return 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("hookflow-ingest %s\n", HOOKFLOW_VERSION);
+            return 0;
+        }
+        fprintf(stderr, "hookflow-ingest: unknown option '%s' (try --help)\n", argv[i]);
+        return 2;
     }
-    fprintf(stderr, "hookflow-ingest: not built yet\n");
-    return 1;
+    ingest_config cfg = {0};
+    char err[512];
+    if (hf_config_load(ingest_config_items, ingest_config_nitems, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "hookflow-ingest: %s\n", err);
+        return 1;
+    }
+    hf_log_level level = HF_LOG_INFO;
+    hf_log_format format = HF_LOG_JSON;
+    (void)hf_log_level_parse(cfg.log_level, &level);
+    (void)hf_log_format_parse(cfg.log_format, &format);
+    hf_log_init("hookflow-ingest", level, format);
+
+    /* Signals are taken synchronously by this thread; every other thread blocks them. */
+    sigset_t sigs;
+    /* An inherited SIG_IGN would make sigwait() miss them: reset to the default first. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    ingest_server *server = ingest_server_new(&cfg, err, sizeof err);
+    if (!server) {
+        fprintf(stderr, "hookflow-ingest: %s\n", err);
+        hf_config_free(ingest_config_items, ingest_config_nitems, &cfg);
+        return 1;
+    }
+    ingest_server_start(server);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ingest_server_port(server));
+    hf_log_kv(HF_LOG_INFO, "ingest.listening", "listen", cfg.listen, "port", port, "brokers",
+              cfg.kafka_brokers, "version", HOOKFLOW_VERSION, NULL);
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (ingest_server_reload_secrets(server, err, sizeof err) == 0)
+                hf_log_kv(HF_LOG_INFO, "secrets.reloaded", NULL);
+            else
+                hf_log_kv(HF_LOG_ERROR, "secrets.reload_failed", "error", err, "msg",
+                          "keeping the previous secrets", NULL);
+            continue;
+        }
+        break;
+    }
+    hf_log_kv(HF_LOG_INFO, "ingest.draining", NULL);
+    int left = ingest_server_drain(server, cfg.shutdown_timeout_ms);
+    if (left > 0) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", left);
+        hf_log_kv(HF_LOG_WARN, "ingest.drain_timeout", "unanswered_deliveries", n, "msg",
+                  "answered 503 so the platforms retry", NULL);
+    }
+    ingest_server_free(server);
+    hf_log_kv(HF_LOG_INFO, "ingest.stopped", NULL);
+    hf_config_free(ingest_config_items, ingest_config_nitems, &cfg);
+    hf_log_forget_secrets();
+    return 0;
 }

@@ -1,0 +1,368 @@
+/* http_server: a libevent HTTP server on several event-loop threads sharing one port
+ * (SO_REUSEPORT), with limits on body and header size, connections and slow clients. */
+#include "http_server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "config.h"
+#include "json.h"
+#include "log.h"
+
+typedef struct loop loop;
+
+struct hf_http_server {
+    hf_http_options opts;
+    hf_http_handler handler;
+    void *arg;
+    int port;
+    loop *loops;
+    int nloops;
+    atomic_int_fast64_t connections;
+    atomic_bool accepting;
+};
+
+/* One event-loop thread: its base, its evhttp on its own SO_REUSEPORT socket, and the
+ * count of open connections (see connection_new). */
+struct loop {
+    hf_http_server *server;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *post_accept; /* highest priority: adopts connections just accepted */
+    int fd;
+    pthread_t thread;
+    struct bufferevent **fresh; /* accepted, not yet adopted */
+    size_t nfresh, capfresh;
+    int open;
+    bool paused;
+};
+
+static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
+
+static void init_evthread(void)
+{
+    evthread_use_pthreads();
+}
+
+static int listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        sslen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof *v6;
+    } else if (strcmp(host, "localhost") == 0) {
+        v4->sin_family = AF_INET;
+        v4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        v4->sin_port = htons((uint16_t)port);
+        sslen = sizeof *v4;
+    } else {
+        return hf_err(err, errlen, "listen address \"%s\" is not an IP address", host);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return hf_err(err, errlen, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        return hf_err(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    sslen = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sslen);
+    *bound_port = ntohs(ss.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+    return fd;
+}
+
+/* Connection accounting. libevent 2.1 has neither a connection limit nor a hook when a server
+ * connection is created, so each loop makes its connections' bufferevents itself (bevcb) and,
+ * from a highest-priority event that libevent runs as soon as the accept callback returns (before
+ * any other event and before any I/O on the new socket), finds the evhttp_connection evhttp made
+ * around it and registers a close callback there. A reference keeps the bufferevent valid until
+ * then. Past the limit the listener is disabled: new connections wait in the kernel backlog. */
+static int per_loop_limit(const loop *l)
+{
+    int n = l->server->opts.max_connections / l->server->nloops;
+    return n < 1 ? 1 : n;
+}
+
+static void pause_or_resume(loop *l)
+{
+    bool full = l->open >= per_loop_limit(l);
+    bool want_paused = full || !atomic_load(&l->server->accepting);
+    if (want_paused == l->paused || !l->bound)
+        return;
+    struct evconnlistener *lev = evhttp_bound_socket_get_listener(l->bound);
+    if (want_paused)
+        evconnlistener_disable(lev);
+    else
+        evconnlistener_enable(lev);
+    l->paused = want_paused;
+    if (want_paused && full)
+        hf_log_kv(HF_LOG_WARN, "http.connection_limit", "msg",
+                  "connection limit reached; new connections wait in the backlog", NULL);
+}
+
+static void connection_closed(struct evhttp_connection *evcon, void *arg)
+{
+    loop *l = arg;
+    l->open--;
+    atomic_fetch_sub(&l->server->connections, 1);
+    pause_or_resume(l);
+}
+
+static struct bufferevent *connection_new(struct event_base *base, void *arg)
+{
+    loop *l = arg;
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    bufferevent_incref(bev);
+    if (l->nfresh == l->capfresh) {
+        l->capfresh = l->capfresh ? l->capfresh * 2 : 16;
+        l->fresh = xrealloc(l->fresh, l->capfresh * sizeof *l->fresh);
+    }
+    l->fresh[l->nfresh++] = bev;
+    l->open++;
+    atomic_fetch_add(&l->server->connections, 1);
+    event_active(l->post_accept, EV_TIMEOUT, 0);
+    return bev;
+}
+
+static void connections_adopt(evutil_socket_t fd, short what, void *arg)
+{
+    loop *l = arg;
+    for (size_t i = 0; i < l->nfresh; i++) {
+        struct bufferevent *bev = l->fresh[i];
+        bufferevent_event_cb eventcb = NULL;
+        void *cbarg = NULL;
+        bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
+        if (eventcb && cbarg) {
+            evhttp_connection_set_closecb(cbarg, connection_closed, l);
+        } else {
+            /* evhttp gave the connection up during the accept itself. */
+            l->open--;
+            atomic_fetch_sub(&l->server->connections, 1);
+        }
+        bufferevent_decref(bev);
+    }
+    l->nfresh = 0;
+    pause_or_resume(l);
+}
+
+static void dispatch(struct evhttp_request *req, void *arg)
+{
+    loop *l = arg;
+    l->server->handler(req, l->server->arg);
+}
+
+static void *loop_main(void *arg)
+{
+    loop *l = arg;
+    event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler,
+                                   void *arg, char *err, size_t errlen)
+{
+    pthread_once(&evthread_once, init_evthread);
+    char host[256];
+    int port;
+    if (!hf_config_parse_listen(opts->listen, host, sizeof host, &port)) {
+        hf_err(err, errlen, "bad listen address \"%s\"", opts->listen);
+        return NULL;
+    }
+    hf_http_server *s = xcalloc(1, sizeof *s);
+    s->opts = *opts;
+    s->opts.listen = NULL;
+    s->handler = handler;
+    s->arg = arg;
+    s->nloops = opts->threads > 0 ? opts->threads : 1;
+    s->loops = xcalloc((size_t)s->nloops, sizeof *s->loops);
+    atomic_store(&s->accepting, true);
+    for (int i = 0; i < s->nloops; i++) {
+        loop *l = &s->loops[i];
+        l->server = s;
+        l->fd = -1;
+        /* The first socket picks the port when 0 was asked; the others share it. */
+        int bound_port = 0;
+        l->fd = listen_socket(host, i == 0 ? port : s->port, &bound_port, err, errlen);
+        if (l->fd < 0)
+            goto fail;
+        if (i == 0)
+            s->port = bound_port;
+        l->base = event_base_new();
+        /* Two priorities: 0 for post_accept, 1 (the default) for everything else. */
+        event_base_priority_init(l->base, 2);
+        l->http = evhttp_new(l->base);
+        evhttp_set_max_body_size(l->http, (ev_ssize_t)opts->max_body);
+        evhttp_set_max_headers_size(l->http, (ev_ssize_t)opts->max_headers);
+        struct timeval tv = {opts->timeout_ms / 1000, (opts->timeout_ms % 1000) * 1000};
+        evhttp_set_timeout_tv(l->http, &tv);
+        evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+        evhttp_set_default_content_type(l->http, "application/json");
+        evhttp_set_gencb(l->http, dispatch, l);
+        evhttp_set_bevcb(l->http, connection_new, l);
+        l->bound = evhttp_accept_socket_with_handle(l->http, l->fd);
+        if (!l->bound) {
+            hf_err(err, errlen, "cannot accept on %s", opts->listen);
+            goto fail;
+        }
+        l->post_accept = event_new(l->base, -1, 0, connections_adopt, l);
+        event_priority_set(l->post_accept, 0);
+    }
+    return s;
+fail:
+    hf_http_server_free(s);
+    return NULL;
+}
+
+int hf_http_server_port(const hf_http_server *s)
+{
+    return s->port;
+}
+
+void hf_http_server_start(hf_http_server *s)
+{
+    for (int i = 0; i < s->nloops; i++)
+        pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);
+}
+
+static void disable_listener(evutil_socket_t fd, short what, void *arg)
+{
+    pause_or_resume(arg);
+}
+
+void hf_http_server_stop_accepting(hf_http_server *s)
+{
+    atomic_store(&s->accepting, false);
+    for (int i = 0; i < s->nloops; i++)
+        event_base_once(s->loops[i].base, -1, EV_TIMEOUT, disable_listener, &s->loops[i], NULL);
+}
+
+int64_t hf_http_server_connections(const hf_http_server *s)
+{
+    return atomic_load(&((hf_http_server *)s)->connections);
+}
+
+void hf_http_server_free(hf_http_server *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < s->nloops; i++) {
+        loop *l = &s->loops[i];
+        if (l->thread) {
+            event_base_loopbreak(l->base);
+            pthread_join(l->thread, NULL);
+        }
+    }
+    for (int i = 0; i < s->nloops; i++) {
+        loop *l = &s->loops[i];
+        for (size_t k = 0; k < l->nfresh; k++)
+            bufferevent_decref(l->fresh[k]);
+        l->nfresh = 0;
+        if (l->http)
+            evhttp_free(l->http); /* closes the listener and every connection */
+        if (l->post_accept)
+            event_free(l->post_accept);
+        free(l->fresh);
+        if (l->base)
+            event_base_free(l->base);
+        if (!l->bound && l->fd >= 0)
+            close(l->fd);
+    }
+    free(s->loops);
+    free(s);
+}
+
+const char *hf_http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+void hf_http_reply(struct evhttp_request *req, int status, const char *content_type,
+                   const void *body, size_t len)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    if (content_type)
+        evhttp_add_header(out, "Content-Type", content_type);
+    struct evbuffer *buf = evbuffer_new();
+    if (body && len)
+        evbuffer_add(buf, body, len);
+    evhttp_send_reply(req, status, hf_http_reason(status), buf);
+    evbuffer_free(buf);
+}
+
+void hf_http_reply_json(struct evhttp_request *req, int status, const char *json, size_t len)
+{
+    hf_http_reply(req, status, "application/json", json, len);
+}
+
+void hf_http_reply_error(struct evhttp_request *req, int status, const char *error,
+                         const char *detail)
+{
+    hf_buf b = {0};
+    hf_buf_puts(&b, "{\"error\":");
+    hf_json_append_cstr(&b, error);
+    if (detail && *detail) {
+        hf_buf_puts(&b, ",\"detail\":");
+        hf_json_append_cstr(&b, detail);
+    }
+    hf_buf_puts(&b, "}");
+    hf_http_reply_json(req, status, b.data, b.len);
+    hf_buf_free(&b);
+}
+
+struct event_base *hf_http_request_base(struct evhttp_request *req)
+{
+    return evhttp_connection_get_base(evhttp_request_get_connection(req));
+}

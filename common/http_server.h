@@ -1,0 +1,56 @@
+/* http_server: a libevent HTTP server on several event-loop threads sharing one port
+ * (SO_REUSEPORT), with limits on body and header size, connections and slow clients. */
+#ifndef HF_HTTP_SERVER_H
+#define HF_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "util.h"
+
+struct evhttp_request;
+struct event_base;
+
+typedef struct hf_http_server hf_http_server;
+
+/* Called on the request's own event-loop thread. Must end, now or later on that thread, in
+ * exactly one reply (hf_http_reply* or evhttp_send_reply/evhttp_send_error). */
+typedef void (*hf_http_handler)(struct evhttp_request *req, void *arg);
+
+typedef struct hf_http_options {
+    const char *listen;      /* "host:port"; port 0 picks a free one */
+    int threads;             /* event-loop threads */
+    size_t max_body;         /* bytes; larger bodies get 413 */
+    size_t max_headers;      /* bytes of request line + headers; larger get 431/400 */
+    int timeout_ms;          /* read/write inactivity timeout; idle keep-alive ends too */
+    int max_connections;     /* open connections across all threads; beyond it accepting
+                                pauses and new connections wait in the listen backlog */
+} hf_http_options;
+
+/* Binds the port (so start-up fails early and clearly) but runs nothing yet. */
+hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler,
+                                   void *arg, char *err, size_t errlen);
+int hf_http_server_port(const hf_http_server *s);
+/* Starts the threads. */
+void hf_http_server_start(hf_http_server *s);
+/* Stops accepting new connections (existing ones go on). Thread-safe. */
+void hf_http_server_stop_accepting(hf_http_server *s);
+/* Open connections now. */
+int64_t hf_http_server_connections(const hf_http_server *s);
+/* Ends the loops, closes every connection, joins the threads, frees. */
+void hf_http_server_free(hf_http_server *s);
+
+/* Replies with a JSON body (Content-Type application/json). */
+void hf_http_reply_json(struct evhttp_request *req, int status, const char *json, size_t len);
+/* Replies {"error": error, "detail": detail} (detail may be NULL). */
+void hf_http_reply_error(struct evhttp_request *req, int status, const char *error,
+                         const char *detail);
+/* Replies with a body and content type (NULL body: empty). */
+void hf_http_reply(struct evhttp_request *req, int status, const char *content_type,
+                   const void *body, size_t len);
+
+/* The event base the request runs on. */
+struct event_base *hf_http_request_base(struct evhttp_request *req);
+/* The standard reason phrase of a status. */
+const char *hf_http_reason(int status);
+
+#endif

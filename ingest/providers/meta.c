@@ -1,0 +1,287 @@
+/* meta: Messenger Platform webhooks: X-Hub-Signature-256 (hex HMAC-SHA256 of the raw body with
+ * the App Secret), one event per messaging item of every entry, and the GET subscription
+ * handshake (hub.mode / hub.verify_token / hub.challenge). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto.h"
+#include "form.h"
+#include "json.h"
+#include "provider.h"
+#include "util.h"
+
+#define META_APP_SECRET "meta/app_secret"
+#define META_VERIFY_TOKEN "meta/verify_token"
+/* 9999-12-31T23:59:59.999Z: later timestamps are not times Meta sends. */
+#define META_MAX_MS 253402300799999LL
+
+/* The messaging item keys that name its kind, in the order they are looked for. */
+static const char *const meta_kinds[] = {"message",  "postback", "delivery", "read",
+                                         "reaction", "optin",    "referral", "account_linking"};
+
+/* A request header, or NULL when absent (or when the request has no header lookup). */
+static const char *header(const ingest_request *req, const char *name)
+{
+    return req->header ? req->header(req, name) : NULL;
+}
+
+/* The body as text for parsers; an empty body may come with a NULL pointer. */
+static const char *body_text(const ingest_request *req)
+{
+    return req->body ? (const char *)req->body : "";
+}
+
+static size_t get_keys(const ingest_request *req, const char *path, const char *vals[2],
+                       size_t lens[2])
+{
+    return req->secrets ? hf_secrets_get(req->secrets, path, vals, lens) : 0;
+}
+
+/* ---- handshake ------------------------------------------------------------------------------ */
+
+/* Hashing both sides first makes the comparison independent of the token's length. */
+static bool token_ok(const char *given, size_t given_len, const char *const keys[2],
+                     const size_t lens[2], size_t nkeys)
+{
+    unsigned char want[HF_SHA256_LEN];
+    hf_sha256(given, given_len, want);
+    bool ok = false;
+    for (size_t i = 0; i < nkeys; i++) {
+        unsigned char got[HF_SHA256_LEN];
+        hf_sha256(keys[i], lens[i], got);
+        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
+    }
+    return ok;
+}
+
+static void handle_handshake(const ingest_request *req, ingest_result *res)
+{
+    const char *keys[2];
+    size_t lens[2];
+    size_t nkeys = get_keys(req, META_VERIFY_TOKEN, keys, lens);
+    if (nkeys == 0) {
+        ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_VERIFY_TOKEN);
+        return;
+    }
+    ingest_form query = {0};
+    ingest_form_parse(&query, req->query, req->query ? strlen(req->query) : 0);
+    const ingest_form_param *mode = ingest_form_find(&query, "hub.mode");
+    const ingest_form_param *token = ingest_form_find(&query, "hub.verify_token");
+    const ingest_form_param *challenge = ingest_form_find(&query, "hub.challenge");
+    if (!mode || strcmp(mode->value, "subscribe") != 0 || mode->value_len != 9) {
+        ingest_result_fail(res, 403, "bad_verify_token", "hub.mode is not subscribe");
+        goto done;
+    }
+    if (!token || !token_ok(token->value, token->value_len, keys, lens, nkeys)) {
+        ingest_result_fail(res, 403, "bad_verify_token", "hub.verify_token %s",
+                           token ? "does not match" : "missing");
+        goto done;
+    }
+    if (!challenge || challenge->value_len == 0 ||
+        memchr(challenge->value, '\0', challenge->value_len)) {
+        ingest_result_fail(res, 400, "malformed", "hub.challenge missing or not text");
+        goto done;
+    }
+    res->status = 200;
+    res->reason = "handshake";
+    res->response_body = xstrdup(challenge->value);
+    res->response_type = "text/plain";
+done:
+    ingest_form_free(&query);
+}
+
+/* ---- deliveries ----------------------------------------------------------------------------- */
+
+static int hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (unsigned char)tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* "sha256=<64 hex digits>" (either case) into out. */
+static bool parse_signature(const char *h, unsigned char out[HF_SHA256_LEN])
+{
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (strncasecmp(h, "sha256=", 7) != 0)
+        return false;
+    h += 7;
+    size_t len = strlen(h);
+    while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+        len--;
+    if (len != 2 * HF_SHA256_LEN)
+        return false;
+    for (size_t i = 0; i < HF_SHA256_LEN; i++) {
+        int hi = hex_digit((unsigned char)h[2 * i]), lo = hex_digit((unsigned char)h[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return true;
+}
+
+static bool signature_ok(const ingest_request *req, const char *sig_header,
+                         const char *const keys[2], const size_t lens[2], size_t nkeys)
+{
+    unsigned char want[HF_SHA256_LEN];
+    if (!parse_signature(sig_header, want))
+        return false;
+    bool ok = false;
+    for (size_t i = 0; i < nkeys; i++) {
+        unsigned char got[HF_SHA256_LEN];
+        hf_hmac_sha256(keys[i], lens[i], req->body, req->body_len, got);
+        /* No early exit: both keys cost the same whichever matches. */
+        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
+    }
+    return ok;
+}
+
+/* A non-empty string, or a number's text; NULL otherwise. */
+static const char *id_text(hf_json v)
+{
+    const char *s = hf_json_str(v);
+    if (s)
+        return *s ? s : NULL;
+    return hf_json_number_text(v);
+}
+
+static char *occurred_at(hf_json ts)
+{
+    long long ms;
+    if (!hf_json_int(ts, &ms) || ms < 0 || ms > META_MAX_MS)
+        return NULL;
+    return ingest_time_from_ms(ms);
+}
+
+static bool add_messaging_event(ingest_result *res, const char *page, hf_json item, size_t e,
+                                size_t m)
+{
+    if (!hf_json_is_object(item)) {
+        ingest_result_fail(res, 400, "malformed", "entry[%zu].messaging[%zu] is not an object", e,
+                           m);
+        return false;
+    }
+    const char *kind = "unknown";
+    hf_json body = NULL;
+    for (size_t i = 0; i < HF_ARRAY_LEN(meta_kinds); i++) {
+        body = hf_json_get(item, meta_kinds[i]);
+        if (body) {
+            kind = meta_kinds[i];
+            break;
+        }
+    }
+    bool echo = strcmp(kind, "message") == 0 && YAJL_IS_TRUE(hf_json_get(body, "is_echo"));
+    const char *native = echo ? "message_echo" : kind;
+
+    const char *own_id = NULL;
+    if (strcmp(kind, "message") == 0 || strcmp(kind, "postback") == 0)
+        own_id = id_text(hf_json_get(body, "mid"));
+    const char *sender = id_text(hf_json_path(item, "sender", "id", NULL));
+    char *id;
+    if (own_id) {
+        id = xasprintf("meta:%s", own_id);
+    } else {
+        const char *ts = hf_json_scalar_text(hf_json_get(item, "timestamp"));
+        const char *watermark = hf_json_scalar_text(hf_json_get(body, "watermark"));
+        if (watermark)
+            id = ingest_derive_id("meta", page, sender ? sender : "", ts ? ts : "", native,
+                                  watermark, NULL);
+        else
+            id = ingest_derive_id("meta", page, sender ? sender : "", ts ? ts : "", native, NULL);
+    }
+    /* An echo is sent by the page: the conversation is named by its recipient. */
+    const char *user = echo ? id_text(hf_json_path(item, "recipient", "id", NULL)) : sender;
+    char *resource = user ? xasprintf("psid:%s", user) : NULL;
+    hf_buf payload = {0};
+    hf_json_serialize(item, &payload);
+    ingest_result_add(res, id, xstrdup(native), xstrdup(page), resource,
+                      occurred_at(hf_json_get(item, "timestamp")), hf_buf_steal(&payload));
+    return true;
+}
+
+static bool add_entry_events(ingest_result *res, hf_json entry, size_t e)
+{
+    if (!hf_json_is_object(entry)) {
+        ingest_result_fail(res, 400, "malformed", "entry[%zu] is not an object", e);
+        return false;
+    }
+    const char *page = id_text(hf_json_get(entry, "id"));
+    if (!page) {
+        ingest_result_fail(res, 400, "malformed", "entry[%zu].id is missing", e);
+        return false;
+    }
+    hf_json messaging = hf_json_get(entry, "messaging");
+    if (!messaging)
+        return true; /* other fields (changes, standby) carry no messaging events */
+    if (!hf_json_is_array(messaging)) {
+        ingest_result_fail(res, 400, "malformed", "entry[%zu].messaging is not an array", e);
+        return false;
+    }
+    for (size_t m = 0; m < hf_json_len(messaging); m++)
+        if (!add_messaging_event(res, page, hf_json_at(messaging, m), e, m))
+            return false;
+    return true;
+}
+
+static void handle_delivery(const ingest_request *req, ingest_result *res)
+{
+    const char *keys[2];
+    size_t lens[2];
+    size_t nkeys = get_keys(req, META_APP_SECRET, keys, lens);
+    if (nkeys == 0) {
+        ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_APP_SECRET);
+        return;
+    }
+    const char *sig = header(req, "X-Hub-Signature-256");
+    if (!sig) {
+        ingest_result_fail(res, 401, "missing_signature", "X-Hub-Signature-256 header missing");
+        return;
+    }
+    if (!signature_ok(req, sig, keys, lens, nkeys)) {
+        ingest_result_fail(res, 401, "bad_signature", "X-Hub-Signature-256 does not match");
+        return;
+    }
+    char err[200];
+    hf_json root = hf_json_parse(body_text(req), req->body_len, err, sizeof err);
+    if (!root) {
+        ingest_result_fail(res, 400, "malformed", "%s", err);
+        return;
+    }
+    hf_json entries = hf_json_get(root, "entry");
+    if (!hf_json_is_array(entries)) {
+        ingest_result_fail(res, 400, "malformed", "%s",
+                           !hf_json_is_object(root) ? "body is not a JSON object"
+                           : entries                ? "entry is not an array"
+                                                    : "entry is missing");
+        goto done;
+    }
+    for (size_t e = 0; e < hf_json_len(entries); e++)
+        if (!add_entry_events(res, hf_json_at(entries, e), e))
+            goto done;
+    res->status = 200;
+    res->reason = "accepted";
+done:
+    hf_json_free(root);
+}
+
+static void meta_handle(const ingest_request *req, ingest_result *res)
+{
+    if (strcmp(req->method, "GET") == 0)
+        handle_handshake(req, res);
+    else if (strcmp(req->method, "POST") == 0)
+        handle_delivery(req, res);
+    else
+        ingest_result_fail(res, 405, "method_not_allowed",
+                           "%.16s is not allowed; use POST (or GET for the handshake)",
+                           req->method);
+}
+
+const ingest_provider ingest_provider_meta = {
+    .id = "meta",
+    .accepts_get = true,
+    .handle = meta_handle,
+};

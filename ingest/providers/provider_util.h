@@ -1,0 +1,58 @@
+/* provider_util: small helpers shared by the xero, quickbooks and hubspot modules (secret lookup
+ * with rotation, digest checks, timestamp normalisation, JSON scalars as text). */
+#ifndef INGEST_PROVIDER_UTIL_H
+#define INGEST_PROVIDER_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "provider.h"
+
+/* The current and .previous values of one secret. */
+typedef struct provider_util_keys {
+    const char *vals[2];
+    size_t lens[2];
+    size_t n;
+} provider_util_keys;
+
+/* True for POST; otherwise fails res with 405 "method_not_allowed". */
+bool provider_util_require_post(const ingest_request *req, ingest_result *res);
+
+/* Loads secret path ("xero/webhook_key") into keys; when neither the current nor the .previous
+ * value is configured, fails res with 503 "missing_secret" and returns false. */
+bool provider_util_load_keys(const ingest_request *req, const char *path, provider_util_keys *keys,
+                             ingest_result *res);
+
+/* The request header, or NULL when absent (or when the request has no header lookup). */
+const char *provider_util_header(const ingest_request *req, const char *name);
+
+/* True when sig_b64 is the base64 HMAC-SHA256 of body under any of keys. Every key is tried
+ * (no early exit) and digests are compared in constant time. */
+bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,
+                                    const unsigned char *body, size_t body_len);
+
+/* Decodes exactly 2*outlen hex digits (either case) into out; false on any other input. */
+bool provider_util_hex_decode(const char *hex, unsigned char *out, size_t outlen);
+
+/* Parses an ISO 8601 / RFC 3339 date-time "YYYY-MM-DDTHH:MM:SS[.frac][Z|+HH:MM|+HHMM|+HH]"
+ * (no zone means UTC) into epoch milliseconds (fraction truncated to ms). False when it does
+ * not parse or lies outside years 1000-9999. */
+bool provider_util_parse_time(const char *s, int64_t *ms);
+
+/* The time s normalised to RFC 3339 UTC with milliseconds (malloc'd), or NULL if s is NULL or
+ * does not parse. */
+char *provider_util_time_normalise(const char *s);
+
+/* Epoch milliseconds as RFC 3339 UTC (malloc'd), or NULL outside years 1970-9999. */
+char *provider_util_time_from_ms(long long ms);
+
+/* A non-empty string's value or a number's text as received; NULL for anything else. Used for
+ * ids that platforms send as either. */
+const char *provider_util_id_text(hf_json v);
+
+/* The compact JSON of v (malloc'd). */
+char *provider_util_serialize(hf_json v);
+
+#endif
