@@ -1,0 +1,24 @@
+# hookflow: multi-stage image. The build stage runs the same dependency script and CMake build
+# that CI exercises; the runtime stage carries only the runtime libraries and the executables.
+FROM debian:12 AS build
+WORKDIR /src
+COPY . .
+RUN bash deploy/local/install-deps.sh \
+ && cmake -S . -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOOKFLOW_TESTS=OFF \
+ && cmake --build /build -j"$(nproc)"
+
+FROM debian:12-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-pthreads-2.1-7 librdkafka1 \
+      libpq5 libyajl2 libcurl4 libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin hookflow
+COPY --from=build /build/hookflow-ingest /build/hookflow-engine /build/hookflow-devbroker /usr/local/bin/
+COPY --from=build /src/schemas /usr/share/hookflow/schemas
+ENV HOOKFLOW_CATALOG_DIR=/usr/share/hookflow/schemas/catalog \
+    HOOKFLOW_MIGRATIONS_DIR=/usr/share/hookflow/schemas/migrations \
+    HOOKFLOW_SECRETS_DIR=/run/secrets/hookflow \
+    HOOKFLOW_LOG_FORMAT=json
+USER hookflow
+EXPOSE 8080 8081
+ENTRYPOINT ["/usr/local/bin/hookflow-ingest"]
