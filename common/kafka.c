@@ -118,7 +118,7 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"socket.keepalive.enable", "true"},
-        {"client.id", "hookflow-ingest"},
+        {"client.id", opts->client_id ? opts->client_id : "hookflow"},
         {"statistics.interval.ms", "0"},
     };
     for (size_t i = 0; i < HF_ARRAY_LEN(defaults); i++) {

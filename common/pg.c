@@ -307,3 +307,56 @@ int hf_pg_rollback(PGconn *conn)
         return HF_PG_OK;
     return hf_pg_exec(conn, "ROLLBACK", 0, NULL, NULL, NULL, 0);
 }
+
+void hf_pg_array_add(hf_pg_array *a, const char *value)
+{
+    if (a->n == 0) {
+        hf_buf_reset(&a->text);
+        hf_buf_putc(&a->text, '{');
+    } else {
+        /* Drop the closing brace written by the previous add. */
+        a->text.len--;
+        hf_buf_putc(&a->text, ',');
+    }
+    if (!value) {
+        hf_buf_puts(&a->text, "NULL");
+    } else {
+        hf_buf_putc(&a->text, '"');
+        for (const char *p = value; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                hf_buf_putc(&a->text, '\\');
+            hf_buf_putc(&a->text, *p);
+        }
+        hf_buf_putc(&a->text, '"');
+    }
+    hf_buf_putc(&a->text, '}');
+    a->n++;
+}
+
+void hf_pg_array_add_int(hf_pg_array *a, long long value)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%lld", value);
+    hf_pg_array_add(a, num);
+}
+
+const char *hf_pg_array_text(hf_pg_array *a)
+{
+    if (a->n == 0) {
+        hf_buf_reset(&a->text);
+        hf_buf_puts(&a->text, "{}");
+    }
+    return a->text.data;
+}
+
+void hf_pg_array_reset(hf_pg_array *a)
+{
+    hf_buf_reset(&a->text);
+    a->n = 0;
+}
+
+void hf_pg_array_free(hf_pg_array *a)
+{
+    hf_buf_free(&a->text);
+    a->n = 0;
+}

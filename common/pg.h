@@ -68,4 +68,19 @@ const char *hf_pg_sqlstate(const PGresult *res);
 #define HF_PG_SERIALIZATION_FAILURE "40001"
 #define HF_PG_DEADLOCK_DETECTED "40P01"
 
+/* A PostgreSQL array literal built element by element, for set-based statements
+ * (unnest($1::text[], ...)): one round trip for a whole batch. Zero-initialise to start. */
+typedef struct hf_pg_array {
+    hf_buf text;
+    size_t n;
+} hf_pg_array;
+
+/* Appends one element (NULL is SQL NULL); every value is quoted and escaped. */
+void hf_pg_array_add(hf_pg_array *a, const char *value);
+void hf_pg_array_add_int(hf_pg_array *a, long long value);
+/* The literal, e.g. {"a","b",NULL}; valid until the next add or free. */
+const char *hf_pg_array_text(hf_pg_array *a);
+void hf_pg_array_reset(hf_pg_array *a);
+void hf_pg_array_free(hf_pg_array *a);
+
 #endif

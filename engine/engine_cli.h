@@ -10,5 +10,7 @@ typedef struct engine_command {
 
 int engine_cmd_migrate(int argc, char **argv);
 int engine_cmd_catalog(int argc, char **argv);
+int engine_cmd_apply(int argc, char **argv);
+int engine_cmd_work(int argc, char **argv);
 
 #endif

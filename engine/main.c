@@ -7,6 +7,8 @@
 static const engine_command commands[] = {
     {"migrate", "apply schemas/migrations to HOOKFLOW_DATABASE_URL", engine_cmd_migrate},
     {"catalog", "print the connector catalog as JSON", engine_cmd_catalog},
+    {"work", "run an engine worker (intake + executor)", engine_cmd_work},
+    {"apply", "load tenants, connections and workflows from a JSON file", engine_cmd_apply},
 };
 
 static void usage(FILE *out)

@@ -544,6 +544,7 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
         .message_timeout_ms = cfg->message_timeout_ms,
         .queue_max_messages = cfg->queue_max_messages,
         .linger_ms = cfg->linger_ms,
+        .client_id = "hookflow-ingest",
     };
     s->producer = hf_producer_new(&popts, on_delivery, err, errlen);
     if (!s->producer)

@@ -1,0 +1,1538 @@
+/* executor: the run side of a worker. It claims runnable runs under a lease (FOR UPDATE SKIP
+ * LOCKED), walks each run's node graph, calls the platforms through libcurl's multi interface on
+ * one event loop, records every node attempt, retries with backoff, keeps delays and retries as a
+ * next-run time, and finishes the run. Database writes are batched per loop tick. */
+#include "executor.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "connectors/connector.h"
+#include "crypto.h"
+#include "expr.h"
+#include "http_client.h"
+#include "json.h"
+#include "log.h"
+#include "pg.h"
+
+typedef enum { NS_PENDING, NS_DONE, NS_SKIPPED, NS_WAITING } node_status;
+
+typedef struct node_state {
+    node_status st;
+    char *output; /* JSON text of a finished node's output */
+    int branch;   /* condition result: 0/1; -1 otherwise */
+    int attempts; /* the last attempt number recorded */
+    int64_t until_ms; /* delay: wall-clock wake time */
+} node_state;
+
+typedef enum { OUT_OK, OUT_RETRY, OUT_AUTH, OUT_FAIL, OUT_UNKNOWN } call_outcome;
+
+typedef struct run run;
+struct run {
+    run *next_held; /* every run this worker holds */
+    engine_executor *ex;
+    char id[40], tenant_id[40], workflow_id[40];
+    int version;
+    const wf_def *def;
+    char *trigger;     /* the envelope, JSON text */
+    char *tenant_json; /* {"id","slug","name","environment"} */
+    node_state *nodes;
+    size_t cursor;     /* position in def->topo */
+    bool finished;     /* a final update is queued; freed once it is written */
+    bool in_call;
+    /* the call in progress */
+    size_t call_node;
+    int call_attempt;
+    long long attempt_id;
+    char *call_input;
+    char idem_key[96];
+    connector_request req;
+    bool auth_retried;
+};
+
+/* Batched writes, flushed once per tick. */
+typedef struct attempt_row { /* a finished attempt, inserted whole */
+    char run_id[40];
+    char *node_id, *status, *input, *output, *error, *key;
+    int attempt, http_status, duration_ms;
+} attempt_row;
+
+typedef struct attempt_update {
+    long long id;
+    char *status, *output, *error;
+    int http_status, duration_ms;
+} attempt_update;
+
+typedef struct run_update {
+    char run_id[40];
+    char *status, *context, *error;
+    int64_t next_run_ms; /* 0: keep */
+} run_update;
+
+typedef struct token_entry {
+    char key[96]; /* tenant_id/connector */
+    char conn_id[40];
+    char *account, *access, *refresh;
+    int64_t expires_ms; /* wall clock; 0 = no expiry known */
+    int version;
+    int64_t loaded_ms;
+    struct token_entry *next;
+} token_entry;
+
+#define VEC(T)                                                                                    \
+    struct {                                                                                      \
+        T *v;                                                                                     \
+        size_t n, cap;                                                                            \
+    }
+#define VEC_PUSH(vec, item)                                                                       \
+    do {                                                                                          \
+        if ((vec).n == (vec).cap) {                                                               \
+            (vec).cap = (vec).cap ? (vec).cap * 2 : 32;                                           \
+            (vec).v = xrealloc((vec).v, (vec).cap * sizeof *(vec).v);                             \
+        }                                                                                         \
+        (vec).v[(vec).n++] = (item);                                                              \
+    } while (0)
+
+struct engine_executor {
+    const engine_config *cfg;
+    char *worker_id;
+    engine_defs *defs;
+    hf_metrics *metrics;
+    const hf_catalog *catalog;
+    const hf_secrets *secrets;
+    const engine_keyring *keys;
+    struct event_base *base;
+    struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev;
+    hf_http_client *http;
+    PGconn *db;
+    pthread_t thread;
+    bool started;
+    atomic_bool db_ok;
+    bool stopping;
+    int64_t stop_deadline_ms;
+    bool tick_pending;
+
+    run *held; /* linked list */
+    size_t nheld;
+    size_t ncalls; /* calls in flight */
+
+    VEC(run *) to_call;       /* prepared, waiting for their 'running' attempt row */
+    VEC(attempt_row) rows;
+    VEC(attempt_update) updates;
+    VEC(run_update) run_updates;
+    VEC(run *) done_runs;     /* finished, freed after the flush */
+
+    token_entry *tokens;
+
+    hf_counter *claimed, *retries_total, *refreshes;
+    atomic_int_fast64_t gauge_held, gauge_calls;
+};
+
+static void schedule_tick(engine_executor *ex, int ms);
+static void advance(run *r);
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static const char *connector_of(const run *r, size_t idx)
+{
+    return r->def->nodes[idx].connector;
+}
+
+static void run_free(run *r)
+{
+    if (!r->def) {
+        free(r->nodes);
+    } else {
+        for (size_t i = 0; i < r->def->nnodes; i++)
+            free(r->nodes[i].output);
+        free(r->nodes);
+    }
+    free(r->trigger);
+    free(r->tenant_json);
+    free(r->call_input);
+    connector_request_free(&r->req);
+    free(r);
+}
+
+static void unhold(engine_executor *ex, run *r)
+{
+    for (run **p = &ex->held; *p; p = &(*p)->next_held) {
+        if (*p == r) {
+            *p = r->next_held;
+            ex->nheld--;
+            atomic_store(&ex->gauge_held, (int64_t)ex->nheld);
+            return;
+        }
+    }
+}
+
+/* {"event": ..., "tenant": ..., "nodes": {...}} for templates and conditions. */
+static hf_json run_context(const run *r, char *err, size_t errlen)
+{
+    hf_buf b = {0};
+    hf_buf_puts(&b, "{\"event\":");
+    hf_buf_puts(&b, r->trigger);
+    hf_buf_puts(&b, ",\"tenant\":");
+    hf_buf_puts(&b, r->tenant_json);
+    hf_buf_puts(&b, ",\"nodes\":{");
+    bool first = true;
+    for (size_t i = 0; i < r->def->nnodes; i++) {
+        const node_state *s = &r->nodes[i];
+        if (s->st != NS_DONE && s->st != NS_SKIPPED)
+            continue;
+        if (!first)
+            hf_buf_putc(&b, ',');
+        first = false;
+        hf_json_append_cstr(&b, r->def->nodes[i].id);
+        hf_buf_printf(&b, ":{\"status\":\"%s\",\"output\":%s",
+                      s->st == NS_DONE ? "succeeded" : "skipped",
+                      s->output ? s->output : "null");
+        if (s->branch >= 0)
+            hf_buf_printf(&b, ",\"branch\":%s", s->branch ? "true" : "false");
+        hf_buf_putc(&b, '}');
+    }
+    hf_buf_puts(&b, "}}");
+    hf_json ctx = hf_json_parse(b.data, b.len, err, errlen);
+    hf_buf_free(&b);
+    return ctx;
+}
+
+/* The context column: node outputs so far and the pending delay, if any. */
+static char *run_context_column(const run *r)
+{
+    hf_buf b = {0};
+    hf_buf_puts(&b, "{\"nodes\":{");
+    bool first = true;
+    for (size_t i = 0; i < r->def->nnodes; i++) {
+        const node_state *s = &r->nodes[i];
+        if (s->st == NS_PENDING)
+            continue;
+        if (!first)
+            hf_buf_putc(&b, ',');
+        first = false;
+        hf_json_append_cstr(&b, r->def->nodes[i].id);
+        const char *st = s->st == NS_DONE      ? "succeeded"
+                         : s->st == NS_SKIPPED ? "skipped"
+                                               : "waiting";
+        hf_buf_printf(&b, ":{\"status\":\"%s\"", st);
+        if (s->st == NS_DONE)
+            hf_buf_printf(&b, ",\"output\":%s", s->output ? s->output : "null");
+        if (s->branch >= 0)
+            hf_buf_printf(&b, ",\"branch\":%s", s->branch ? "true" : "false");
+        if (s->st == NS_WAITING) {
+            char until[40];
+            hf_format_rfc3339(s->until_ms, until, sizeof until);
+            hf_buf_printf(&b, ",\"until\":\"%s\",\"until_ms\":%lld", until,
+                          (long long)s->until_ms);
+        }
+        hf_buf_putc(&b, '}');
+    }
+    hf_buf_puts(&b, "}}");
+    return hf_buf_steal(&b);
+}
+
+static void queue_row(engine_executor *ex, const run *r, size_t idx, int attempt,
+                      const char *status, const char *input, const char *output,
+                      const char *error, const char *key, int http_status, int duration_ms)
+{
+    attempt_row row = {0};
+    snprintf(row.run_id, sizeof row.run_id, "%s", r->id);
+    row.node_id = xstrdup(r->def->nodes[idx].id);
+    row.status = xstrdup(status);
+    row.input = input ? xstrdup(input) : NULL;
+    row.output = output ? xstrdup(output) : NULL;
+    row.error = error ? xstrdup(error) : NULL;
+    row.key = key ? xstrdup(key) : NULL;
+    row.attempt = attempt;
+    row.http_status = http_status;
+    row.duration_ms = duration_ms;
+    VEC_PUSH(ex->rows, row);
+}
+
+static void queue_update(engine_executor *ex, long long id, const char *status,
+                         const char *output, const char *error, int http_status,
+                         int duration_ms)
+{
+    attempt_update u = {id, xstrdup(status), output ? xstrdup(output) : NULL,
+                        error ? xstrdup(error) : NULL, http_status, duration_ms};
+    VEC_PUSH(ex->updates, u);
+}
+
+/* Ends the run's time on this worker: succeeded, failed, or waiting until next_run_ms. */
+static void finish(run *r, const char *status, const char *error, int64_t next_run_ms)
+{
+    engine_executor *ex = r->ex;
+    run_update u = {0};
+    snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
+    u.status = xstrdup(status);
+    u.context = run_context_column(r);
+    u.error = error ? xstrdup(error) : NULL;
+    u.next_run_ms = next_run_ms;
+    VEC_PUSH(ex->run_updates, u);
+    r->finished = true;
+    VEC_PUSH(ex->done_runs, r);
+    if (strcmp(status, "waiting") != 0) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "status=\"%s\"", status);
+        hf_counter_add(hf_metrics_counter(ex->metrics, "hookflow_engine_runs_finished_total",
+                                          "Runs that reached a final status", labels),
+                       1);
+    }
+    hf_log_kv(strcmp(status, "failed") == 0 ? HF_LOG_WARN : HF_LOG_DEBUG, "run.finished", "run",
+              r->id, "status", status, "error", error ? error : "", NULL);
+    schedule_tick(ex, 0);
+}
+
+/* ---- tokens ------------------------------------------------------------------------------- */
+
+/* bytea in text format ("\x0a1b...") to bytes. */
+static unsigned char *bytea_decode(const char *text, size_t *len)
+{
+    if (!text || strncmp(text, "\\x", 2) != 0)
+        return NULL;
+    size_t hex = strlen(text + 2);
+    if (hex % 2)
+        return NULL;
+    unsigned char *out = xmalloc(hex / 2 + 1);
+    for (size_t i = 0; i < hex / 2; i++) {
+        unsigned v;
+        if (sscanf(text + 2 + 2 * i, "%2x", &v) != 1) {
+            free(out);
+            return NULL;
+        }
+        out[i] = (unsigned char)v;
+    }
+    *len = hex / 2;
+    return out;
+}
+
+static char *bytea_encode(const unsigned char *p, size_t n)
+{
+    char *out = xmalloc(2 * n + 3);
+    out[0] = '\\';
+    out[1] = 'x';
+    hf_hex_encode(p, n, out + 2);
+    return out;
+}
+
+static char *open_token(engine_executor *ex, const char *connector, const char *account,
+                        const char *slot, const char *bytea)
+{
+    if (!bytea || !*bytea || !ex->keys)
+        return NULL;
+    size_t n;
+    unsigned char *sealed = bytea_decode(bytea, &n);
+    if (!sealed)
+        return NULL;
+    char *context = engine_token_context(connector, account, slot);
+    char *token = engine_token_open(ex->keys, context, sealed, n);
+    free(context);
+    free(sealed);
+    return token;
+}
+
+static void token_entry_clear(token_entry *t)
+{
+    free(t->account);
+    free(t->access);
+    free(t->refresh);
+    t->account = t->access = t->refresh = NULL;
+}
+
+/* Fills t from a row (id, account, access_enc, refresh_enc, expires epoch ms, version). */
+static void token_from_row(engine_executor *ex, token_entry *t, const char *connector,
+                           PGresult *res, int row)
+{
+    token_entry_clear(t);
+    snprintf(t->conn_id, sizeof t->conn_id, "%s", PQgetvalue(res, row, 0));
+    t->account = xstrdup(PQgetvalue(res, row, 1));
+    t->access = open_token(ex, connector, t->account, "access",
+                           PQgetisnull(res, row, 2) ? NULL : PQgetvalue(res, row, 2));
+    t->refresh = open_token(ex, connector, t->account, "refresh",
+                            PQgetisnull(res, row, 3) ? NULL : PQgetvalue(res, row, 3));
+    long long v = 0;
+    t->expires_ms = PQgetisnull(res, row, 4) || !hf_parse_ll(PQgetvalue(res, row, 4), &v) ? 0 : v;
+    t->version = hf_parse_ll(PQgetvalue(res, row, 5), &v) ? (int)v : 0;
+    t->loaded_ms = hf_now_ms();
+}
+
+#define TOKEN_COLUMNS                                                                             \
+    "id, account, access_token_enc, refresh_token_enc, "                                          \
+    "(extract(epoch from token_expires_at) * 1000)::bigint, token_version"
+
+/* The tenant's active connection to connector, cached for a minute. NULL + err if none. */
+static token_entry *token_get(engine_executor *ex, const char *tenant_id, const char *connector,
+                              char *err, size_t errlen)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s/%s", tenant_id, connector);
+    token_entry *t;
+    for (t = ex->tokens; t; t = t->next)
+        if (strcmp(t->key, key) == 0)
+            break;
+    if (t && hf_now_ms() - t->loaded_ms < 60000)
+        return t;
+    const char *params[] = {tenant_id, connector};
+    PGresult *res = NULL;
+    if (hf_pg_exec(ex->db,
+                   "SELECT " TOKEN_COLUMNS " FROM connections "
+                   "WHERE tenant_id = $1 AND connector = $2 AND status = 'active' "
+                   "ORDER BY created_at LIMIT 1",
+                   2, params, &res, err, errlen) != HF_PG_OK) {
+        PQclear(res);
+        return NULL;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        hf_err(err, errlen, "the tenant has no active %s connection", connector);
+        return NULL;
+    }
+    if (!t) {
+        t = xcalloc(1, sizeof *t);
+        snprintf(t->key, sizeof t->key, "%s", key);
+        t->next = ex->tokens;
+        ex->tokens = t;
+    }
+    token_from_row(ex, t, connector, res, 0);
+    PQclear(res);
+    return t;
+}
+
+typedef struct sync_body {
+    hf_buf buf;
+} sync_body;
+
+static size_t sync_write(char *p, size_t size, size_t n, void *arg)
+{
+    sync_body *b = arg;
+    if (b->buf.len + size * n > (1u << 20))
+        return 0;
+    hf_buf_append(&b->buf, p, size * n);
+    return size * n;
+}
+
+/* One blocking request (token refresh only: rare, and it must hold the connection's row lock).
+ * Returns the HTTP status (0 on transport failure) and the body in out. */
+static long sync_request(const connector_request *req, hf_buf *out, char *err, size_t errlen)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *headers = NULL;
+    for (size_t i = 0; i < req->nheaders && req->headers[i]; i++)
+        headers = curl_slist_append(headers, req->headers[i]);
+    sync_body body = {{0}};
+    curl_easy_setopt(c, CURLOPT_URL, req->url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sync_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    if (req->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
+    }
+    if (req->basic_user && req->basic_password) {
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+        curl_easy_setopt(c, CURLOPT_USERNAME, req->basic_user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, req->basic_password);
+    }
+    long status = 0;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        hf_err(err, errlen, "%s", curl_easy_strerror(rc));
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(c);
+    *out = body.buf;
+    return status;
+}
+
+static char *secret_text(const hf_secrets *s, const char *connector, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", connector, name);
+    const char *vals[2];
+    size_t lens[2];
+    return hf_secrets_get(s, path, vals, lens) > 0 ? xstrndup(vals[0], lens[0]) : NULL;
+}
+
+/* Refreshes the connection's tokens, once per connection at a time across every worker: the
+ * row lock serialises refreshers, and a changed token_version means another one already did it.
+ * The rotated refresh token is stored in the same transaction as the new access token. */
+static int token_refresh(engine_executor *ex, token_entry *t, const char *connector, char *err,
+                         size_t errlen)
+{
+    PGresult *res = NULL;
+    char *client_id = NULL, *client_secret = NULL, *access = NULL, *refresh = NULL,
+         *scope = NULL;
+    connector_request req = {0};
+    hf_buf body = {0};
+    int rc = -1;
+    if (hf_pg_begin(ex->db, err, errlen) != HF_PG_OK)
+        return -1;
+    const char *p1[] = {t->conn_id};
+    if (hf_pg_exec(ex->db, "SELECT " TOKEN_COLUMNS " FROM connections WHERE id = $1 FOR UPDATE",
+                   1, p1, &res, err, errlen) != HF_PG_OK ||
+        PQntuples(res) != 1) {
+        if (res && PQntuples(res) != 1)
+            hf_err(err, errlen, "the %s connection is gone", connector);
+        goto done;
+    }
+    long long version = 0;
+    (void)hf_parse_ll(PQgetvalue(res, 0, 5), &version);
+    if ((int)version != t->version) {
+        /* Another worker refreshed meanwhile: take its tokens. */
+        token_from_row(ex, t, connector, res, 0);
+        rc = hf_pg_commit(ex->db, err, errlen) == HF_PG_OK ? 0 : -1;
+        goto done;
+    }
+    if (!t->refresh) {
+        hf_err(err, errlen, "the %s connection has no refresh token; reconnect it", connector);
+        goto done;
+    }
+    client_id = secret_text(ex->secrets, connector, "client_id");
+    client_secret = secret_text(ex->secrets, connector, "client_secret");
+    if (!client_id || !client_secret) {
+        hf_err(err, errlen, "%s/client_id or %s/client_secret is not configured", connector,
+               connector);
+        goto done;
+    }
+    if (engine_oauth_refresh_request(connector, client_id, client_secret, t->refresh, &req, err,
+                                     errlen) != 0)
+        goto done;
+    char herr[256] = "";
+    long status = sync_request(&req, &body, herr, sizeof herr);
+    if (status < 200 || status > 299) {
+        hf_err(err, errlen, "token refresh at %s failed: %s", connector,
+               status ? "the platform refused it" : herr);
+        if (status)
+            hf_log_kv(HF_LOG_WARN, "token.refresh_refused", "connector", connector, NULL);
+        goto done;
+    }
+    int64_t expires_in = 3600;
+    if (engine_oauth_parse_token(body.data ? body.data : "", body.len, &access, &refresh,
+                                 &expires_in, &scope, err, errlen) != 0)
+        goto done;
+    const char *new_refresh = refresh ? refresh : t->refresh;
+    char *actx = engine_token_context(connector, t->account, "access");
+    char *rctx = engine_token_context(connector, t->account, "refresh");
+    size_t alen, rlen;
+    unsigned char *aseal = engine_token_seal(ex->keys, actx, access, &alen);
+    unsigned char *rseal = engine_token_seal(ex->keys, rctx, new_refresh, &rlen);
+    char *ahex = bytea_encode(aseal, alen), *rhex = bytea_encode(rseal, rlen);
+    char secs[32];
+    snprintf(secs, sizeof secs, "%lld", (long long)expires_in);
+    const char *p2[] = {t->conn_id, ahex, rhex, secs};
+    int urc = hf_pg_exec(ex->db,
+                         "UPDATE connections SET access_token_enc = $2::bytea, "
+                         "refresh_token_enc = $3::bytea, "
+                         "token_expires_at = now() + make_interval(secs => $4::double precision), "
+                         "token_version = token_version + 1, updated_at = now() WHERE id = $1",
+                         4, p2, NULL, err, errlen);
+    free(actx);
+    free(rctx);
+    free(aseal);
+    free(rseal);
+    free(ahex);
+    free(rhex);
+    if (urc != HF_PG_OK || hf_pg_commit(ex->db, err, errlen) != HF_PG_OK)
+        goto done;
+    free(t->access);
+    t->access = access;
+    access = NULL;
+    if (refresh) {
+        free(t->refresh);
+        t->refresh = refresh;
+        refresh = NULL;
+    }
+    t->version++;
+    t->expires_ms = hf_wall_ms() + expires_in * 1000;
+    t->loaded_ms = hf_now_ms();
+    char labels[64];
+    snprintf(labels, sizeof labels, "connector=\"%s\"", connector);
+    hf_counter_add(hf_metrics_counter(ex->metrics, "hookflow_engine_token_refreshes_total",
+                                      "OAuth token refreshes performed", labels),
+                   1);
+    hf_log_kv(HF_LOG_INFO, "token.refreshed", "connector", connector, "connection", t->conn_id,
+              NULL);
+    rc = 0;
+done:
+    if (rc != 0)
+        hf_pg_rollback(ex->db);
+    PQclear(res);
+    connector_request_free(&req);
+    hf_buf_free(&body);
+    free(client_id);
+    free(client_secret);
+    free(access);
+    free(refresh);
+    free(scope);
+    return rc;
+}
+
+/* ---- walking the graph --------------------------------------------------------------------- */
+
+static bool should_run(const run *r, size_t idx)
+{
+    const wf_node *n = &r->def->nodes[idx];
+    if (n->nin == 0)
+        return true;
+    for (size_t e = 0; e < r->def->nedges; e++) {
+        const wf_edge *edge = &r->def->edges[e];
+        if (edge->to != idx)
+            continue;
+        const node_state *src = &r->nodes[edge->from];
+        if (src->st == NS_DONE && (edge->when < 0 || edge->when == src->branch))
+            return true;
+    }
+    return false;
+}
+
+static int64_t backoff_ms(const wf_retry *p, int attempt)
+{
+    double d = (double)p->initial_ms * pow(p->multiplier > 0 ? p->multiplier : 2.0,
+                                           attempt > 1 ? attempt - 1 : 0);
+    if (d > (double)p->max_ms)
+        d = (double)p->max_ms;
+    /* Jitter: somewhere between half and all of it, so retries of many runs spread out. */
+    unsigned r;
+    hf_random_bytes(&r, sizeof r);
+    return (int64_t)(d * (0.5 + 0.5 * ((double)r / 4294967295.0)));
+}
+
+static void fail_node(run *r, size_t idx, int attempt, const char *input, const char *error)
+{
+    queue_row(r->ex, r, idx, attempt, "failed", input, NULL, error, NULL, 0, 0);
+    char msg[512];
+    snprintf(msg, sizeof msg, "node %s: %s", r->def->nodes[idx].id, error);
+    finish(r, "failed", msg, 0);
+}
+
+/* Renders the params, finds the connection and builds the request; queues the call. */
+static void prepare_call(run *r, size_t idx)
+{
+    engine_executor *ex = r->ex;
+    const wf_node *n = &r->def->nodes[idx];
+    node_state *s = &r->nodes[idx];
+    int attempt = s->attempts + 1;
+    char err[512];
+    hf_buf input = {0};
+    hf_json params = NULL;
+    const engine_connector *conn = engine_connector_find(n->connector);
+    hf_json ctx = run_context(r, err, sizeof err);
+    if (!conn) {
+        fail_node(r, idx, attempt, NULL, "unknown connector");
+        goto done;
+    }
+    if (!ctx || wf_template_render(n->params, ctx, &input, err, sizeof err) != 0) {
+        fail_node(r, idx, attempt, NULL, err);
+        goto done;
+    }
+    params = hf_json_parse(input.data, input.len, err, sizeof err);
+    if (!params) {
+        fail_node(r, idx, attempt, input.data, err);
+        goto done;
+    }
+    token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
+    if (!t) {
+        fail_node(r, idx, attempt, input.data, err);
+        goto done;
+    }
+    if (!t->access) {
+        fail_node(r, idx, attempt, input.data,
+                  ex->keys ? "the connection's token cannot be decrypted with the token key"
+                           : "engine/token_key is not configured");
+        goto done;
+    }
+    /* Refresh ahead of expiry rather than spend a call on a 401. */
+    if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000) {
+        char rerr[256];
+        if (token_refresh(ex, t, n->connector, rerr, sizeof rerr) != 0)
+            hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error",
+                      rerr, NULL);
+    }
+    connector_conn cc = {.account = t->account, .access_token = t->access};
+    /* The same key on every attempt of this node of this run, across crashes and workers. */
+    snprintf(r->idem_key, sizeof r->idem_key, "%s-%s", r->id, n->id);
+    connector_request_free(&r->req);
+    memset(&r->req, 0, sizeof r->req);
+    if (conn->build(n->action, params, &cc, engine_connector_base_url(n->connector), r->idem_key,
+                    &r->req, err, sizeof err) != 0) {
+        fail_node(r, idx, attempt, input.data, err);
+        goto done;
+    }
+    free(r->call_input);
+    r->call_input = hf_buf_steal(&input);
+    r->call_node = idx;
+    r->call_attempt = attempt;
+    r->in_call = true;
+    s->attempts = attempt;
+    VEC_PUSH(ex->to_call, r);
+    schedule_tick(ex, 0);
+done:
+    hf_json_free(ctx);
+    hf_json_free(params);
+    hf_buf_free(&input);
+}
+
+static void advance(run *r)
+{
+    engine_executor *ex = r->ex;
+    char err[512];
+    while (r->cursor < r->def->nnodes) {
+        size_t idx = r->def->topo[r->cursor];
+        const wf_node *n = &r->def->nodes[idx];
+        node_state *s = &r->nodes[idx];
+        if (s->st == NS_DONE || s->st == NS_SKIPPED) {
+            r->cursor++;
+            continue;
+        }
+        if (s->st == NS_PENDING && !should_run(r, idx)) {
+            s->st = NS_SKIPPED;
+            r->cursor++;
+            continue;
+        }
+        switch (n->type) {
+        case WF_CONDITION: {
+            hf_json ctx = run_context(r, err, sizeof err);
+            bool result = false;
+            int rc = ctx ? wf_expr_eval_bool(n->condition, ctx, &result, err, sizeof err) : -1;
+            hf_json_free(ctx);
+            if (rc != 0) {
+                fail_node(r, idx, s->attempts + 1, NULL, err);
+                return;
+            }
+            s->st = NS_DONE;
+            s->branch = result;
+            s->output = xstrdup(result ? "{\"result\":true}" : "{\"result\":false}");
+            queue_row(ex, r, idx, ++s->attempts, "succeeded", NULL, s->output, NULL, NULL, 0, 0);
+            r->cursor++;
+            break;
+        }
+        case WF_TRANSFORM: {
+            hf_json ctx = run_context(r, err, sizeof err);
+            hf_buf out = {0};
+            int rc = ctx ? wf_template_render(n->output, ctx, &out, err, sizeof err) : -1;
+            hf_json_free(ctx);
+            if (rc != 0) {
+                hf_buf_free(&out);
+                fail_node(r, idx, s->attempts + 1, NULL, err);
+                return;
+            }
+            s->st = NS_DONE;
+            s->output = hf_buf_steal(&out);
+            queue_row(ex, r, idx, ++s->attempts, "succeeded", NULL, s->output, NULL, NULL, 0, 0);
+            r->cursor++;
+            break;
+        }
+        case WF_DELAY: {
+            int64_t now = hf_wall_ms();
+            if (s->st == NS_WAITING) {
+                if (now + 5 >= s->until_ms) {
+                    s->st = NS_DONE;
+                    char out[96];
+                    char until[40];
+                    hf_format_rfc3339(s->until_ms, until, sizeof until);
+                    snprintf(out, sizeof out, "{\"until\":\"%s\"}", until);
+                    s->output = xstrdup(out);
+                    queue_row(ex, r, idx, ++s->attempts, "succeeded", NULL, s->output, NULL,
+                              NULL, 0, 0);
+                    r->cursor++;
+                    break;
+                }
+                finish(r, "waiting", NULL, s->until_ms);
+                return;
+            }
+            int64_t until = now + n->delay_ms;
+            if (n->until) {
+                hf_json ctx = run_context(r, err, sizeof err);
+                hf_buf out = {0};
+                int rc = ctx ? wf_template_render(n->until, ctx, &out, err, sizeof err) : -1;
+                hf_json_free(ctx);
+                hf_json v = rc == 0 ? hf_json_parse(out.data, out.len, err, sizeof err) : NULL;
+                const char *text = hf_json_str(v);
+                struct tm tm = {0};
+                char *end = text ? strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+                if (!end) {
+                    hf_json_free(v);
+                    hf_buf_free(&out);
+                    fail_node(r, idx, s->attempts + 1, NULL,
+                              rc != 0 ? err : "until is not an RFC 3339 time");
+                    return;
+                }
+                until = (int64_t)timegm(&tm) * 1000;
+                hf_json_free(v);
+                hf_buf_free(&out);
+            }
+            s->st = NS_WAITING;
+            s->until_ms = until;
+            finish(r, "waiting", NULL, until);
+            return;
+        }
+        case WF_ACTION:
+            prepare_call(r, idx);
+            return;
+        }
+    }
+    finish(r, "succeeded", NULL, 0);
+}
+
+/* ---- calls --------------------------------------------------------------------------------- */
+
+static void observe_call(engine_executor *ex, const wf_node *n, int64_t ms)
+{
+    static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+    char labels[160];
+    snprintf(labels, sizeof labels, "connector=\"%s\",action=\"%s\"", n->connector, n->action);
+    hf_histogram_observe(hf_metrics_histogram(ex->metrics, "hookflow_engine_node_seconds",
+                                              "Duration of connector calls", labels, bounds,
+                                              HF_ARRAY_LEN(bounds)),
+                         (double)ms / 1000.0);
+}
+
+static void on_call_done(void *arg, const hf_http_response *resp)
+{
+    run *r = arg;
+    engine_executor *ex = r->ex;
+    ex->ncalls--;
+    atomic_store(&ex->gauge_calls, (int64_t)ex->ncalls);
+    r->in_call = false;
+    size_t idx = r->call_node;
+    const wf_node *n = &r->def->nodes[idx];
+    node_state *s = &r->nodes[idx];
+    const engine_connector *conn = engine_connector_find(n->connector);
+    bool idempotent = conn && strcmp(conn->idempotency, "none") != 0;
+    char err[512] = "";
+    hf_buf output = {0};
+    call_outcome out;
+    if (resp->error) {
+        snprintf(err, sizeof err, "%s", resp->error);
+        if (!resp->maybe_sent || idempotent)
+            out = OUT_RETRY; /* never reached the platform, or safe to repeat with the same key */
+        else
+            out = OUT_UNKNOWN;
+    } else {
+        connector_outcome o = conn->interpret(n->action, resp->status, resp->body,
+                                              resp->body_len, &output, err, sizeof err);
+        out = o == CONNECTOR_OK      ? OUT_OK
+              : o == CONNECTOR_RETRY ? OUT_RETRY
+              : o == CONNECTOR_AUTH  ? OUT_AUTH
+                                     : OUT_FAIL;
+    }
+    observe_call(ex, n, resp->duration_ms);
+    int http = (int)resp->status, dur = (int)resp->duration_ms;
+    switch (out) {
+    case OUT_OK:
+        queue_update(ex, r->attempt_id, "succeeded", output.data ? output.data : "{}", NULL, http,
+                     dur);
+        s->st = NS_DONE;
+        s->output = output.data ? hf_buf_steal(&output) : xstrdup("{}");
+        r->cursor++;
+        advance(r);
+        break;
+    case OUT_AUTH:
+        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        if (!r->auth_retried) {
+            r->auth_retried = true;
+            char key[96];
+            snprintf(key, sizeof key, "%s/%s", r->tenant_id, n->connector);
+            token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
+            if (t && token_refresh(ex, t, n->connector, err, sizeof err) == 0) {
+                prepare_call(r, idx);
+                break;
+            }
+        }
+        finish(r, "failed", "the platform rejected the connection's credentials", 0);
+        break;
+    case OUT_RETRY: {
+        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        char labels[64];
+        snprintf(labels, sizeof labels, "connector=\"%s\"", n->connector);
+        hf_counter_add(hf_metrics_counter(ex->metrics, "hookflow_engine_node_retries_total",
+                                          "Connector calls that will be retried", labels),
+                       1);
+        if (s->attempts >= n->retry.max_attempts) {
+            char msg[640];
+            snprintf(msg, sizeof msg, "node %s: gave up after %d attempts: %s", n->id,
+                     s->attempts, err);
+            finish(r, "failed", msg, 0);
+            break;
+        }
+        int64_t wait = backoff_ms(&n->retry, s->attempts);
+        int64_t asked = resp->retry_after ? hf_http_retry_after_ms(resp->retry_after,
+                                                                   hf_wall_ms())
+                                          : -1;
+        if (asked > wait)
+            wait = asked > 3600000 ? 3600000 : asked; /* the platform knows best (429) */
+        finish(r, "waiting", NULL, hf_wall_ms() + wait);
+        break;
+    }
+    case OUT_FAIL: {
+        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        char msg[640];
+        snprintf(msg, sizeof msg, "node %s: %s", n->id, err);
+        finish(r, "failed", msg, 0);
+        break;
+    }
+    case OUT_UNKNOWN: {
+        queue_update(ex, r->attempt_id, "outcome_unknown", NULL, err, http, dur);
+        char msg[640];
+        snprintf(msg, sizeof msg,
+                 "node %s: the call's outcome is unknown (%s) and %s has no idempotency key; "
+                 "check the platform before retrying the run",
+                 n->id, err, n->connector);
+        finish(r, "failed", msg, 0);
+        break;
+    }
+    }
+    hf_buf_free(&output);
+    schedule_tick(ex, 0);
+}
+
+/* Records a 'running' attempt for every prepared call (so a crash mid-call is visible and the
+ * next worker knows the idempotency key), commits, then sends them. */
+static void start_calls(engine_executor *ex)
+{
+    if (ex->to_call.n == 0)
+        return;
+    hf_pg_array runs = {0}, nodes = {0}, attempts = {0}, inputs = {0}, keys = {0};
+    for (size_t i = 0; i < ex->to_call.n; i++) {
+        run *r = ex->to_call.v[i];
+        const engine_connector *conn = engine_connector_find(connector_of(r, r->call_node));
+        hf_pg_array_add(&runs, r->id);
+        hf_pg_array_add(&nodes, r->def->nodes[r->call_node].id);
+        hf_pg_array_add_int(&attempts, r->call_attempt);
+        hf_pg_array_add(&inputs, r->call_input);
+        hf_pg_array_add(&keys, conn && strcmp(conn->idempotency, "none") != 0 ? r->idem_key
+                                                                             : NULL);
+    }
+    const char *params[] = {hf_pg_array_text(&runs), hf_pg_array_text(&nodes),
+                            hf_pg_array_text(&attempts), hf_pg_array_text(&inputs),
+                            hf_pg_array_text(&keys)};
+    PGresult *res = NULL;
+    char err[512];
+    int rc = hf_pg_exec(ex->db,
+                        "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
+                        "idempotency_key) "
+                        "SELECT u.run_id, u.node_id, u.attempt, 'running', u.input::jsonb, u.key "
+                        "FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[]) "
+                        "  WITH ORDINALITY AS u(run_id, node_id, attempt, input, key, ord) "
+                        "ORDER BY u.ord ON CONFLICT (run_id, node_id, attempt) DO NOTHING "
+                        "RETURNING id, run_id, node_id",
+                        5, params, &res, err, sizeof err);
+    hf_pg_array_free(&runs);
+    hf_pg_array_free(&nodes);
+    hf_pg_array_free(&attempts);
+    hf_pg_array_free(&inputs);
+    hf_pg_array_free(&keys);
+    if (rc != HF_PG_OK) {
+        PQclear(res);
+        atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
+        hf_log_kv(HF_LOG_WARN, "executor.start_calls_failed", "error", err, NULL);
+        return; /* kept queued: tried again next tick */
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *run_id = PQgetvalue(res, row, 1), *node_id = PQgetvalue(res, row, 2);
+        for (size_t i = 0; i < ex->to_call.n; i++) {
+            run *r = ex->to_call.v[i];
+            if (r && strcmp(r->id, run_id) == 0 &&
+                strcmp(r->def->nodes[r->call_node].id, node_id) == 0) {
+                (void)hf_parse_ll(PQgetvalue(res, row, 0), &r->attempt_id);
+                const wf_node *n = &r->def->nodes[r->call_node];
+                hf_http_request hr = {
+                    .method = r->req.method,
+                    .url = r->req.url,
+                    .headers = (const char *const *)r->req.headers,
+                    .body = r->req.body,
+                    .body_len = r->req.body_len,
+                    .timeout_ms = n->timeout_ms,
+                    .basic_user = r->req.basic_user,
+                    .basic_password = r->req.basic_password,
+                };
+                ex->ncalls++;
+                atomic_store(&ex->gauge_calls, (int64_t)ex->ncalls);
+                ex->to_call.v[i] = NULL;
+                hf_http_client_send(ex->http, &hr, on_call_done, r);
+                break;
+            }
+        }
+    }
+    PQclear(res);
+    /* A call whose attempt row already existed belongs to a run another worker took over after
+     * this one's lease ran out: let it go. */
+    for (size_t i = 0; i < ex->to_call.n; i++) {
+        run *r = ex->to_call.v[i];
+        if (!r)
+            continue;
+        hf_log_kv(HF_LOG_WARN, "executor.run_lost", "run", r->id, "msg",
+                  "another worker holds this run now", NULL);
+        unhold(ex, r);
+        run_free(r);
+    }
+    ex->to_call.n = 0;
+}
+
+/* ---- claiming ------------------------------------------------------------------------------ */
+
+/* Rebuilds node states from the run's recorded attempts and context; deals with a call a lost
+ * worker left 'running'. Returns false when the run ended here. */
+static bool recover(run *r, const char *attempts_json, const char *context_json)
+{
+    engine_executor *ex = r->ex;
+    char err[256];
+    hf_json attempts = hf_json_parse(attempts_json, strlen(attempts_json), err, sizeof err);
+    hf_json context = hf_json_parse(context_json, strlen(context_json), err, sizeof err);
+    bool alive = true;
+    for (size_t i = 0; i < hf_json_len(attempts); i++) {
+        hf_json a = hf_json_at(attempts, i);
+        const char *node_id = hf_json_str(hf_json_get(a, "node"));
+        const char *status = hf_json_str(hf_json_get(a, "status"));
+        long long attempt = 0, id = 0;
+        (void)hf_json_int(hf_json_get(a, "attempt"), &attempt);
+        (void)hf_json_int(hf_json_get(a, "id"), &id);
+        ssize_t idx = node_id ? wf_node_index(r->def, node_id) : -1;
+        if (idx < 0 || !status)
+            continue;
+        node_state *s = &r->nodes[idx];
+        if (attempt > s->attempts)
+            s->attempts = (int)attempt;
+        if (strcmp(status, "succeeded") == 0) {
+            s->st = NS_DONE;
+            free(s->output);
+            hf_buf out = {0};
+            hf_json_serialize(hf_json_get(a, "output"), &out);
+            s->output = hf_buf_steal(&out);
+            hf_json res = hf_json_get(hf_json_get(a, "output"), "result");
+            if (r->def->nodes[idx].type == WF_CONDITION)
+                s->branch = YAJL_IS_TRUE(res);
+        } else if (strcmp(status, "running") == 0 && alive) {
+            const engine_connector *conn = engine_connector_find(r->def->nodes[idx].connector);
+            if (conn && strcmp(conn->idempotency, "none") != 0) {
+                queue_update(ex, id, "failed", NULL,
+                             "the worker was lost during this call; retried with the same "
+                             "idempotency key",
+                             0, 0);
+            } else {
+                queue_update(ex, id, "outcome_unknown", NULL,
+                             "the worker was lost during this call; whether the platform acted "
+                             "is unknown",
+                             0, 0);
+                char msg[512];
+                snprintf(msg, sizeof msg,
+                         "node %s: the call's outcome is unknown after a worker was lost and "
+                         "%s has no idempotency key; check the platform before retrying the run",
+                         node_id, r->def->nodes[idx].connector);
+                finish(r, "failed", msg, 0);
+                alive = false;
+            }
+        }
+    }
+    /* A pending delay. */
+    hf_json nodes = hf_json_get(context, "nodes");
+    for (size_t i = 0; i < hf_json_len(nodes); i++) {
+        const char *node_id;
+        hf_json v = hf_json_member(nodes, i, &node_id);
+        long long until = 0;
+        ssize_t idx = wf_node_index(r->def, node_id);
+        if (idx >= 0 && r->nodes[idx].st == NS_PENDING &&
+            hf_json_int(hf_json_get(v, "until_ms"), &until)) {
+            r->nodes[idx].st = NS_WAITING;
+            r->nodes[idx].until_ms = until;
+        }
+    }
+    hf_json_free(attempts);
+    hf_json_free(context);
+    return alive;
+}
+
+static void claim(engine_executor *ex)
+{
+    if (ex->stopping)
+        return;
+    long long room = ex->cfg->concurrency - (long long)ex->nheld;
+    if (room <= 0)
+        return;
+    if (room > ex->cfg->claim_batch)
+        room = ex->cfg->claim_batch;
+    char limit[24], lease[24];
+    snprintf(limit, sizeof limit, "%lld", room);
+    snprintf(lease, sizeof lease, "%lld", ex->cfg->lease_ms);
+    const char *params[] = {ex->worker_id, limit, lease};
+    PGresult *res = NULL;
+    char err[512];
+    int rc = hf_pg_exec(
+        ex->db,
+        "WITH c AS ("
+        "  SELECT r.id FROM runs r"
+        "  WHERE ((r.status IN ('pending', 'waiting') AND r.next_run_at <= now())"
+        "         OR (r.status = 'running' AND r.lease_expires_at < now()))"
+        "    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key"
+        "                    AND p.ordering_seq < r.ordering_seq AND p.status = 'pending')"
+        "  ORDER BY r.next_run_at, r.ordering_seq"
+        "  LIMIT $2::int FOR UPDATE OF r SKIP LOCKED) "
+        "UPDATE runs r SET status = 'running', lease_owner = $1,"
+        "  lease_expires_at = now() + make_interval(secs => $3::double precision / 1000),"
+        "  started_at = coalesce(r.started_at, now()), attempt = r.attempt + 1 "
+        "FROM c, tenants t WHERE r.id = c.id AND t.id = r.tenant_id "
+        "RETURNING r.id, r.tenant_id, r.workflow_id, r.workflow_version, r.trigger::text,"
+        "  json_build_object('id', t.id, 'slug', t.slug, 'name', t.name,"
+        "                    'environment', t.environment)::text,"
+        "  r.context::text,"
+        "  (SELECT coalesce(json_agg(json_build_object('id', a.id, 'node', a.node_id,"
+        "     'attempt', a.attempt, 'status', a.status, 'output', a.output) ORDER BY a.id),"
+        "     '[]') FROM node_attempts a WHERE a.run_id = r.id)::text",
+        3, params, &res, err, sizeof err);
+    if (rc != HF_PG_OK) {
+        PQclear(res);
+        atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
+        hf_log_kv(HF_LOG_WARN, "executor.claim_failed", "error", err, NULL);
+        return;
+    }
+    atomic_store(&ex->db_ok, true);
+    int n = PQntuples(res);
+    hf_counter_add(ex->claimed, (uint64_t)n);
+    for (int row = 0; row < n; row++) {
+        run *r = xcalloc(1, sizeof *r);
+        r->ex = ex;
+        snprintf(r->id, sizeof r->id, "%s", PQgetvalue(res, row, 0));
+        snprintf(r->tenant_id, sizeof r->tenant_id, "%s", PQgetvalue(res, row, 1));
+        snprintf(r->workflow_id, sizeof r->workflow_id, "%s", PQgetvalue(res, row, 2));
+        long long version = 0;
+        (void)hf_parse_ll(PQgetvalue(res, row, 3), &version);
+        r->version = (int)version;
+        r->trigger = xstrdup(PQgetvalue(res, row, 4));
+        r->tenant_json = xstrdup(PQgetvalue(res, row, 5));
+        r->next_held = ex->held;
+        ex->held = r;
+        ex->nheld++;
+        char derr[512];
+        r->def = engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr,
+                                 sizeof derr);
+        if (!r->def) {
+            r->nodes = NULL;
+            /* Nothing to walk: fail it with the reason (needs a def for the context column). */
+            run_update u = {0};
+            snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
+            u.status = xstrdup("failed");
+            u.context = xstrdup("{}");
+            u.error = xstrdup(derr);
+            VEC_PUSH(ex->run_updates, u);
+            r->finished = true;
+            VEC_PUSH(ex->done_runs, r);
+            continue;
+        }
+        r->nodes = xcalloc(r->def->nnodes ? r->def->nnodes : 1, sizeof *r->nodes);
+        for (size_t i = 0; i < r->def->nnodes; i++)
+            r->nodes[i].branch = -1;
+        if (recover(r, PQgetvalue(res, row, 7), PQgetvalue(res, row, 6)))
+            advance(r);
+    }
+    atomic_store(&ex->gauge_held, (int64_t)ex->nheld);
+    PQclear(res);
+    /* There may be more: a full batch, or runs that waited for an earlier run of their ordering
+     * key, which became claimable only now that the earlier one started. */
+    if (n > 0)
+        schedule_tick(ex, 0);
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+static void free_writes(engine_executor *ex)
+{
+    for (size_t i = 0; i < ex->rows.n; i++) {
+        attempt_row *w = &ex->rows.v[i];
+        free(w->node_id);
+        free(w->status);
+        free(w->input);
+        free(w->output);
+        free(w->error);
+        free(w->key);
+    }
+    ex->rows.n = 0;
+    for (size_t i = 0; i < ex->updates.n; i++) {
+        free(ex->updates.v[i].status);
+        free(ex->updates.v[i].output);
+        free(ex->updates.v[i].error);
+    }
+    ex->updates.n = 0;
+    for (size_t i = 0; i < ex->run_updates.n; i++) {
+        free(ex->run_updates.v[i].status);
+        free(ex->run_updates.v[i].context);
+        free(ex->run_updates.v[i].error);
+    }
+    ex->run_updates.n = 0;
+}
+
+static void add_int_or_null(hf_pg_array *a, long long v)
+{
+    if (v)
+        hf_pg_array_add_int(a, v);
+    else
+        hf_pg_array_add(a, NULL);
+}
+
+/* Everything queued since the last tick, in one transaction. */
+static int flush(engine_executor *ex)
+{
+    if (ex->rows.n == 0 && ex->updates.n == 0 && ex->run_updates.n == 0)
+        return 0;
+    char err[512];
+    int rc = hf_pg_begin(ex->db, err, sizeof err);
+    if (rc == HF_PG_OK && ex->rows.n) {
+        hf_pg_array a[10];
+        memset(a, 0, sizeof a);
+        for (size_t i = 0; i < ex->rows.n; i++) {
+            attempt_row *w = &ex->rows.v[i];
+            hf_pg_array_add(&a[0], w->run_id);
+            hf_pg_array_add(&a[1], w->node_id);
+            hf_pg_array_add_int(&a[2], w->attempt);
+            hf_pg_array_add(&a[3], w->status);
+            hf_pg_array_add(&a[4], w->input);
+            hf_pg_array_add(&a[5], w->output);
+            hf_pg_array_add(&a[6], w->error);
+            hf_pg_array_add(&a[7], w->key);
+            add_int_or_null(&a[8], w->http_status);
+            hf_pg_array_add_int(&a[9], w->duration_ms);
+        }
+        const char *p[10];
+        for (int k = 0; k < 10; k++)
+            p[k] = hf_pg_array_text(&a[k]);
+        rc = hf_pg_exec(ex->db,
+                        "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
+                        "output, error, idempotency_key, http_status, duration_ms, finished_at) "
+                        "SELECT u.r, u.n, u.a, u.s, u.i::jsonb, u.o::jsonb, u.e, u.k, u.h, u.d, "
+                        "now() FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
+                        "$5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::int[]) "
+                        "AS u(r, n, a, s, i, o, e, k, h, d) "
+                        "ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
+                        10, p, NULL, err, sizeof err);
+        for (int k = 0; k < 10; k++)
+            hf_pg_array_free(&a[k]);
+    }
+    if (rc == HF_PG_OK && ex->updates.n) {
+        hf_pg_array a[6];
+        memset(a, 0, sizeof a);
+        for (size_t i = 0; i < ex->updates.n; i++) {
+            attempt_update *u = &ex->updates.v[i];
+            hf_pg_array_add_int(&a[0], u->id);
+            hf_pg_array_add(&a[1], u->status);
+            hf_pg_array_add(&a[2], u->output);
+            hf_pg_array_add(&a[3], u->error);
+            add_int_or_null(&a[4], u->http_status);
+            hf_pg_array_add_int(&a[5], u->duration_ms);
+        }
+        const char *p[6];
+        for (int k = 0; k < 6; k++)
+            p[k] = hf_pg_array_text(&a[k]);
+        rc = hf_pg_exec(ex->db,
+                        "UPDATE node_attempts a SET status = u.s, output = u.o::jsonb, "
+                        "error = u.e, http_status = u.h, duration_ms = u.d, finished_at = now() "
+                        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
+                        "$5::int[], $6::int[]) AS u(id, s, o, e, h, d) WHERE a.id = u.id",
+                        6, p, NULL, err, sizeof err);
+        for (int k = 0; k < 6; k++)
+            hf_pg_array_free(&a[k]);
+    }
+    if (rc == HF_PG_OK && ex->run_updates.n) {
+        hf_pg_array a[5];
+        memset(a, 0, sizeof a);
+        for (size_t i = 0; i < ex->run_updates.n; i++) {
+            run_update *u = &ex->run_updates.v[i];
+            hf_pg_array_add(&a[0], u->run_id);
+            hf_pg_array_add(&a[1], u->status);
+            hf_pg_array_add(&a[2], u->context);
+            hf_pg_array_add(&a[3], u->error);
+            add_int_or_null(&a[4], u->next_run_ms);
+        }
+        const char *p[6];
+        for (int k = 0; k < 5; k++)
+            p[k] = hf_pg_array_text(&a[k]);
+        p[5] = ex->worker_id;
+        rc = hf_pg_exec(ex->db,
+                        "UPDATE runs r SET status = u.s, context = u.c::jsonb, error = u.e, "
+                        "next_run_at = coalesce(to_timestamp(u.n / 1000.0), r.next_run_at), "
+                        "finished_at = CASE WHEN u.s IN ('succeeded', 'failed') THEN now() END, "
+                        "lease_owner = NULL, lease_expires_at = NULL "
+                        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+                        "$5::bigint[]) AS u(id, s, c, e, n) "
+                        "WHERE r.id = u.id AND r.lease_owner = $6",
+                        6, p, NULL, err, sizeof err);
+        for (int k = 0; k < 5; k++)
+            hf_pg_array_free(&a[k]);
+    }
+    if (rc == HF_PG_OK)
+        rc = hf_pg_commit(ex->db, err, sizeof err);
+    if (rc != HF_PG_OK) {
+        hf_pg_rollback(ex->db);
+        atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
+        hf_log_kv(HF_LOG_WARN, "executor.flush_failed", "error", err, "msg",
+                  "kept in memory; retrying", NULL);
+        return -1;
+    }
+    free_writes(ex);
+    for (size_t i = 0; i < ex->done_runs.n; i++) {
+        unhold(ex, ex->done_runs.v[i]);
+        run_free(ex->done_runs.v[i]);
+    }
+    ex->done_runs.n = 0;
+    return 0;
+}
+
+static bool ensure_db(engine_executor *ex)
+{
+    if (ex->db && !hf_pg_connection_lost(ex->db))
+        return true;
+    if (ex->db)
+        PQfinish(ex->db);
+    ex->db = NULL;
+    char err[256];
+    if (hf_pg_connect(ex->cfg->database_url, "hookflow-engine-executor", &ex->db, err,
+                      sizeof err) != HF_PG_OK) {
+        atomic_store(&ex->db_ok, false);
+        hf_log_kv(HF_LOG_WARN, "executor.db_unavailable", "error", err, NULL);
+        return false;
+    }
+    atomic_store(&ex->db_ok, true);
+    return true;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------ */
+
+static void schedule_tick(engine_executor *ex, int ms)
+{
+    if (ms == 0) {
+        event_active(ex->tick_ev, EV_TIMEOUT, 0);
+        return;
+    }
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (!evtimer_pending(ex->tick_ev, NULL))
+        evtimer_add(ex->tick_ev, &tv);
+}
+
+static void release_all(engine_executor *ex)
+{
+    if (!ex->db)
+        return;
+    const char *params[] = {ex->worker_id};
+    char err[256];
+    if (hf_pg_exec(ex->db,
+                   "UPDATE runs SET status = 'waiting', next_run_at = now(), lease_owner = NULL, "
+                   "lease_expires_at = NULL WHERE lease_owner = $1 AND status = 'running'",
+                   1, params, NULL, err, sizeof err) != HF_PG_OK)
+        hf_log_kv(HF_LOG_WARN, "executor.release_failed", "error", err, "msg",
+                  "the leases will expire instead", NULL);
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+    engine_executor *ex = arg;
+    if (!ensure_db(ex)) {
+        schedule_tick(ex, 1000);
+        return;
+    }
+    /* Finished attempts are written before new calls start, so attempt rows keep the order in
+     * which the nodes ran. */
+    flush(ex);
+    claim(ex);
+    flush(ex);
+    start_calls(ex);
+    flush(ex);
+    if (ex->stopping) {
+        if ((ex->ncalls == 0 && ex->to_call.n == 0) || hf_now_ms() >= ex->stop_deadline_ms) {
+            /* Cancelling calls still in flight runs their callbacks (treated as unknown
+             * outcomes where the platform has no idempotency key). */
+            hf_http_client_free(ex->http);
+            ex->http = NULL;
+            for (size_t i = 0; i < ex->to_call.n; i++)
+                if (ex->to_call.v[i])
+                    ex->to_call.v[i]->in_call = false;
+            ex->to_call.n = 0;
+            flush(ex);
+            release_all(ex);
+            event_base_loopbreak(ex->base);
+            return;
+        }
+        schedule_tick(ex, 20);
+        return;
+    }
+    schedule_tick(ex, (int)ex->cfg->poll_ms);
+}
+
+static void renew(evutil_socket_t fd, short what, void *arg)
+{
+    engine_executor *ex = arg;
+    if (!ex->db || ex->nheld == 0)
+        return;
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", ex->cfg->lease_ms);
+    const char *params[] = {ex->worker_id, lease};
+    char err[256];
+    if (hf_pg_exec(ex->db,
+                   "UPDATE runs SET lease_expires_at = now() + make_interval(secs => "
+                   "$2::double precision / 1000) WHERE lease_owner = $1 AND status = 'running'",
+                   2, params, NULL, err, sizeof err) != HF_PG_OK)
+        hf_log_kv(HF_LOG_WARN, "executor.renew_failed", "error", err, NULL);
+}
+
+/* Active runs by status, for the metrics (a cheap count over the partial indexes). */
+static void count_runs(evutil_socket_t fd, short what, void *arg)
+{
+    engine_executor *ex = arg;
+    if (!ex->db || hf_pg_connection_lost(ex->db))
+        return;
+    PGresult *res = NULL;
+    char err[256];
+    if (hf_pg_exec(ex->db,
+                   "SELECT s, (SELECT count(*) FROM runs WHERE status = s) FROM "
+                   "unnest(ARRAY['pending', 'running', 'waiting']) AS s",
+                   0, NULL, &res, err, sizeof err) == HF_PG_OK) {
+        for (int i = 0; i < PQntuples(res); i++) {
+            long long v = 0;
+            (void)hf_parse_ll(PQgetvalue(res, i, 1), &v);
+            char labels[48];
+            snprintf(labels, sizeof labels, "status=\"%s\"", PQgetvalue(res, i, 0));
+            hf_gauge_set(hf_metrics_gauge(ex->metrics, "hookflow_engine_runs",
+                                          "Runs not yet finished, by status (all workers)",
+                                          labels),
+                         v);
+        }
+    }
+    PQclear(res);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    engine_executor *ex = arg;
+    ex->stopping = true;
+    schedule_tick(ex, 0);
+}
+
+static void *executor_main(void *arg)
+{
+    engine_executor *ex = arg;
+    schedule_tick(ex, 0);
+    event_base_loop(ex->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static int64_t gauge_held(void *arg)
+{
+    return atomic_load(&((engine_executor *)arg)->gauge_held);
+}
+
+static int64_t gauge_calls(void *arg)
+{
+    return atomic_load(&((engine_executor *)arg)->gauge_calls);
+}
+
+engine_executor *engine_executor_new(const engine_config *cfg, const char *worker_id,
+                                     engine_defs *defs, hf_metrics *metrics,
+                                     const hf_catalog *catalog, const hf_secrets *secrets,
+                                     const engine_keyring *keys, char *err, size_t errlen)
+{
+    engine_executor *ex = xcalloc(1, sizeof *ex);
+    ex->cfg = cfg;
+    ex->worker_id = xstrdup(worker_id);
+    ex->defs = defs;
+    ex->metrics = metrics;
+    ex->catalog = catalog;
+    ex->secrets = secrets;
+    ex->keys = keys;
+    ex->base = event_base_new();
+    if (!ex->base) {
+        hf_err(err, errlen, "cannot create an event base");
+        free(ex->worker_id);
+        free(ex);
+        return NULL;
+    }
+    ex->http = hf_http_client_new(ex->base, (int)cfg->http_connections);
+    ex->tick_ev = evtimer_new(ex->base, tick, ex);
+    ex->stop_ev = event_new(ex->base, -1, 0, on_stop, ex);
+    ex->renew_ev = event_new(ex->base, -1, EV_PERSIST, renew, ex);
+    ex->gauge_ev = event_new(ex->base, -1, EV_PERSIST, count_runs, ex);
+    struct timeval every = {cfg->lease_ms / 3000, (cfg->lease_ms / 3 % 1000) * 1000};
+    event_add(ex->renew_ev, &every);
+    struct timeval five = {5, 0};
+    event_add(ex->gauge_ev, &five);
+    ex->claimed = hf_metrics_counter(metrics, "hookflow_engine_runs_claimed_total",
+                                     "Runs claimed by this worker (including resumptions)", NULL);
+    hf_metrics_gauge_fn(metrics, "hookflow_engine_leases_held",
+                        "Runs this worker holds a lease on", NULL, gauge_held, ex);
+    hf_metrics_gauge_fn(metrics, "hookflow_engine_calls_in_flight",
+                        "Connector calls waiting for an answer", NULL, gauge_calls, ex);
+    return ex;
+}
+
+void engine_executor_start(engine_executor *ex)
+{
+    ex->started = true;
+    pthread_create(&ex->thread, NULL, executor_main, ex);
+}
+
+void engine_executor_wake(void *arg)
+{
+    engine_executor *ex = arg;
+    event_active(ex->tick_ev, EV_TIMEOUT, 0);
+}
+
+void engine_executor_stop(engine_executor *ex, int64_t timeout_ms)
+{
+    if (!ex || !ex->started)
+        return;
+    ex->stop_deadline_ms = hf_now_ms() + timeout_ms;
+    event_active(ex->stop_ev, EV_TIMEOUT, 0);
+    pthread_join(ex->thread, NULL);
+    ex->started = false;
+}
+
+bool engine_executor_healthy(engine_executor *ex)
+{
+    return atomic_load(&ex->db_ok);
+}
+
+void engine_executor_free(engine_executor *ex)
+{
+    if (!ex)
+        return;
+    engine_executor_stop(ex, 0);
+    hf_http_client_free(ex->http);
+    ex->http = NULL;
+    free_writes(ex);
+    for (size_t i = 0; i < ex->done_runs.n; i++)
+        unhold(ex, ex->done_runs.v[i]);
+    for (size_t i = 0; i < ex->done_runs.n; i++)
+        run_free(ex->done_runs.v[i]);
+    while (ex->held) {
+        run *r = ex->held;
+        ex->held = r->next_held;
+        run_free(r);
+    }
+    free(ex->rows.v);
+    free(ex->updates.v);
+    free(ex->run_updates.v);
+    free(ex->done_runs.v);
+    free(ex->to_call.v);
+    while (ex->tokens) {
+        token_entry *t = ex->tokens;
+        ex->tokens = t->next;
+        token_entry_clear(t);
+        free(t);
+    }
+    event_free(ex->tick_ev);
+    event_free(ex->stop_ev);
+    event_free(ex->renew_ev);
+    event_free(ex->gauge_ev);
+    event_base_free(ex->base);
+    if (ex->db)
+        PQfinish(ex->db);
+    free(ex->worker_id);
+    free(ex);
+}

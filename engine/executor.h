@@ -1,0 +1,35 @@
+/* executor: the run side of a worker. It claims runnable runs under a lease (FOR UPDATE SKIP
+ * LOCKED), walks each run's node graph, calls the platforms through libcurl's multi interface on
+ * one event loop, records every node attempt, retries with backoff, keeps delays and retries as a
+ * next-run time, and finishes the run. Database writes are batched per loop tick. */
+#ifndef ENGINE_EXECUTOR_H
+#define ENGINE_EXECUTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "catalog.h"
+#include "defs.h"
+#include "metrics.h"
+#include "secrets.h"
+#include "tokens.h"
+#include "worker.h"
+
+typedef struct engine_executor engine_executor;
+
+/* keys may be NULL (then actions needing a stored token fail with a clear error). Borrows
+ * everything passed; they must outlive the executor. */
+engine_executor *engine_executor_new(const engine_config *cfg, const char *worker_id,
+                                     engine_defs *defs, hf_metrics *metrics,
+                                     const hf_catalog *catalog, const hf_secrets *secrets,
+                                     const engine_keyring *keys, char *err, size_t errlen);
+void engine_executor_start(engine_executor *ex);
+/* Asks for a claim round soon. Thread-safe. */
+void engine_executor_wake(void *ex);
+/* Stops claiming, lets calls in flight finish (up to timeout_ms, then cancels them), records
+ * everything, releases the leases of unfinished runs and joins the thread. */
+void engine_executor_stop(engine_executor *ex, int64_t timeout_ms);
+void engine_executor_free(engine_executor *ex);
+bool engine_executor_healthy(engine_executor *ex);
+
+#endif

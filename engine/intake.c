@@ -1,0 +1,696 @@
+/* intake: the consumer side of a worker. Per batch of Kafka messages, one PostgreSQL transaction
+ * dedupes the event ids, finds each event's tenant from its connection, matches the tenant's
+ * enabled workflows (trigger + filter) and inserts their runs; only then are the offsets
+ * committed, so a crash in between replays into the dedupe. */
+#include "intake.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "expr.h"
+#include "json.h"
+#include "kafka.h"
+#include "log.h"
+#include "pg.h"
+
+/* One consumed message and what intake made of it. */
+typedef struct item {
+    rd_kafka_message_t *msg;
+    hf_json env;           /* parsed envelope, NULL when dead-lettered */
+    const char *id, *provider, *account, *event;
+    char *ordering_key;
+    char *text;            /* the envelope as received (NUL-terminated copy) */
+    bool is_new;           /* id not seen before */
+    char dead_reason[160];
+} item;
+
+struct engine_intake {
+    const engine_config *cfg;
+    char *worker_id;
+    engine_defs *defs;
+    hf_metrics *metrics;
+    void (*wake)(void *);
+    void *wake_arg;
+    rd_kafka_t *rk;
+    hf_producer *deadletter;
+    char *deadletter_topic;
+    PGconn *db;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    atomic_bool db_ok;
+    atomic_int dl_pending;
+    atomic_bool dl_failed;
+    hf_counter *consumed, *duplicates, *runs_created, *dead, *batch_retries;
+    hf_histogram *batch_seconds;
+};
+
+static void on_deadletter_delivery(void *opaque, const char *err)
+{
+    engine_intake *in = opaque;
+    if (err) {
+        atomic_store(&in->dl_failed, true);
+        hf_log_kv(HF_LOG_ERROR, "intake.deadletter_failed", "error", err, NULL);
+    }
+    atomic_fetch_sub(&in->dl_pending, 1);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    hf_log_kv(HF_LOG_WARN, "kafka.error", "code", rd_kafka_err2name(err), "reason", reason, NULL);
+}
+
+/* Publishes lag per partition from librdkafka's statistics. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    engine_intake *in = opaque;
+    char err[128];
+    hf_json root = hf_json_parse(json, len, err, sizeof err);
+    hf_json topics = hf_json_get(root, "topics");
+    for (size_t t = 0; t < hf_json_len(topics); t++) {
+        const char *topic;
+        hf_json tj = hf_json_member(topics, t, &topic);
+        hf_json parts = hf_json_get(tj, "partitions");
+        for (size_t p = 0; p < hf_json_len(parts); p++) {
+            const char *pid;
+            hf_json pj = hf_json_member(parts, p, &pid);
+            long long lag, assigned_flag = 0;
+            if (strcmp(pid, "-1") == 0 || !hf_json_int(hf_json_get(pj, "consumer_lag"), &lag))
+                continue;
+            hf_json desired = hf_json_get(pj, "desired");
+            assigned_flag = YAJL_IS_TRUE(desired);
+            if (!assigned_flag)
+                continue;
+            char labels[256];
+            snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%s\"", topic, pid);
+            hf_gauge_set(hf_metrics_gauge(in->metrics, "hookflow_engine_consumer_lag",
+                                          "Messages behind the partition's end, per assigned "
+                                          "partition",
+                                          labels),
+                         lag < 0 ? 0 : lag);
+        }
+    }
+    hf_json_free(root);
+    return 0; /* librdkafka frees json */
+}
+
+static char *default_topics(const engine_config *cfg)
+{
+    return xasprintf("%s.webhooks.accounting,%s.webhooks.marketing-automation,%s.webhooks.messaging",
+                     cfg->topic_prefix, cfg->topic_prefix, cfg->topic_prefix);
+}
+
+engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id,
+                                 engine_defs *defs, hf_metrics *metrics,
+                                 void (*wake)(void *arg), void *wake_arg, char *err,
+                                 size_t errlen)
+{
+    engine_intake *in = xcalloc(1, sizeof *in);
+    in->cfg = cfg;
+    in->worker_id = xstrdup(worker_id);
+    in->defs = defs;
+    in->metrics = metrics;
+    in->wake = wake;
+    in->wake_arg = wake_arg;
+    in->deadletter_topic = xasprintf("%s.deadletter", cfg->topic_prefix);
+
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const struct {
+        const char *k, *v;
+    } defaults[] = {
+        {"bootstrap.servers", cfg->kafka_brokers},
+        {"group.id", cfg->group},
+        {"client.id", "hookflow-engine"},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"session.timeout.ms", "10000"},
+        {"statistics.interval.ms", "5000"},
+        {"partition.assignment.strategy", "range,roundrobin"},
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(defaults); i++) {
+        if (rd_kafka_conf_set(conf, defaults[i].k, defaults[i].v, errstr, sizeof errstr) !=
+            RD_KAFKA_CONF_OK) {
+            hf_err(err, errlen, "kafka: %s: %s", defaults[i].k, errstr);
+            rd_kafka_conf_destroy(conf);
+            goto fail;
+        }
+    }
+    if (hf_kafka_conf_apply_env(conf, err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, in);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
+    /* rd_kafka_new() takes ownership of conf on success only. */
+    in->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!in->rk) {
+        rd_kafka_conf_destroy(conf);
+        hf_err(err, errlen, "kafka: cannot create consumer: %s", errstr);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(in->rk);
+
+    char *topics = cfg->topics[0] ? xstrdup(cfg->topics) : default_topics(cfg);
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
+    char *save = NULL;
+    for (char *t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        if (*t)
+            rd_kafka_topic_partition_list_add(subs, t, RD_KAFKA_PARTITION_UA);
+    }
+    free(topics);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(in->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        hf_err(err, errlen, "kafka: cannot subscribe: %s", rd_kafka_err2str(e));
+        goto fail;
+    }
+
+    hf_producer_options popts = {.brokers = cfg->kafka_brokers,
+                                 .message_timeout_ms = 30000,
+                                 .queue_max_messages = 100000,
+                                 .linger_ms = 5,
+                                 .client_id = "hookflow-engine-deadletter"};
+    in->deadletter = hf_producer_new(&popts, on_deadletter_delivery, err, errlen);
+    if (!in->deadletter)
+        goto fail;
+
+    in->consumed = hf_metrics_counter(metrics, "hookflow_engine_events_consumed_total",
+                                      "Envelopes read from Kafka", NULL);
+    in->duplicates = hf_metrics_counter(metrics, "hookflow_engine_events_duplicate_total",
+                                        "Envelopes whose id was already recorded (redeliveries)",
+                                        NULL);
+    in->runs_created = hf_metrics_counter(metrics, "hookflow_engine_runs_created_total",
+                                          "Runs created by intake", NULL);
+    in->dead = hf_metrics_counter(metrics, "hookflow_engine_deadletter_total",
+                                  "Messages sent to the dead-letter topic", NULL);
+    in->batch_retries = hf_metrics_counter(metrics, "hookflow_engine_intake_retries_total",
+                                           "Intake batches retried after a database error",
+                                           NULL);
+    static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
+    in->batch_seconds = hf_metrics_histogram(metrics, "hookflow_engine_intake_batch_seconds",
+                                             "Time to record one intake batch", NULL, bounds,
+                                             HF_ARRAY_LEN(bounds));
+    return in;
+fail:
+    engine_intake_free(in);
+    return NULL;
+}
+
+/* ---- one batch ---------------------------------------------------------------------------- */
+
+static void item_clear(item *it)
+{
+    hf_json_free(it->env);
+    free(it->ordering_key);
+    free(it->text);
+    memset(it, 0, sizeof *it);
+}
+
+static bool nonempty_string(hf_json v)
+{
+    const char *s = hf_json_str(v);
+    return s && *s;
+}
+
+/* Parses and checks one envelope; on failure sets dead_reason. */
+static void item_parse(item *it)
+{
+    const rd_kafka_message_t *m = it->msg;
+    it->text = xstrndup(m->payload ? m->payload : "", m->len);
+    char err[128];
+    if (!m->payload || m->len == 0) {
+        snprintf(it->dead_reason, sizeof it->dead_reason, "empty message");
+        return;
+    }
+    it->env = hf_json_parse(m->payload, m->len, err, sizeof err);
+    if (!it->env) {
+        snprintf(it->dead_reason, sizeof it->dead_reason, "envelope is not JSON: %s", err);
+        return;
+    }
+    static const char *const required[] = {"id", "provider", "account", "event"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(required); i++) {
+        if (!nonempty_string(hf_json_get(it->env, required[i]))) {
+            snprintf(it->dead_reason, sizeof it->dead_reason,
+                     "envelope field \"%s\" is missing or not a string", required[i]);
+            return;
+        }
+    }
+    if (!hf_json_is_object(hf_json_get(it->env, "payload"))) {
+        snprintf(it->dead_reason, sizeof it->dead_reason, "envelope payload is not an object");
+        return;
+    }
+    it->id = hf_json_str(hf_json_get(it->env, "id"));
+    it->provider = hf_json_str(hf_json_get(it->env, "provider"));
+    it->account = hf_json_str(hf_json_get(it->env, "account"));
+    it->event = hf_json_str(hf_json_get(it->env, "event"));
+    const char *resource = hf_json_str(hf_json_get(it->env, "resource"));
+    /* Events about one resource of one account start their runs in event order; events with
+     * no resource carry no ordering constraint (a key of their own). */
+    it->ordering_key = resource && *resource
+                           ? xasprintf("%s:%s:%s", it->provider, it->account, resource)
+                           : xasprintf("event:%s", it->id);
+}
+
+static void dead_letter(engine_intake *in, item *it)
+{
+    const rd_kafka_message_t *m = it->msg;
+    hf_buf v = {0};
+    hf_buf_puts(&v, "{\"reason\":");
+    hf_json_append_cstr(&v, it->dead_reason);
+    hf_buf_printf(&v, ",\"topic\":");
+    hf_json_append_cstr(&v, rd_kafka_topic_name(m->rkt));
+    hf_buf_printf(&v, ",\"partition\":%d,\"offset\":%lld,\"worker\":", m->partition,
+                  (long long)m->offset);
+    hf_json_append_cstr(&v, in->worker_id);
+    /* The original bytes, base64: they may be anything at all. */
+    char *b64 = xmalloc(hf_base64_len(m->len));
+    hf_base64_encode(m->payload ? m->payload : (const unsigned char *)"", m->len, b64);
+    hf_buf_puts(&v, ",\"value_base64\":");
+    hf_json_append_cstr(&v, b64);
+    hf_buf_puts(&v, "}");
+    free(b64);
+    char err[256];
+    atomic_fetch_add(&in->dl_pending, 1);
+    if (hf_producer_send(in->deadletter, in->deadletter_topic, m->key, m->key_len, v.data, v.len,
+                         in, err, sizeof err) != 0) {
+        atomic_fetch_sub(&in->dl_pending, 1);
+        atomic_store(&in->dl_failed, true);
+        hf_log_kv(HF_LOG_ERROR, "intake.deadletter_failed", "error", err, NULL);
+    }
+    hf_log_kv(HF_LOG_WARN, "intake.deadletter", "reason", it->dead_reason, "topic",
+              rd_kafka_topic_name(m->rkt), NULL);
+    hf_counter_add(in->dead, 1);
+    hf_buf_free(&v);
+}
+
+typedef struct run_row {
+    size_t item;
+    char *tenant_id, *workflow_id;
+    int version;
+} run_row;
+
+/* Builds {"event": <envelope>, "tenant": {...}, "nodes": {}} for filters. */
+static hf_json filter_context(const item *it, PGresult *cand, int row)
+{
+    hf_buf b = {0};
+    hf_buf_puts(&b, "{\"event\":");
+    hf_buf_puts(&b, it->text);
+    hf_buf_puts(&b, ",\"tenant\":{\"id\":");
+    hf_json_append_cstr(&b, PQgetvalue(cand, row, 1));
+    hf_buf_puts(&b, ",\"slug\":");
+    hf_json_append_cstr(&b, PQgetvalue(cand, row, 4));
+    hf_buf_puts(&b, ",\"name\":");
+    hf_json_append_cstr(&b, PQgetvalue(cand, row, 5));
+    hf_buf_puts(&b, ",\"environment\":");
+    hf_json_append_cstr(&b, PQgetvalue(cand, row, 6));
+    hf_buf_puts(&b, "},\"nodes\":{}}");
+    char err[64];
+    hf_json ctx = hf_json_parse(b.data, b.len, err, sizeof err);
+    hf_buf_free(&b);
+    return ctx;
+}
+
+/* The whole batch in one transaction. 0, or an HF_PG_* error with err. */
+static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_out, char *err,
+                        size_t errlen)
+{
+    hf_pg_array ids = {0}, providers = {0}, accounts = {0}, topics = {0}, parts = {0},
+                offsets = {0};
+    PGresult *res = NULL, *cand = NULL;
+    int rc = hf_pg_begin(in->db, err, errlen);
+    if (rc != HF_PG_OK)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        items[i].is_new = false;
+        if (!items[i].env)
+            continue;
+        hf_pg_array_add(&ids, items[i].id);
+        hf_pg_array_add(&providers, items[i].provider);
+        hf_pg_array_add(&accounts, items[i].account);
+        hf_pg_array_add(&topics, rd_kafka_topic_name(items[i].msg->rkt));
+        hf_pg_array_add_int(&parts, items[i].msg->partition);
+        hf_pg_array_add_int(&offsets, items[i].msg->offset);
+    }
+    if (ids.n == 0) {
+        rc = hf_pg_commit(in->db, err, errlen);
+        goto done;
+    }
+    const char *p1[] = {hf_pg_array_text(&ids),    hf_pg_array_text(&providers),
+                        hf_pg_array_text(&accounts), hf_pg_array_text(&topics),
+                        hf_pg_array_text(&parts),  hf_pg_array_text(&offsets)};
+    rc = hf_pg_exec(in->db,
+                    "INSERT INTO event_keys (event_id, provider, account, kafka_topic, "
+                    "kafka_partition, kafka_offset) "
+                    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+                    "$5::int[], $6::bigint[]) "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    6, p1, &res, err, errlen);
+    if (rc != HF_PG_OK)
+        goto done;
+    /* Mark the first item of each new id (a batch may hold the same id twice). */
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].env && strcmp(items[i].id, id) == 0) {
+                items[i].is_new = true;
+                break;
+            }
+        }
+    }
+    size_t nnew = (size_t)PQntuples(res);
+    PQclear(res);
+    res = NULL;
+    hf_counter_add(in->duplicates, ids.n - nnew);
+    if (nnew == 0) {
+        rc = hf_pg_commit(in->db, err, errlen);
+        goto done;
+    }
+
+    /* Candidate workflows for every new event, with the tenant found from the connection. */
+    hf_pg_array idx = {0}, cprov = {0}, cacc = {0}, cevt = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].is_new)
+            continue;
+        hf_pg_array_add_int(&idx, (long long)i);
+        hf_pg_array_add(&cprov, items[i].provider);
+        hf_pg_array_add(&cacc, items[i].account);
+        hf_pg_array_add(&cevt, items[i].event);
+    }
+    const char *p2[] = {hf_pg_array_text(&idx), hf_pg_array_text(&cprov), hf_pg_array_text(&cacc),
+                        hf_pg_array_text(&cevt)};
+    rc = hf_pg_exec(in->db,
+                    "SELECT k.idx, t.id, w.id, w.current_version, t.slug, t.name, t.environment, "
+                    "v.definition::text "
+                    "FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) "
+                    "  AS k(idx, provider, account, event) "
+                    "JOIN connections c ON c.connector = k.provider AND c.account = k.account "
+                    "  AND c.status = 'active' "
+                    "JOIN tenants t ON t.id = c.tenant_id "
+                    "JOIN workflows w ON w.tenant_id = c.tenant_id "
+                    "  AND w.trigger_connector = k.provider AND w.trigger_event = k.event "
+                    "  AND w.enabled AND w.deleted_at IS NULL "
+                    "JOIN workflow_versions v ON v.workflow_id = w.id "
+                    "  AND v.version = w.current_version "
+                    "ORDER BY k.idx",
+                    4, p2, &cand, err, errlen);
+    hf_pg_array_free(&idx);
+    hf_pg_array_free(&cprov);
+    hf_pg_array_free(&cacc);
+    hf_pg_array_free(&cevt);
+    if (rc != HF_PG_OK)
+        goto done;
+
+    hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0},
+                r_oseq = {0}, r_trigger = {0};
+    size_t nruns = 0;
+    for (int r = 0; r < PQntuples(cand); r++) {
+        long long i;
+        if (!hf_parse_ll(PQgetvalue(cand, r, 0), &i) || i < 0 || (size_t)i >= n)
+            continue;
+        item *it = &items[i];
+        long long version = 0;
+        (void)hf_parse_ll(PQgetvalue(cand, r, 3), &version);
+        char derr[256];
+        const wf_def *def = engine_defs_get(in->defs, in->db, PQgetvalue(cand, r, 2),
+                                            (int)version, PQgetvalue(cand, r, 7), derr,
+                                            sizeof derr);
+        if (!def) {
+            hf_log_kv(HF_LOG_ERROR, "intake.bad_workflow", "workflow", PQgetvalue(cand, r, 2),
+                      "error", derr, NULL);
+            continue;
+        }
+        if (def->filter) {
+            hf_json ctx = filter_context(it, cand, r);
+            bool pass = false;
+            char ferr[256];
+            int frc = ctx ? wf_expr_eval_bool(def->filter, ctx, &pass, ferr, sizeof ferr) : -1;
+            hf_json_free(ctx);
+            if (frc != 0) {
+                hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow",
+                          PQgetvalue(cand, r, 2), "event_id", it->id, "error",
+                          ctx ? ferr : "context", NULL);
+                continue;
+            }
+            if (!pass)
+                continue;
+        }
+        hf_pg_array_add(&r_tenant, PQgetvalue(cand, r, 1));
+        hf_pg_array_add(&r_wf, PQgetvalue(cand, r, 2));
+        hf_pg_array_add_int(&r_ver, version);
+        hf_pg_array_add(&r_event, it->id);
+        hf_pg_array_add(&r_okey, it->ordering_key);
+        hf_pg_array_add_int(&r_oseq, it->msg->offset);
+        hf_pg_array_add(&r_trigger, it->text);
+        nruns++;
+    }
+    if (nruns > 0) {
+        const char *p3[] = {hf_pg_array_text(&r_tenant), hf_pg_array_text(&r_wf),
+                            hf_pg_array_text(&r_ver),    hf_pg_array_text(&r_event),
+                            hf_pg_array_text(&r_okey),   hf_pg_array_text(&r_oseq),
+                            hf_pg_array_text(&r_trigger)};
+        rc = hf_pg_exec(in->db,
+                        "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, "
+                        "ordering_key, ordering_seq, trigger) "
+                        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
+                        "$5::text[], $6::bigint[], $7::jsonb[]) "
+                        "ON CONFLICT (workflow_id, event_id) DO NOTHING",
+                        7, p3, NULL, err, errlen);
+    }
+    hf_pg_array_free(&r_tenant);
+    hf_pg_array_free(&r_wf);
+    hf_pg_array_free(&r_ver);
+    hf_pg_array_free(&r_event);
+    hf_pg_array_free(&r_okey);
+    hf_pg_array_free(&r_oseq);
+    hf_pg_array_free(&r_trigger);
+    if (rc != HF_PG_OK)
+        goto done;
+    rc = hf_pg_commit(in->db, err, errlen);
+    if (rc == HF_PG_OK)
+        *runs_out = nruns;
+done:
+    if (rc != HF_PG_OK)
+        hf_pg_rollback(in->db);
+    PQclear(res);
+    PQclear(cand);
+    hf_pg_array_free(&ids);
+    hf_pg_array_free(&providers);
+    hf_pg_array_free(&accounts);
+    hf_pg_array_free(&topics);
+    hf_pg_array_free(&parts);
+    hf_pg_array_free(&offsets);
+    return rc;
+}
+
+static bool ensure_db(engine_intake *in)
+{
+    if (in->db && !hf_pg_connection_lost(in->db))
+        return true;
+    if (in->db)
+        PQfinish(in->db);
+    in->db = NULL;
+    char err[256];
+    if (hf_pg_connect(in->cfg->database_url, "hookflow-engine-intake", &in->db, err,
+                      sizeof err) != HF_PG_OK) {
+        atomic_store(&in->db_ok, false);
+        hf_log_kv(HF_LOG_WARN, "intake.db_unavailable", "error", err, NULL);
+        return false;
+    }
+    atomic_store(&in->db_ok, true);
+    return true;
+}
+
+/* Waits ms while still serving the consumer (heartbeats, rebalances): partitions are paused so
+ * no message is handed out meanwhile. */
+static void wait_serving(engine_intake *in, int ms)
+{
+    int64_t until = hf_now_ms() + ms;
+    while (!atomic_load(&in->stop) && hf_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(in->rk, 50);
+        if (m) {
+            /* Only errors arrive from paused partitions; a message here came from a partition
+             * assigned during the pause and will be fetched again after the seek below. */
+            if (!m->err)
+                rd_kafka_seek(m->rkt, m->partition, m->offset, 1000);
+            rd_kafka_message_destroy(m);
+        }
+    }
+}
+
+static void pause_all(engine_intake *in, bool pause)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(in->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts) {
+        if (pause)
+            rd_kafka_pause_partitions(in->rk, parts);
+        else
+            rd_kafka_resume_partitions(in->rk, parts);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+}
+
+static void process(engine_intake *in, item *items, size_t n)
+{
+    int64_t t0 = hf_now_us();
+    for (size_t i = 0; i < n; i++)
+        item_parse(&items[i]);
+    hf_counter_add(in->consumed, n);
+
+    /* Poison messages go to the dead-letter topic, and must be there before we commit. */
+    bool any_dead = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].env) {
+            dead_letter(in, &items[i]);
+            any_dead = true;
+        }
+    }
+    if (any_dead) {
+        while (atomic_load(&in->dl_pending) > 0 && !atomic_load(&in->stop))
+            hf_producer_flush(in->deadletter, 100);
+        if (atomic_exchange(&in->dl_failed, false)) {
+            /* Not committing: the batch comes back after a restart or rebalance. */
+            hf_log_kv(HF_LOG_ERROR, "intake.batch_abandoned", "msg",
+                      "dead-letter produce failed; offsets not committed", NULL);
+            return;
+        }
+    }
+
+    int backoff = 100;
+    bool paused = false;
+    size_t nruns = 0;
+    for (;;) {
+        char err[512];
+        if (ensure_db(in)) {
+            int rc = record_batch(in, items, n, &nruns, err, sizeof err);
+            if (rc == HF_PG_OK)
+                break;
+            hf_log_kv(HF_LOG_WARN, "intake.batch_failed", "error", err, NULL);
+            if (!hf_pg_connection_lost(in->db)) {
+                /* A SQL error that is not a lost connection: retrying the same batch gives the
+                 * same answer; give up on the batch without committing so it is not lost. */
+                PQfinish(in->db);
+                in->db = NULL;
+            }
+        }
+        hf_counter_add(in->batch_retries, 1);
+        if (atomic_load(&in->stop))
+            return; /* nothing committed: the batch is consumed again after restart */
+        if (!paused) {
+            pause_all(in, true);
+            paused = true;
+        }
+        wait_serving(in, backoff);
+        backoff = backoff < 5000 ? backoff * 2 : 5000;
+    }
+    if (paused)
+        pause_all(in, false);
+    atomic_store(&in->db_ok, true);
+    hf_counter_add(in->runs_created, nruns);
+    hf_histogram_observe(in->batch_seconds, (double)(hf_now_us() - t0) / 1e6);
+
+    /* Offsets: the next offset per partition, committed only now. */
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_message_t *m = items[i].msg;
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(m->rkt),
+                                                   m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(in->rk, offs, 0);
+    rd_kafka_topic_partition_list_destroy(offs);
+    if (e)
+        hf_log_kv(HF_LOG_WARN, "intake.commit_failed", "error", rd_kafka_err2str(e), "msg",
+                  "the batch will be replayed into the dedupe", NULL);
+    if (nruns > 0 && in->wake)
+        in->wake(in->wake_arg);
+}
+
+static void *intake_main(void *arg)
+{
+    engine_intake *in = arg;
+    size_t cap = (size_t)in->cfg->intake_batch;
+    item *items = xcalloc(cap, sizeof *items);
+    while (!atomic_load(&in->stop)) {
+        size_t n = 0;
+        int64_t deadline = hf_now_ms() + 20;
+        while (n < cap && !atomic_load(&in->stop)) {
+            int wait = n == 0 ? 200 : (int)(deadline - hf_now_ms());
+            if (n > 0 && wait <= 0)
+                break;
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(in->rk, wait);
+            if (!m) {
+                if (n > 0)
+                    break;
+                continue;
+            }
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    hf_log_kv(HF_LOG_WARN, "kafka.consume_error", "error",
+                              rd_kafka_message_errstr(m), NULL);
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            items[n++].msg = m;
+        }
+        if (n > 0)
+            process(in, items, n);
+        for (size_t i = 0; i < n; i++) {
+            rd_kafka_message_destroy(items[i].msg);
+            item_clear(&items[i]);
+        }
+    }
+    free(items);
+    return NULL;
+}
+
+void engine_intake_start(engine_intake *in)
+{
+    in->started = true;
+    pthread_create(&in->thread, NULL, intake_main, in);
+}
+
+void engine_intake_stop(engine_intake *in)
+{
+    if (!in || !in->started)
+        return;
+    atomic_store(&in->stop, true);
+    pthread_join(in->thread, NULL);
+    in->started = false;
+    rd_kafka_consumer_close(in->rk); /* leaves the group */
+}
+
+bool engine_intake_healthy(engine_intake *in)
+{
+    return atomic_load(&in->db_ok);
+}
+
+void engine_intake_free(engine_intake *in)
+{
+    if (!in)
+        return;
+    engine_intake_stop(in);
+    if (in->rk)
+        rd_kafka_destroy(in->rk);
+    hf_producer_free(in->deadletter);
+    if (in->db)
+        PQfinish(in->db);
+    free(in->deadletter_topic);
+    free(in->worker_id);
+    free(in);
+}

@@ -1,0 +1,28 @@
+/* intake: the consumer side of a worker. Per batch of Kafka messages, one PostgreSQL transaction
+ * dedupes the event ids, finds each event's tenant from its connection, matches the tenant's
+ * enabled workflows (trigger + filter) and inserts their runs; only then are the offsets
+ * committed, so a crash in between replays into the dedupe. */
+#ifndef ENGINE_INTAKE_H
+#define ENGINE_INTAKE_H
+
+#include <stdbool.h>
+
+#include "defs.h"
+#include "metrics.h"
+#include "worker.h"
+
+typedef struct engine_intake engine_intake;
+
+/* wake(arg) is called (from the intake thread) after a batch created runs. */
+engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id,
+                                 engine_defs *defs, hf_metrics *metrics,
+                                 void (*wake)(void *arg), void *wake_arg, char *err,
+                                 size_t errlen);
+void engine_intake_start(engine_intake *in);
+/* Finishes the batch in hand, commits, leaves the consumer group and joins the thread. */
+void engine_intake_stop(engine_intake *in);
+void engine_intake_free(engine_intake *in);
+/* True while the consumer has partitions or is waiting for them, and PostgreSQL answers. */
+bool engine_intake_healthy(engine_intake *in);
+
+#endif

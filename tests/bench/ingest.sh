@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmark: hookflow-ingest accepting correctly signed 1 KB Meta deliveries (each one produced
+# to the dev broker with acks=all before its 200), against nginx answering a static 200 under the
+# same wrk load on the same machine. Prints requests/s of both, the ratio, ingest's latency
+# percentiles and its peak RSS.
+#   tests/bench/ingest.sh [duration_s=15] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+duration=${1:-15}
+conns=${2:-64}
+bash deploy/local/install-deps.sh
+cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DHOOKFLOW_TESTS=OFF >/dev/null
+cmake --build build/bench -j"$(nproc)" >/dev/null
+bin="$root/build/bench"
+work=$(mktemp -d /tmp/hf-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The same 1 KB signed body for every request (ingest's cost does not depend on the id).
+secret="bench-app-secret"
+mkdir -p "$work/secrets/meta"
+printf '%s' "$secret" >"$work/secrets/meta/app_secret"
+pad=$(head -c 2000 /dev/zero | tr '\0' 'x' | head -c 820)
+body='{"object":"page","entry":[{"id":"104877","time":1700000000000,"messaging":[{"sender":{"id":"6123"},"recipient":{"id":"104877"},"timestamp":1700000000000,"message":{"mid":"m_bench","text":"'$pad'"}}]}]}'
+sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$secret" -hex | sed 's/^.* //')
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = [[$body]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Hub-Signature-256"] = "sha256=$sig"
+LUA
+echo "body bytes: ${#body}"
+
+"$bin/hookflow-devbroker" --bootstrap-file "$work/bootstrap" --partitions 6 >"$work/devbroker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/bootstrap" ] && break; sleep 0.1; done
+iport=$(free_port)
+HOOKFLOW_KAFKA_BROKERS=$(cat "$work/bootstrap") HOOKFLOW_SECRETS_DIR="$work/secrets" \
+HOOKFLOW_INGEST_LISTEN="127.0.0.1:$iport" HOOKFLOW_LOG_LEVEL=warn HOOKFLOW_INGEST_THREADS=2 \
+  "$bin/hookflow-ingest" >"$work/ingest.log" 2>&1 &
+ingest_pid=$!
+pids+=($ingest_pid)
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$iport/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$iport/api/integrations/webhooks/meta" \
+  -H 'Content-Type: application/json' -H "X-Hub-Signature-256: sha256=$sig" --data-binary "$body")
+[ "$code" = 200 ] || { echo "ingest answered $code to the signed body"; cat "$work/ingest.log"; exit 1; }
+
+nport=$(free_port)
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx-body;
+  server { listen 127.0.0.1:$nport; location / { return 200 "ok"; } }
+}
+NGINX
+nginx -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+sleep 0.5
+
+run_wrk() { wrk -t2 -c"$conns" -d"${duration}s" --latency -s "$work/post.lua" "$1"; }
+echo "== nginx static 200"
+run_wrk "http://127.0.0.1:$nport/" | tee "$work/nginx.out"
+echo "== hookflow-ingest (verify + produce acks=all + answer)"
+run_wrk "http://127.0.0.1:$iport/api/integrations/webhooks/meta" | tee "$work/ingest.out"
+
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+p() { awk -v q="$2" '$1 == q {print $2}' "$1"; }
+non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/ingest.out")
+rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$ingest_pid/status)
+n=$(rps "$work/nginx.out"); i=$(rps "$work/ingest.out")
+echo
+echo "== results (wrk -t2 -c$conns -d${duration}s, 1 KB signed deliveries, $(nproc) cores)"
+echo "nginx static 200:      $n req/s"
+echo "hookflow-ingest:       $i req/s  (non-2xx: ${non2xx:-0})"
+awk -v i="$i" -v n="$n" 'BEGIN { printf "ratio ingest/nginx:    %.2f (target >= 0.50)\n", i / n }'
+echo "ingest latency:        p50 $(p "$work/ingest.out" 50%)  p90 $(p "$work/ingest.out" 90%)  p99 $(p "$work/ingest.out" 99%)  (target p99 < 10ms)"
+echo "ingest peak RSS:       $((rss_kb / 1024)) MB (target < 64 MB)"

@@ -1,0 +1,154 @@
+"""Integration: engine workers turn events into recorded runs (issue: engine workers).
+
+Real hookflow-ingest, hookflow-devbroker, PostgreSQL, hookflow-engine workers and the platform
+fakes: signed webhook -> Kafka -> intake -> run -> connector call -> recorded attempts.
+"""
+
+import json
+import signal
+import time
+
+import pytest
+
+import harness
+from enginestack import Stack, TWILIO_SID, XERO_TENANT
+
+
+@pytest.fixture(scope="module")
+def stack(postgres):
+    s = Stack(postgres)
+    s.start_worker("worker-main")
+    yield s
+    s.stop()
+    for w in s.workers:
+        assert w.returncode in (0, -9), f"{w.name} exited {w.returncode}:\n{w.tail()}"
+        assert not w.sanitizer_errors(), w.tail(80)
+
+
+def test_signed_webhook_becomes_a_succeeded_run_and_the_fake_saw_the_call(stack):
+    before = len(stack.fakes.requests("twilio"))
+    event = stack.send("please schedule a pickup at 5pm")
+    (run_id, name, status, error), = stack.wait_run(event)
+    assert name == "SMS on pickup" and error is None
+    (node, attempt, st, http, err, key, inp, out), = stack.attempts(run_id)
+    assert (node, attempt, st, http) == ("sms", 1, "succeeded", 201)
+    assert json.loads(inp)["body"] == "Pickup: please schedule a pickup at 5pm"
+    assert json.loads(out)["sid"].startswith("SM")
+    calls = stack.fakes.requests("twilio")[before:]
+    assert len(calls) == 1
+    call = calls[0]
+    assert call["method"] == "POST"
+    assert call["path"] == f"/twilio/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+    assert call["form"]["To"] in ("+14155550100", ["+14155550100"])
+    assert "pickup at 5pm" in json.dumps(call["form"]["Body"])
+
+
+def test_filter_that_does_not_match_creates_no_run(stack):
+    event = stack.send("hello there, nothing to do")
+    time.sleep(1.5)
+    assert stack.runs_for(event) == []
+    assert stack.query("SELECT count(*) FROM event_keys WHERE event_id = %s", event)[0][0] == 1
+
+
+def test_same_delivery_twice_gives_one_run(stack):
+    mid = "m_dup_" + str(time.time_ns())
+    e1 = stack.send("pickup twice", mid=mid)
+    e2 = stack.send("pickup twice", mid=mid)
+    assert e1 == e2
+    rows = stack.wait_run(e1)
+    time.sleep(1.0)
+    assert len(stack.runs_for(e1)) == 1 and len(rows) == 1
+
+
+def test_500_then_200_is_retried_and_succeeds(stack):
+    stack.fakes.fault("xero", path="Invoices", status=500, count=1)
+    event = stack.send("send the invoice please")
+    (run_id, _, _, _), = stack.wait_run(event)
+    attempts = stack.attempts(run_id)
+    assert [(a[1], a[2], a[3]) for a in attempts] == [(1, "failed", 500), (2, "succeeded", 200)]
+    # Both attempts carried the same idempotency key.
+    xero = [r for r in stack.fakes.requests("xero") if r["path"].endswith("/Invoices")
+            and r["json"]["Invoices"][0].get("Reference") == event.split(":", 1)[1]]
+    assert len(xero) == 2
+    assert xero[0]["headers"]["idempotency-key"] == xero[1]["headers"]["idempotency-key"]
+    assert xero[0]["headers"]["xero-tenant-id"] == XERO_TENANT
+
+
+def test_429_retry_after_is_honoured(stack):
+    stack.fakes.fault("xero", path="Invoices", status=429, count=1, retry_after="2")
+    event = stack.send("invoice with rate limit")
+    (run_id, _, _, _), = stack.wait_run(event)
+    rows = stack.query("SELECT attempt, status, http_status, extract(epoch from started_at) "
+                       "FROM node_attempts WHERE run_id = %s ORDER BY attempt", run_id)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(1, "failed", 429), (2, "succeeded", 200)]
+    assert float(rows[1][3]) - float(rows[0][3]) >= 1.9
+
+
+def test_retries_exhausted_fails_the_run_with_the_error(stack):
+    stack.fakes.fault("xero", path="Invoices", status=503, count=3)
+    event = stack.send("invoice that keeps failing")
+    (run_id, _, status, error), = stack.wait_run(event, status="failed")
+    assert "3 attempts" in error
+    assert [a[2] for a in stack.attempts(run_id)] == ["failed", "failed", "failed"]
+
+
+def test_expired_token_is_refreshed_once_and_the_call_retried(stack):
+    stack.fakes.expire("hubspot", access_token="hubspot-access-1")
+    event = stack.send("crm update for vip")
+    (run_id, _, status, error), = stack.wait_run(event)
+    attempts = stack.attempts(run_id)
+    assert [(a[2], a[3]) for a in attempts] == [("failed", 401), ("succeeded", 200)]
+    refreshes = [r for r in stack.fakes.requests("hubspot") if r["path"].endswith("/token")]
+    assert len(refreshes) == 1
+    assert stack.query("SELECT token_version FROM connections WHERE connector = 'hubspot'")[0][0] >= 1
+    token = stack.query("SELECT access_token_enc FROM connections WHERE connector = 'hubspot'")[0][0]
+    assert b"hubspot-access" not in bytes(token)
+
+
+def test_condition_takes_one_branch(stack):
+    event = stack.send("branch test for a vip customer")
+    (run_id, _, _, _), = stack.wait_run(event)
+    nodes = [(a[0], a[2]) for a in stack.attempts(run_id)]
+    assert nodes == [("vip", "succeeded"), ("yes", "succeeded")]
+    ctx = json.loads(stack.query("SELECT context::text FROM runs WHERE id = %s", run_id)[0][0])
+    assert ctx["nodes"]["no"]["status"] == "skipped"
+
+
+def test_poison_message_goes_to_the_dead_letter_topic(stack):
+    stack.broker.produce_sync("hookflow.webhooks.messaging", b"this is not an envelope",
+                              key=b"meta:104877")
+    def dead():
+        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
+            v = json.loads(m.value)
+            if "not JSON" in v["reason"]:
+                return v
+        return None
+    v = harness.wait_until(dead, timeout=30, what="the poison message in the dead-letter topic")
+    assert v["topic"] == "hookflow.webhooks.messaging"
+    # The worker moved on: a later event still runs.
+    event = stack.send("pickup after poison")
+    stack.wait_run(event)
+
+
+def test_metrics_and_health(stack):
+    w = stack.workers[0]
+    assert harness.http("GET", w.ops + "/healthz")[0] == 200
+    assert harness.http("GET", w.ops + "/readyz")[0] == 200
+    text = harness.http("GET", w.ops + "/metrics")[2].decode()
+    for name in ("hookflow_engine_events_consumed_total", "hookflow_engine_runs_created_total",
+                 'hookflow_engine_runs_finished_total{status="succeeded"}',
+                 "hookflow_engine_node_seconds_bucket", "hookflow_engine_leases_held",
+                 "hookflow_engine_consumer_lag", "hookflow_engine_node_retries_total"):
+        assert name in text, name
+
+
+def test_runs_of_one_ordering_key_start_in_event_order(stack):
+    # Same page and sender: one resource, so one ordering key; sent faster than runs finish.
+    events = [stack.send(f"pickup order {i}", sender="7777") for i in range(8)]
+    for e in events:
+        stack.wait_run(e)
+    rows = stack.query("SELECT ordering_key, ordering_seq, started_at FROM runs "
+                       "WHERE event_id = ANY(%s) ORDER BY ordering_seq", events)
+    assert len({r[0] for r in rows}) == 1 and rows[0][0].endswith(":psid:7777")
+    starts = [r[2] for r in rows]
+    assert all(a < b for a, b in zip(starts, starts[1:])), starts

@@ -1,0 +1,122 @@
+"""Integration: the engine's guarantees under failure (Guarantees 2-4 of DESIGN.md).
+
+A worker killed mid-call, PostgreSQL restarted mid-stream, two workers sharing partitions, a
+delay surviving a worker restart, and a clean SIGTERM.
+"""
+
+import signal
+import time
+
+import pytest
+
+import harness
+from enginestack import EXTRA_PAGES, Stack
+
+
+@pytest.fixture
+def stack(postgres):
+    s = Stack(postgres)
+    yield s
+    s.stop()
+    for w in s.workers:
+        assert not w.sanitizer_errors(), w.tail(80)
+
+
+def wait_attempt_running(stack, event):
+    def running():
+        rows = stack.query("SELECT a.id FROM node_attempts a JOIN runs r ON r.id = a.run_id "
+                           "WHERE r.event_id = %s AND a.status = 'running'", event)
+        return rows or None
+    harness.wait_until(running, timeout=30, interval=0.05, what="a call in flight")
+
+
+def test_kill_9_mid_call_resumes_on_another_worker_and_the_idempotent_call_lands_once(stack):
+    a = stack.start_worker("worker-a")
+    stack.fakes.fault("xero", path="Invoices", delay_ms=2000, count=1)
+    event = stack.send("invoice during a crash")
+    wait_attempt_running(stack, event)
+    a.kill()
+    stack.start_worker("worker-b")
+    (run_id, _, status, _), = stack.wait_run(event, timeout=60)
+    attempts = stack.attempts(run_id)
+    assert [a_[2] for a_ in attempts] == ["failed", "succeeded"]
+    assert "lost" in attempts[0][4]
+    assert attempts[0][5] == attempts[1][5] and attempts[0][5]  # same idempotency key
+    mid = event.split(":", 1)[1]
+    calls = [r for r in stack.fakes.requests("xero")
+             if r["path"].endswith("/Invoices") and r["json"]["Invoices"][0].get("Reference") == mid]
+    assert len(calls) == 2
+    invoices = [i for i in stack.fakes.objects("xero").get("invoices", [])
+                if i.get("Reference") == mid]
+    assert len(invoices) == 1, invoices
+
+
+def test_kill_9_mid_call_without_idempotency_is_marked_outcome_unknown(stack):
+    a = stack.start_worker("worker-a")
+    stack.fakes.fault("hubspot", path="contacts", delay_ms=2000, count=1)
+    event = stack.send("crm during a crash")
+    wait_attempt_running(stack, event)
+    a.kill()
+    stack.start_worker("worker-b")
+    (run_id, _, status, error), = stack.wait_run(event, status="failed", timeout=60)
+    assert "outcome is unknown" in error
+    assert [x[2] for x in stack.attempts(run_id)] == ["outcome_unknown"]
+
+
+def test_postgres_restart_mid_stream_loses_nothing(stack):
+    stack.start_worker("worker-a")
+    events = []
+    for i in range(10):
+        events.append(stack.send(f"pickup {i}", page=EXTRA_PAGES[i % len(EXTRA_PAGES)]))
+    stack.pg.restart()
+    for i in range(10, 20):
+        events.append(stack.send(f"pickup {i}", page=EXTRA_PAGES[i % len(EXTRA_PAGES)]))
+    for e in events:
+        stack.wait_run(e, timeout=90)
+    assert stack.query("SELECT count(*) FROM runs WHERE event_id = ANY(%s)", events)[0][0] == 20
+
+
+def test_two_workers_share_partitions_and_every_event_runs_exactly_once(stack):
+    a = stack.start_worker("worker-a")
+    b = stack.start_worker("worker-b")
+    before = len(stack.fakes.requests("twilio"))
+    events = [stack.send(f"pickup number {i}", page=EXTRA_PAGES[i % len(EXTRA_PAGES)])
+              for i in range(40)]
+    for e in events:
+        stack.wait_run(e, timeout=120)
+    rows = stack.query("SELECT event_id, count(*) FROM runs WHERE event_id = ANY(%s) "
+                       "GROUP BY event_id", events)
+    assert len(rows) == 40 and all(c == 1 for _, c in rows)
+    calls = stack.fakes.requests("twilio")[before:]
+    assert len(calls) == 40
+    consumed = []
+    for w in (a, b):
+        text = harness.http("GET", w.ops + "/metrics")[2].decode()
+        line = [l for l in text.splitlines() if l.startswith("hookflow_engine_events_consumed_total")]
+        consumed.append(float(line[0].split()[-1]) if line else 0.0)
+    assert all(c > 0 for c in consumed), consumed
+
+
+def test_delay_node_resumes_after_a_worker_restart(stack):
+    a = stack.start_worker("worker-a")
+    event = stack.send("call me later")
+    harness.wait_until(lambda: [r for r in stack.runs_for(event) if r[2] == "waiting"],
+                       timeout=30, what="the run to wait")
+    assert a.stop(signal.SIGTERM, 20) == 0
+    t0 = time.monotonic()
+    stack.start_worker("worker-b")
+    (run_id, _, _, _), = stack.wait_run(event, timeout=60)
+    assert [(x[0], x[2]) for x in stack.attempts(run_id)] == [("wait", "succeeded"),
+                                                             ("sms", "succeeded")]
+    assert time.monotonic() - t0 < 30
+
+
+def test_sigterm_finishes_the_call_in_flight(stack):
+    a = stack.start_worker("worker-a")
+    stack.fakes.fault("twilio", path="Messages", delay_ms=1500, count=1)
+    event = stack.send("pickup while stopping")
+    wait_attempt_running(stack, event)
+    assert a.stop(signal.SIGTERM, 20) == 0
+    (run_id, _, _, _), = stack.wait_run(event, timeout=5)
+    assert [x[2] for x in stack.attempts(run_id)] == ["succeeded"]
+    assert "worker.stopped" in a.log()
