@@ -285,3 +285,94 @@ bool hf_parse_ll(const char *s, long long *out)
     *out = v;
     return true;
 }
+
+/* Reads exactly n decimal digits at *p, advancing it. */
+static bool read_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+static bool is_leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (y >= 1). */
+static int64_t days_since_epoch(int y, int m, int d)
+{
+    static const int before_month[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    int64_t py = y - 1; /* whole years before y */
+    int64_t days = py * 365 + py / 4 - py / 100 + py / 400;
+    days += before_month[m - 1] + (m > 2 && is_leap(y)) + (d - 1);
+    return days - 719162; /* days from 0001-01-01 to 1970-01-01 */
+}
+
+#define MS_YEAR_1000 (-30610224000000LL)  /* 1000-01-01T00:00:00.000Z */
+#define MS_YEAR_10000 (253402300800000LL) /* 10000-01-01T00:00:00.000Z */
+
+bool hf_parse_rfc3339(const char *s, int64_t *ms)
+{
+    static const int month_days[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!s)
+        return false;
+    const char *p = s;
+    int y, mo, d, h, mi, sec, frac = 0;
+    if (!read_digits(&p, 4, &y) || *p++ != '-' || !read_digits(&p, 2, &mo) || *p++ != '-' ||
+        !read_digits(&p, 2, &d))
+        return false;
+    if (*p != 'T' && *p != 't' && *p != ' ')
+        return false;
+    p++;
+    if (!read_digits(&p, 2, &h) || *p++ != ':' || !read_digits(&p, 2, &mi) || *p++ != ':' ||
+        !read_digits(&p, 2, &sec))
+        return false;
+    if (y < 1000 || mo < 1 || mo > 12 || d < 1 || d > month_days[mo - 1] ||
+        (mo == 2 && d == 29 && !is_leap(y)) || h > 23 || mi > 59 || sec > 60)
+        return false;
+    if (*p == '.') {
+        p++;
+        int ndigits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (ndigits < 3)
+                frac = frac * 10 + (*p - '0');
+            ndigits++;
+            p++;
+        }
+        if (ndigits == 0)
+            return false;
+        for (int i = ndigits; i < 3; i++)
+            frac *= 10;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
+        if (!read_digits(&p, 2, &oh))
+            return false;
+        if (*p == ':')
+            p++;
+        if (*p && !read_digits(&p, 2, &om))
+            return false;
+        if (oh > 23 || om > 59)
+            return false;
+        offset_min = sign * (oh * 60 + om);
+    }
+    if (*p != '\0')
+        return false;
+    int64_t secs = days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    int64_t v = (secs - (int64_t)offset_min * 60) * 1000 + frac;
+    if (v < MS_YEAR_1000 || v >= MS_YEAR_10000)
+        return false;
+    *ms = v;
+    return true;
+}

@@ -57,6 +57,11 @@ int64_t hf_wall_ms(void);
 /* Formats a wall-clock millisecond time as RFC 3339 UTC with milliseconds into out (>= 32 bytes). */
 void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen);
 
+/* Parses an ISO 8601 / RFC 3339 date-time "YYYY-MM-DDTHH:MM:SS[.frac][Z|+HH:MM|+HHMM|+HH]"
+ * (no zone means UTC) into epoch milliseconds (fraction truncated to ms). False when it does
+ * not parse or lies outside years 1000-9999. */
+bool hf_parse_rfc3339(const char *s, int64_t *ms);
+
 /* Case-insensitive ASCII comparisons. */
 bool hf_strieq(const char *a, const char *b);
 

@@ -130,6 +130,7 @@ struct engine_executor {
     VEC(run *) done_runs;     /* finished, freed after the flush */
 
     token_entry *tokens;
+    unsigned housekeeping_ticks;
 
     hf_counter *claimed, *retries_total, *refreshes;
     atomic_int_fast64_t gauge_held, gauge_calls;
@@ -758,19 +759,16 @@ static void advance(run *r)
                 int rc = ctx ? wf_template_render(n->until, ctx, &out, err, sizeof err) : -1;
                 hf_json_free(ctx);
                 hf_json v = rc == 0 ? hf_json_parse(out.data, out.len, err, sizeof err) : NULL;
-                const char *text = hf_json_str(v);
-                struct tm tm = {0};
-                char *end = text ? strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-                if (!end) {
-                    hf_json_free(v);
-                    hf_buf_free(&out);
+                int64_t when = 0;
+                bool ok = v && hf_parse_rfc3339(hf_json_str(v), &when);
+                hf_json_free(v);
+                hf_buf_free(&out);
+                if (!ok) {
                     fail_node(r, idx, s->attempts + 1, NULL,
                               rc != 0 ? err : "until is not an RFC 3339 time");
                     return;
                 }
-                until = (int64_t)timegm(&tm) * 1000;
-                hf_json_free(v);
-                hf_buf_free(&out);
+                until = when;
             }
             s->st = NS_WAITING;
             s->until_ms = until;
@@ -1072,8 +1070,7 @@ static void claim(engine_executor *ex)
         ex->db,
         "WITH c AS ("
         "  SELECT r.id FROM runs r"
-        "  WHERE ((r.status IN ('pending', 'waiting') AND r.next_run_at <= now())"
-        "         OR (r.status = 'running' AND r.lease_expires_at < now()))"
+        "  WHERE r.status IN ('pending', 'waiting') AND r.next_run_at <= now()"
         "    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key"
         "                    AND p.ordering_seq < r.ordering_seq AND p.status = 'pending')"
         "  ORDER BY r.next_run_at, r.ordering_seq"
@@ -1382,11 +1379,34 @@ static void renew(evutil_socket_t fd, short what, void *arg)
         hf_log_kv(HF_LOG_WARN, "executor.renew_failed", "error", err, NULL);
 }
 
+/* Runs whose lease ran out (their worker died or hung) become runnable again; the next claim
+ * finds any call they left 'running' and deals with it (recover()). Kept out of the claim query
+ * so that one stays on the runnable partial index. */
+static void reclaim_expired(engine_executor *ex)
+{
+    char err[256];
+    PGresult *res = NULL;
+    if (hf_pg_exec(ex->db,
+                   "UPDATE runs SET status = 'waiting', next_run_at = now(), lease_owner = NULL, "
+                   "lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < now()",
+                   0, NULL, &res, err, sizeof err) != HF_PG_OK) {
+        hf_log_kv(HF_LOG_WARN, "executor.reclaim_failed", "error", err, NULL);
+    } else if (atoi(PQcmdTuples(res)) > 0) {
+        hf_log_kv(HF_LOG_WARN, "executor.leases_expired", "runs", PQcmdTuples(res), "msg",
+                  "runs of a lost worker are runnable again", NULL);
+        schedule_tick(ex, 0);
+    }
+    PQclear(res);
+}
+
 /* Active runs by status, for the metrics (a cheap count over the partial indexes). */
 static void count_runs(evutil_socket_t fd, short what, void *arg)
 {
     engine_executor *ex = arg;
     if (!ex->db || hf_pg_connection_lost(ex->db))
+        return;
+    reclaim_expired(ex);
+    if (ex->housekeeping_ticks++ % 5 != 0)
         return;
     PGresult *res = NULL;
     char err[256];
@@ -1460,8 +1480,9 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
     ex->gauge_ev = event_new(ex->base, -1, EV_PERSIST, count_runs, ex);
     struct timeval every = {cfg->lease_ms / 3000, (cfg->lease_ms / 3 % 1000) * 1000};
     event_add(ex->renew_ev, &every);
-    struct timeval five = {5, 0};
-    event_add(ex->gauge_ev, &five);
+    /* Expired leases are looked for every second; run counts ride along. */
+    struct timeval every_second = {1, 0};
+    event_add(ex->gauge_ev, &every_second);
     ex->claimed = hf_metrics_counter(metrics, "hookflow_engine_runs_claimed_total",
                                      "Runs claimed by this worker (including resumptions)", NULL);
     hf_metrics_gauge_fn(metrics, "hookflow_engine_leases_held",

@@ -36,11 +36,6 @@ bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *
 /* Decodes exactly 2*outlen hex digits (either case) into out; false on any other input. */
 bool provider_util_hex_decode(const char *hex, unsigned char *out, size_t outlen);
 
-/* Parses an ISO 8601 / RFC 3339 date-time "YYYY-MM-DDTHH:MM:SS[.frac][Z|+HH:MM|+HHMM|+HH]"
- * (no zone means UTC) into epoch milliseconds (fraction truncated to ms). False when it does
- * not parse or lies outside years 1000-9999. */
-bool provider_util_parse_time(const char *s, int64_t *ms);
-
 /* The time s normalised to RFC 3339 UTC with milliseconds (malloc'd), or NULL if s is NULL or
  * does not parse. */
 char *provider_util_time_normalise(const char *s);

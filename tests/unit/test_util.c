@@ -413,6 +413,25 @@ static void test_parse_ll_rejects_garbage_and_overflow(void **state)
     assert_false(hf_parse_ll(NULL, &v));
 }
 
+static void test_parse_rfc3339_zones_fractions_and_bounds(void **state)
+{
+    (void)state;
+    int64_t ms = 0;
+    assert_true(hf_parse_rfc3339("2026-11-27T10:00:00Z", &ms));
+    assert_int_equal(ms, 1795773600000LL);
+    assert_true(hf_parse_rfc3339("2026-11-27T12:00:00.250+02:00", &ms));
+    assert_int_equal(ms, 1795773600250LL);
+    assert_true(hf_parse_rfc3339("2015-10-05T14:42:19-0700", &ms));
+    assert_int_equal(ms, 1444081339000LL);
+    assert_true(hf_parse_rfc3339("2026-11-27T10:00:00", &ms)); /* no zone: UTC */
+    assert_int_equal(ms, 1795773600000LL);
+    assert_false(hf_parse_rfc3339("2026-02-29T10:00:00Z", &ms)); /* not a leap year */
+    assert_false(hf_parse_rfc3339("2026-11-27 10:00", &ms));
+    assert_false(hf_parse_rfc3339("2026-11-27T10:00:00Zjunk", &ms));
+    assert_false(hf_parse_rfc3339("0999-01-01T00:00:00Z", &ms));
+    assert_false(hf_parse_rfc3339(NULL, &ms));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_format_rfc3339_truncates_to_small_buffer),
         cmocka_unit_test(test_clocks_move_forward),
         cmocka_unit_test(test_parse_ll_accepts_whole_numbers),
+        cmocka_unit_test(test_parse_rfc3339_zones_fractions_and_bounds),
         cmocka_unit_test(test_parse_ll_rejects_garbage_and_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
