@@ -391,8 +391,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     const char *p2[] = {hf_pg_array_text(&idx), hf_pg_array_text(&cprov), hf_pg_array_text(&cacc),
                         hf_pg_array_text(&cevt)};
     rc = hf_pg_exec(in->db,
-                    "SELECT k.idx, t.id, w.id, w.current_version, t.slug, t.name, t.environment, "
-                    "v.definition::text "
+                    "SELECT k.idx, t.id, w.id, w.current_version, t.slug, t.name, t.environment "
                     "FROM unnest($1::int[], $2::text[], $3::text[], $4::text[]) "
                     "  AS k(idx, provider, account, event) "
                     "JOIN connections c ON c.connector = k.provider AND c.account = k.account "
@@ -401,8 +400,6 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
                     "JOIN workflows w ON w.tenant_id = c.tenant_id "
                     "  AND w.trigger_connector = k.provider AND w.trigger_event = k.event "
                     "  AND w.enabled AND w.deleted_at IS NULL "
-                    "JOIN workflow_versions v ON v.workflow_id = w.id "
-                    "  AND v.version = w.current_version "
                     "ORDER BY k.idx",
                     4, p2, &cand, err, errlen);
     hf_pg_array_free(&idx);
@@ -424,7 +421,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         (void)hf_parse_ll(PQgetvalue(cand, r, 3), &version);
         char derr[256];
         const wf_def *def = engine_defs_get(in->defs, in->db, PQgetvalue(cand, r, 2),
-                                            (int)version, PQgetvalue(cand, r, 7), derr,
+                                            (int)version, NULL, derr,
                                             sizeof derr);
         if (!def) {
             hf_log_kv(HF_LOG_ERROR, "intake.bad_workflow", "workflow", PQgetvalue(cand, r, 2),
