@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs the hookflow stack on this machine: PostgreSQL (migrated, data kept in .hookflow/pg), the
-# Kafka-protocol dev broker, and hookflow-ingest. Ctrl-C or SIGTERM stops all of it cleanly.
+# Kafka-protocol dev broker, hookflow-ingest, one hookflow-engine worker, and local stand-ins for
+# the six platforms' APIs (tests/fakes) so the seeded demo workflow runs end to end without
+# calling any real platform. Ctrl-C or SIGTERM stops all of it cleanly.
 #   deploy/local/run.sh            build, start, print where everything listens, wait
 #   HOOKFLOW_INGEST_LISTEN=127.0.0.1:9090 deploy/local/run.sh   another port
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
-state="$root/.hookflow"
+# HOOKFLOW_STATE_DIR moves the stack's data (tests use a throwaway one); HOOKFLOW_LOCAL_BIN runs
+# already-built executables instead of building build/local.
+state=${HOOKFLOW_STATE_DIR:-$root/.hookflow}
 mkdir -p "$state"
+state=$(cd "$state" && pwd)
 
 # One stack per checkout: a second run says so instead of fighting the first over ports and data.
 exec 9>"$state/run.lock"
@@ -19,10 +24,14 @@ echo $$ >"$state/run.pid"
 
 bash deploy/local/install-deps.sh
 
-echo "== building"
-cmake -S . -B build/local -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOOKFLOW_TESTS=OFF >/dev/null
-cmake --build build/local -j"$(nproc)" >/dev/null
-bin="$root/build/local"
+if [ -n "${HOOKFLOW_LOCAL_BIN:-}" ]; then
+  bin=$(cd "$HOOKFLOW_LOCAL_BIN" && pwd)
+else
+  echo "== building"
+  cmake -S . -B build/local -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHOOKFLOW_TESTS=OFF >/dev/null
+  cmake --build build/local -j"$(nproc)" >/dev/null
+  bin="$root/build/local"
+fi
 
 pids=()
 cleanup() {
@@ -55,14 +64,39 @@ brokers=$(cat "$state/kafka.bootstrap")
 
 # Demo secrets, made once: random values, never printed, kept out of git (.hookflow/ is ignored).
 secrets="$state/secrets"
-if [ ! -d "$secrets" ]; then
-  for f in xero/webhook_key quickbooks/verifier_token hubspot/client_secret klaviyo/webhook_secret \
-           klaviyo/flow_secret twilio/auth_token meta/app_secret meta/verify_token; do
+for f in xero/webhook_key quickbooks/verifier_token hubspot/client_secret klaviyo/webhook_secret \
+         klaviyo/flow_secret twilio/auth_token meta/app_secret meta/verify_token \
+         xero/client_id xero/client_secret hubspot/client_id engine/token_key; do
+  if [ ! -f "$secrets/$f" ]; then
     mkdir -p "$secrets/$(dirname "$f")"
-    head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$secrets/$f"
-  done
-  chmod -R go-rwx "$secrets"
-fi
+    if [ "$f" = engine/token_key ]; then
+      head -c 32 /dev/urandom | base64 >"$secrets/$f"
+    else
+      head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$secrets/$f"
+    fi
+  fi
+done
+chmod -R go-rwx "$secrets"
+
+echo "== local platform stand-ins"
+rm -f "$state/fakes.port"
+/usr/bin/python3 tests/fakes/fake_platforms.py --port 0 --port-file "$state/fakes.port" \
+  >"$state/fakes.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$state/fakes.port" ] && break; sleep 0.1; done
+fakes="http://127.0.0.1:$(cat "$state/fakes.port")"
+# The demo's Twilio account and token (deploy/local/demo.json) are known to the stand-in.
+curl -fsS -X POST "$fakes/_control/tokens" -H 'Content-Type: application/json' \
+  -d '{"provider":"twilio","account_sid":"AC0123456789abcdef0123456789abcdef","auth_token":"demo-twilio-auth-token"}' >/dev/null
+connector_env=()
+for p in xero quickbooks hubspot klaviyo twilio meta; do
+  P=$(echo "$p" | tr a-z A-Z)
+  connector_env+=("HOOKFLOW_CONNECTOR_${P}_BASE_URL=$fakes/$p")
+done
+
+echo "== demo tenant and workflow"
+HOOKFLOW_DATABASE_URL="$db_url" HOOKFLOW_SECRETS_DIR="$secrets" \
+  "$bin/hookflow-engine" apply deploy/local/demo.json
 
 listen=${HOOKFLOW_INGEST_LISTEN:-127.0.0.1:8080}
 echo "== hookflow-ingest"
@@ -74,19 +108,34 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://$listen/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://$listen/healthz" >/dev/null || { echo "ingest did not start; see $state/ingest.log" >&2; exit 1; }
 
+worker_listen=${HOOKFLOW_WORKER_LISTEN:-127.0.0.1:8082}
+echo "== hookflow-engine worker"
+env "${connector_env[@]}" HOOKFLOW_KAFKA_BROKERS="$brokers" HOOKFLOW_DATABASE_URL="$db_url" \
+  HOOKFLOW_SECRETS_DIR="$secrets" HOOKFLOW_WORKER_LISTEN="$worker_listen" \
+  HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS=6000 HOOKFLOW_LOG_FORMAT="${HOOKFLOW_LOG_FORMAT:-text}" \
+  "$bin/hookflow-engine" work >"$state/worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://$worker_listen/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://$worker_listen/healthz" >/dev/null || { echo "worker did not start; see $state/worker.log" >&2; exit 1; }
+
 cat <<INFO
 
 hookflow is running.
   webhooks    http://$listen/api/integrations/webhooks/{xero,quickbooks,hubspot,klaviyo,twilio,meta}
   health      http://$listen/healthz   http://$listen/readyz   http://$listen/metrics
+  worker      http://$worker_listen/healthz   http://$worker_listen/readyz   http://$worker_listen/metrics
+  platforms   $fakes  (local stand-ins; requests they received: $fakes/_control/requests)
   PostgreSQL  $db_url
   Kafka       $brokers   (kcat -L -b $brokers)
   secrets     $secrets
   logs        $state/*.log
 
-Try it (a signed Meta Messenger delivery):
+Try it: a signed Meta Messenger message mentioning a pickup runs the demo workflow
+"Pickup confirmation" (deploy/local/demo.json), which texts the staff through Twilio:
   deploy/local/send-demo-webhook.sh meta
-  kcat -C -b $brokers -t hookflow.webhooks.messaging -e -q
+  kcat -C -b $brokers -t hookflow.webhooks.messaging -e -q        # the envelope in Kafka
+  psql $db_url -c "select status, event_id, finished_at from runs order by created_at desc limit 5"
+  curl -s $fakes/_control/requests?provider=twilio                # the call the run made
 
 Ctrl-C stops everything.
 INFO

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 provider=${1:-meta}
 addr=${2:-${HOOKFLOW_INGEST_LISTEN:-127.0.0.1:8080}}
-secrets=.hookflow/secrets
+secrets=${HOOKFLOW_STATE_DIR:-.hookflow}/secrets
 now_ms=$(($(date +%s%N) / 1000000))
 url="http://$addr/api/integrations/webhooks/$provider"
 
