@@ -128,7 +128,12 @@ def main():
         n, span, bad = cur.fetchone()
         cur.execute("SELECT count(*) FROM node_attempts")
         attempts = cur.fetchone()[0]
+        cur.execute("SELECT left(coalesce(error, ''), 120), count(*) FROM node_attempts "
+                    "WHERE status <> 'succeeded' GROUP BY 1 ORDER BY 2 DESC LIMIT 5")
+        failures = cur.fetchall()
     throughput = n / float(span)
+    for err, cnt in failures:
+        print(f"  failed attempts: {cnt} x {err}")
 
     # Phase 2: signed webhooks through ingest at RATE/s; latency accepted -> run succeeded.
     iport = harness.free_port()
