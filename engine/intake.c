@@ -135,6 +135,9 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
         {"session.timeout.ms", "10000"},
         {"statistics.interval.ms", "5000"},
         {"partition.assignment.strategy", "range,roundrobin"},
+        /* Latency: a fetch returns within 10 ms when nothing new arrives (webhook traffic is
+         * light per partition; the default 500 ms would sit in every event's latency). */
+        {"fetch.wait.max.ms", "10"},
     };
     for (size_t i = 0; i < HF_ARRAY_LEN(defaults); i++) {
         if (rd_kafka_conf_set(conf, defaults[i].k, defaults[i].v, errstr, sizeof errstr) !=
