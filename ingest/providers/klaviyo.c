@@ -9,6 +9,7 @@
 #include "crypto.h"
 #include "json.h"
 #include "provider.h"
+#include "provider_util.h"
 #include "util.h"
 
 #define KLAVIYO_WINDOW_MS (5 * 60 * 1000)
@@ -17,24 +18,6 @@
 
 /* Latest time accepted anywhere (9999-12-31T23:59:59.999Z), so formatting never overflows. */
 #define KLAVIYO_MAX_MS 253402300799999LL
-
-/* A request header, or NULL when absent (or when the request has no header lookup). */
-static const char *header(const ingest_request *req, const char *name)
-{
-    return req->header ? req->header(req, name) : NULL;
-}
-
-/* The body as text for parsers; an empty body may come with a NULL pointer. */
-static const char *body_text(const ingest_request *req)
-{
-    return req->body ? (const char *)req->body : "";
-}
-
-static size_t get_keys(const ingest_request *req, const char *path, const char *vals[2],
-                       size_t lens[2])
-{
-    return req->secrets ? hf_secrets_get(req->secrets, path, vals, lens) : 0;
-}
 
 /* ---- dates ---------------------------------------------------------------------------------- */
 
@@ -261,7 +244,7 @@ static void sha256_hex(const char *s, char hex[2 * HF_SHA256_LEN + 1])
 static hf_json parse_body(const ingest_request *req, ingest_result *res)
 {
     char err[200];
-    hf_json root = hf_json_parse(body_text(req), req->body_len, err, sizeof err);
+    hf_json root = hf_json_parse(provider_util_body_text(req), req->body_len, err, sizeof err);
     if (!root)
         ingest_result_fail(res, 400, "malformed", "%s", err);
     return root;
@@ -303,7 +286,7 @@ static bool system_signature_ok(const ingest_request *req, const char *ts, const
         return false;
     const char *keys[2];
     size_t lens[2];
-    size_t nkeys = get_keys(req, KLAVIYO_WEBHOOK_SECRET, keys, lens);
+    size_t nkeys = provider_util_get_keys(req, KLAVIYO_WEBHOOK_SECRET, keys, lens);
     bool ok = false;
     for (size_t i = 0; i < nkeys; i++) {
         hf_mac *m = hf_mac_new(HF_MAC_HMAC_SHA256, keys[i], lens[i]);
@@ -348,13 +331,13 @@ static void handle_system(const ingest_request *req, ingest_result *res, const c
 {
     const char *keys[2];
     size_t lens[2];
-    if (get_keys(req, KLAVIYO_WEBHOOK_SECRET, keys, lens) == 0) {
+    if (provider_util_get_keys(req, KLAVIYO_WEBHOOK_SECRET, keys, lens) == 0) {
         ingest_result_fail(res, 503, "missing_secret", "%s is not configured",
                            KLAVIYO_WEBHOOK_SECRET);
         return;
     }
-    const char *ts = header(req, "Klaviyo-Timestamp");
-    const char *webhook_id = header(req, "Klaviyo-Webhook-Id");
+    const char *ts = provider_util_header(req, "Klaviyo-Timestamp");
+    const char *webhook_id = provider_util_header(req, "Klaviyo-Webhook-Id");
     if (!ts || !webhook_id) {
         ingest_result_fail(res, 401, "missing_signature", "%s header missing",
                            !ts ? "Klaviyo-Timestamp" : "Klaviyo-Webhook-Id");
@@ -432,7 +415,7 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
     if (!account)
         account = id_text(hf_json_get(obj, "account_id"));
     if (!account) {
-        const char *hdr = header(req, "X-Hookflow-Account");
+        const char *hdr = provider_util_header(req, "X-Hookflow-Account");
         account = hdr && *hdr ? hdr : NULL;
     }
     if (!account) {
@@ -469,12 +452,12 @@ static void handle_flow(const ingest_request *req, ingest_result *res)
 {
     const char *keys[2];
     size_t lens[2];
-    size_t nkeys = get_keys(req, KLAVIYO_FLOW_SECRET, keys, lens);
+    size_t nkeys = provider_util_get_keys(req, KLAVIYO_FLOW_SECRET, keys, lens);
     if (nkeys == 0) {
         ingest_result_fail(res, 503, "missing_secret", "%s is not configured", KLAVIYO_FLOW_SECRET);
         return;
     }
-    const char *given = header(req, "X-Hookflow-Flow-Secret");
+    const char *given = provider_util_header(req, "X-Hookflow-Flow-Secret");
     if (!given) {
         ingest_result_fail(res, 401, "missing_signature",
                            "neither Klaviyo-Signature nor X-Hookflow-Flow-Secret was sent");
@@ -511,7 +494,7 @@ static void klaviyo_handle(const ingest_request *req, ingest_result *res)
                            req->method);
         return;
     }
-    const char *sig = header(req, "Klaviyo-Signature");
+    const char *sig = provider_util_header(req, "Klaviyo-Signature");
     if (sig)
         handle_system(req, res, sig);
     else

@@ -10,6 +10,7 @@
 #include "form.h"
 #include "json.h"
 #include "provider.h"
+#include "provider_util.h"
 #include "util.h"
 
 #define META_APP_SECRET "meta/app_secret"
@@ -20,24 +21,6 @@
 /* The messaging item keys that name its kind, in the order they are looked for. */
 static const char *const meta_kinds[] = {"message",  "postback", "delivery", "read",
                                          "reaction", "optin",    "referral", "account_linking"};
-
-/* A request header, or NULL when absent (or when the request has no header lookup). */
-static const char *header(const ingest_request *req, const char *name)
-{
-    return req->header ? req->header(req, name) : NULL;
-}
-
-/* The body as text for parsers; an empty body may come with a NULL pointer. */
-static const char *body_text(const ingest_request *req)
-{
-    return req->body ? (const char *)req->body : "";
-}
-
-static size_t get_keys(const ingest_request *req, const char *path, const char *vals[2],
-                       size_t lens[2])
-{
-    return req->secrets ? hf_secrets_get(req->secrets, path, vals, lens) : 0;
-}
 
 /* ---- handshake ------------------------------------------------------------------------------ */
 
@@ -60,7 +43,7 @@ static void handle_handshake(const ingest_request *req, ingest_result *res)
 {
     const char *keys[2];
     size_t lens[2];
-    size_t nkeys = get_keys(req, META_VERIFY_TOKEN, keys, lens);
+    size_t nkeys = provider_util_get_keys(req, META_VERIFY_TOKEN, keys, lens);
     if (nkeys == 0) {
         ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_VERIFY_TOKEN);
         return;
@@ -231,12 +214,12 @@ static void handle_delivery(const ingest_request *req, ingest_result *res)
 {
     const char *keys[2];
     size_t lens[2];
-    size_t nkeys = get_keys(req, META_APP_SECRET, keys, lens);
+    size_t nkeys = provider_util_get_keys(req, META_APP_SECRET, keys, lens);
     if (nkeys == 0) {
         ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_APP_SECRET);
         return;
     }
-    const char *sig = header(req, "X-Hub-Signature-256");
+    const char *sig = provider_util_header(req, "X-Hub-Signature-256");
     if (!sig) {
         ingest_result_fail(res, 401, "missing_signature", "X-Hub-Signature-256 header missing");
         return;
@@ -246,7 +229,7 @@ static void handle_delivery(const ingest_request *req, ingest_result *res)
         return;
     }
     char err[200];
-    hf_json root = hf_json_parse(body_text(req), req->body_len, err, sizeof err);
+    hf_json root = hf_json_parse(provider_util_body_text(req), req->body_len, err, sizeof err);
     if (!root) {
         ingest_result_fail(res, 400, "malformed", "%s", err);
         return;

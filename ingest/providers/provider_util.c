@@ -103,3 +103,14 @@ char *provider_util_serialize(hf_json v)
     hf_json_serialize(v, &b);
     return hf_buf_steal(&b);
 }
+
+const char *provider_util_body_text(const ingest_request *req)
+{
+    return req->body ? (const char *)req->body : "";
+}
+
+size_t provider_util_get_keys(const ingest_request *req, const char *path, const char *vals[2],
+                              size_t lens[2])
+{
+    return req->secrets ? hf_secrets_get(req->secrets, path, vals, lens) : 0;
+}

@@ -28,6 +28,14 @@ bool provider_util_load_keys(const ingest_request *req, const char *path, provid
 /* The request header, or NULL when absent (or when the request has no header lookup). */
 const char *provider_util_header(const ingest_request *req, const char *name);
 
+/* The body as text for parsers; an empty body may come with a NULL pointer. */
+const char *provider_util_body_text(const ingest_request *req);
+
+/* The current and .previous values of a secret (0, 1 or 2), or 0 when the request carries no
+ * secrets store. */
+size_t provider_util_get_keys(const ingest_request *req, const char *path, const char *vals[2],
+                              size_t lens[2]);
+
 /* True when sig_b64 is the base64 HMAC-SHA256 of body under any of keys. Every key is tried
  * (no early exit) and digests are compared in constant time. */
 bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,

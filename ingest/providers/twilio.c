@@ -10,6 +10,7 @@
 #include "form.h"
 #include "json.h"
 #include "provider.h"
+#include "provider_util.h"
 #include "util.h"
 
 #define TWILIO_AUTH_TOKEN "twilio/auth_token"
@@ -36,24 +37,6 @@ typedef struct twilio_key {
     size_t lens[2];
     size_t n;
 } twilio_key;
-
-/* A request header, or NULL when absent (or when the request has no header lookup). */
-static const char *header(const ingest_request *req, const char *name)
-{
-    return req->header ? req->header(req, name) : NULL;
-}
-
-/* The body as text for parsers; an empty body may come with a NULL pointer. */
-static const char *body_text(const ingest_request *req)
-{
-    return req->body ? (const char *)req->body : "";
-}
-
-static size_t get_keys(const ingest_request *req, const char *path, const char *vals[2],
-                       size_t lens[2])
-{
-    return req->secrets ? hf_secrets_get(req->secrets, path, vals, lens) : 0;
-}
 
 /* Characters allowed in a value that becomes part of a secrets path. */
 static bool safe_name(const char *s, size_t len, bool allow_punct)
@@ -206,7 +189,7 @@ static const char *field(const twilio_delivery *d, const char *name, const char 
 static bool choose_key(const ingest_request *req, const twilio_delivery *d, twilio_key *key,
                        ingest_result *res)
 {
-    const char *settings = header(req, "X-Twilio-Webhooks-Signature-Settings");
+    const char *settings = provider_util_header(req, "X-Twilio-Webhooks-Signature-Settings");
     if (settings) {
         char name[65], err[120];
         if (!parse_settings(settings, name, sizeof name, err, sizeof err)) {
@@ -216,7 +199,7 @@ static bool choose_key(const ingest_request *req, const twilio_delivery *d, twil
         key->mac = HF_MAC_HMAC_SHA256;
         key->digest_len = HF_SHA256_LEN;
         snprintf(key->path, sizeof key->path, "twilio/webhook_keys/%s", name);
-        key->n = get_keys(req, key->path, key->vals, key->lens);
+        key->n = provider_util_get_keys(req, key->path, key->vals, key->lens);
     } else {
         key->mac = HF_MAC_HMAC_SHA1;
         key->digest_len = HF_SHA1_LEN;
@@ -226,11 +209,11 @@ static bool choose_key(const ingest_request *req, const twilio_delivery *d, twil
         const char *sid = field(d, "AccountSid", "account_sid");
         if (sid && safe_name(sid, strlen(sid), false)) {
             snprintf(key->path, sizeof key->path, "twilio/accounts/%s/auth_token", sid);
-            key->n = get_keys(req, key->path, key->vals, key->lens);
+            key->n = provider_util_get_keys(req, key->path, key->vals, key->lens);
         }
         if (key->n == 0) {
             snprintf(key->path, sizeof key->path, "%s", TWILIO_AUTH_TOKEN);
-            key->n = get_keys(req, key->path, key->vals, key->lens);
+            key->n = provider_util_get_keys(req, key->path, key->vals, key->lens);
         }
     }
     if (key->n == 0) {
@@ -399,10 +382,10 @@ static void twilio_handle(const ingest_request *req, ingest_result *res)
         return;
     }
     char type[64];
-    media_type(header(req, "Content-Type"), type, sizeof type);
+    media_type(provider_util_header(req, "Content-Type"), type, sizeof type);
     if (strcmp(type, "application/json") == 0) {
         d.kind = BODY_JSON;
-        d.json = hf_json_parse(body_text(req), req->body_len, d.json_err, sizeof d.json_err);
+        d.json = hf_json_parse(provider_util_body_text(req), req->body_len, d.json_err, sizeof d.json_err);
     } else if (type[0] == '\0' || strcmp(type, "application/x-www-form-urlencoded") == 0) {
         d.kind = BODY_FORM;
         ingest_form_parse(&d.form, (const char *)req->body, req->body_len);
@@ -418,7 +401,7 @@ static void twilio_handle(const ingest_request *req, ingest_result *res)
     twilio_key key;
     if (!choose_key(req, &d, &key, res))
         goto done;
-    const char *sig = header(req, "X-Twilio-Signature");
+    const char *sig = provider_util_header(req, "X-Twilio-Signature");
     if (!sig) {
         ingest_result_fail(res, 401, "missing_signature", "X-Twilio-Signature header missing");
         goto done;
