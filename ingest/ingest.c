@@ -116,6 +116,39 @@ typedef struct pending {
     char request_id[40];
 } pending;
 
+/* Buffers each event-loop thread reuses from request to request (freed when the thread ends). */
+typedef struct scratch {
+    hf_buf env, key, url;
+} scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    scratch *sc = p;
+    hf_buf_free(&sc->env);
+    hf_buf_free(&sc->key);
+    hf_buf_free(&sc->url);
+    free(sc);
+}
+
+static void scratch_init(void)
+{
+    pthread_key_create(&scratch_key, scratch_free);
+}
+
+static scratch *thread_scratch(void)
+{
+    pthread_once(&scratch_once, scratch_init);
+    scratch *sc = pthread_getspecific(scratch_key);
+    if (!sc) {
+        sc = xcalloc(1, sizeof *sc);
+        pthread_setspecific(scratch_key, sc);
+    }
+    return sc;
+}
+
 static void count_reject(ingest_server *s, const char *provider, const char *reason)
 {
     char labels[160];
@@ -141,8 +174,16 @@ static void set_request_id(struct evhttp_request *req, char out[40])
     if (sane) {
         memcpy(out, given, n + 1);
     } else {
+        /* A random per-thread prefix and a counter: unique, and no RNG call per request. */
+        static __thread unsigned char prefix[6];
+        static __thread uint64_t counter;
+        if (counter == 0)
+            hf_random_bytes(prefix, sizeof prefix);
+        counter++;
         unsigned char raw[12];
-        hf_random_bytes(raw, sizeof raw);
+        memcpy(raw, prefix, sizeof prefix);
+        for (int i = 0; i < 6; i++)
+            raw[6 + i] = (unsigned char)(counter >> (8 * (5 - i)));
         hf_hex_encode(raw, sizeof raw, out);
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", out);
@@ -294,15 +335,19 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
 
     char received_at[40];
     hf_format_rfc3339(hf_wall_ms(), received_at, sizeof received_at);
-    hf_buf env = {0}, key = {0};
+    /* Per-thread buffers, kept between requests: librdkafka copies what it is given. */
+    scratch *sc = thread_scratch();
+    hf_buf *env = &sc->env, *key = &sc->key;
     for (size_t i = 0; i < res->nevents; i++) {
         const ingest_event *e = &res->events[i];
-        hf_buf_reset(&env);
-        hf_buf_reset(&key);
-        append_envelope(&env, slot, e, received_at, request_id);
-        hf_buf_printf(&key, "%s:%s", slot->provider->id, e->account);
+        hf_buf_reset(env);
+        hf_buf_reset(key);
+        append_envelope(env, slot, e, received_at, request_id);
+        hf_buf_puts(key, slot->provider->id);
+        hf_buf_putc(key, ':');
+        hf_buf_puts(key, e->account);
         char err[256];
-        if (hf_producer_send(s->producer, slot->topic, key.data, key.len, env.data, env.len, p,
+        if (hf_producer_send(s->producer, slot->topic, key->data, key->len, env->data, env->len, p,
                              err, sizeof err) != 0) {
             /* Nothing after this event is sent: the delivery fails as a whole and the platform
              * retries it; the events already queued are deduplicated downstream by id. */
@@ -313,8 +358,8 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
             break;
         }
     }
-    hf_buf_free(&env);
-    hf_buf_free(&key);
+    if (env->cap > (64u << 10)) /* a huge delivery does not pin its memory */
+        hf_buf_free(env);
     if (atomic_fetch_sub(&p->outstanding, 1) == 1)
         event_active(p->done, 0, 0);
 }
@@ -358,23 +403,24 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
     const unsigned char *body = body_len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *raw_uri = evhttp_request_get_uri(req);
-    hf_buf public_url = {0};
+    hf_buf *public_url = &thread_scratch()->url;
+    hf_buf_reset(public_url);
     if (s->cfg->public_base_url[0]) {
-        hf_buf_puts(&public_url, s->cfg->public_base_url);
+        hf_buf_puts(public_url, s->cfg->public_base_url);
     } else {
         const char *host = evhttp_request_get_host(req);
-        hf_buf_printf(&public_url, "http://%s", host ? host : "localhost");
+        hf_buf_printf(public_url, "http://%s", host ? host : "localhost");
         int port = evhttp_uri_get_port(uri);
         if (port > 0 && (!host || !strchr(host, ':')))
-            hf_buf_printf(&public_url, ":%d", port);
+            hf_buf_printf(public_url, ":%d", port);
     }
-    hf_buf_puts(&public_url, raw_uri);
+    hf_buf_puts(public_url, raw_uri);
 
     ingest_request r = {
         .method = method,
         .path = evhttp_uri_get_path(uri),
         .query = evhttp_uri_get_query(uri),
-        .public_url = public_url.data,
+        .public_url = public_url->data,
         .body = body,
         .body_len = body_len,
         .header = header_lookup,
@@ -386,7 +432,6 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
     r.secrets = s->secrets;
     slot->provider->handle(&r, &res);
     pthread_rwlock_unlock(&s->secrets_lock);
-    hf_buf_free(&public_url);
 
     if (res.status < 200 || res.status > 299) {
         reply_provider_error(s, req, slot, res.status ? res.status : 500,
