@@ -61,7 +61,8 @@ static void init_evthread(void)
     evthread_use_pthreads();
 }
 
-static int listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen)
+static int listen_socket(const char *host, int port, bool exclusive_check, int *bound_port,
+                         char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -84,10 +85,24 @@ static int listen_socket(const char *host, int port, int *bound_port, char *err,
     } else {
         return hf_err(err, errlen, "listen address \"%s\" is not an IP address", host);
     }
+    int one = 1;
+    if (port != 0 && exclusive_check) {
+        /* SO_REUSEPORT would let a second server share a port already in use without a word:
+         * probe it with a plain bind first, so a port conflict fails start-up clearly. */
+        int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            int rc = bind(probe, (struct sockaddr *)&ss, sslen);
+            int e = errno;
+            close(probe);
+            if (rc != 0)
+                return hf_err(err, errlen, "cannot listen on %s:%d: %s", host, port,
+                              strerror(e));
+        }
+    }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return hf_err(err, errlen, "socket: %s", strerror(errno));
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 || listen(fd, 1024) != 0) {
@@ -214,7 +229,7 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
         l->fd = -1;
         /* The first socket picks the port when 0 was asked; the others share it. */
         int bound_port = 0;
-        l->fd = listen_socket(host, i == 0 ? port : s->port, &bound_port, err, errlen);
+        l->fd = listen_socket(host, i == 0 ? port : s->port, i == 0, &bound_port, err, errlen);
         if (l->fd < 0)
             goto fail;
         if (i == 0)

@@ -584,16 +584,7 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     }
     s->metrics = hf_metrics_new();
     register_metrics(s);
-    hf_producer_options popts = {
-        .brokers = cfg->kafka_brokers,
-        .message_timeout_ms = cfg->message_timeout_ms,
-        .queue_max_messages = cfg->queue_max_messages,
-        .linger_ms = cfg->linger_ms,
-        .client_id = "hookflow-ingest",
-    };
-    s->producer = hf_producer_new(&popts, on_delivery, err, errlen);
-    if (!s->producer)
-        goto fail;
+    /* The port first: a conflict fails start-up before anything connects anywhere. */
     long threads = cfg->threads > 0 ? (long)cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     hf_http_options hopts = {
         .listen = cfg->listen,
@@ -605,6 +596,16 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     };
     s->http = hf_http_server_new(&hopts, handle, s, err, errlen);
     if (!s->http)
+        goto fail;
+    hf_producer_options popts = {
+        .brokers = cfg->kafka_brokers,
+        .message_timeout_ms = cfg->message_timeout_ms,
+        .queue_max_messages = cfg->queue_max_messages,
+        .linger_ms = cfg->linger_ms,
+        .client_id = "hookflow-ingest",
+    };
+    s->producer = hf_producer_new(&popts, on_delivery, err, errlen);
+    if (!s->producer)
         goto fail;
     return s;
 fail:

@@ -422,6 +422,24 @@ def test_produce_errors_are_retried_transparently(make_devbroker):
     assert i.proc.stop() == 0
 
 
+def test_port_in_use_fails_start_up_with_one_line(broker, ingest):
+    import subprocess
+    out = subprocess.run([harness.bin("hookflow-ingest")], capture_output=True, text=True,
+                         timeout=30, env=dict(os.environ, HOOKFLOW_KAFKA_BROKERS=broker.bootstrap,
+                                              HOOKFLOW_INGEST_LISTEN=f"127.0.0.1:{ingest.port}"))
+    assert out.returncode == 1
+    lines = [l for l in out.stderr.splitlines() if l.startswith("hookflow-ingest:")]
+    assert lines == [f"hookflow-ingest: cannot listen on 127.0.0.1:{ingest.port}: Address already in use"]
+
+
+def test_bad_configuration_exits_with_one_clear_line():
+    import subprocess
+    out = subprocess.run([harness.bin("hookflow-ingest")], capture_output=True, text=True,
+                         timeout=30, env=dict(os.environ, HOOKFLOW_INGEST_THREADS="lots"))
+    assert out.returncode == 1
+    assert out.stderr.strip() == 'hookflow-ingest: HOOKFLOW_INGEST_THREADS="lots" is not a whole number'
+
+
 def test_sigterm_drains_and_exits_zero(broker):
     i = Ingest(broker, name="ingest-term")
     body, headers = signing.meta(SECRETS["meta/app_secret"], meta_delivery(1))
