@@ -494,6 +494,39 @@ done:
     return rc;
 }
 
+/* Records each event in a transaction of its own; an event the database rejects goes to the
+ * dead-letter topic with the reason instead. HF_PG_OK once every event is recorded or
+ * dead-lettered (and the dead letters are acknowledged), else the error that stopped it. */
+static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *runs_out,
+                             char *err, size_t errlen)
+{
+    *runs_out = 0;
+    bool any_dead = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].env)
+            continue;
+        size_t runs = 0;
+        int rc = record_batch(in, &items[i], 1, &runs, err, errlen);
+        if (rc == HF_PG_OK) {
+            *runs_out += runs;
+            continue;
+        }
+        if (hf_pg_connection_lost(in->db))
+            return rc;
+        snprintf(items[i].dead_reason, sizeof items[i].dead_reason,
+                 "the database rejected the event: %s", err);
+        dead_letter(in, &items[i]);
+        any_dead = true;
+    }
+    if (any_dead) {
+        while (atomic_load(&in->dl_pending) > 0 && !atomic_load(&in->stop))
+            hf_producer_flush(in->deadletter, 100);
+        if (atomic_exchange(&in->dl_failed, false))
+            return hf_err(err, errlen, "dead-letter produce failed"), HF_PG_ERR_SQL;
+    }
+    return HF_PG_OK;
+}
+
 static bool ensure_db(engine_intake *in)
 {
     if (in->db && !hf_pg_connection_lost(in->db))
@@ -570,16 +603,19 @@ static void process(engine_intake *in, item *items, size_t n)
     int backoff = 100;
     bool paused = false;
     size_t nruns = 0;
+    int rejected = 0; /* consecutive SQL errors (not lost connections) on this batch */
     for (;;) {
         char err[512];
         if (ensure_db(in)) {
-            int rc = record_batch(in, items, n, &nruns, err, sizeof err);
+            int rc = rejected >= 3 ? record_one_by_one(in, items, n, &nruns, err, sizeof err)
+                                   : record_batch(in, items, n, &nruns, err, sizeof err);
             if (rc == HF_PG_OK)
                 break;
             hf_log_kv(HF_LOG_WARN, "intake.batch_failed", "error", err, NULL);
             if (!hf_pg_connection_lost(in->db)) {
-                /* A SQL error that is not a lost connection: retrying the same batch gives the
-                 * same answer; give up on the batch without committing so it is not lost. */
+                /* The server rejected the batch itself: after a few tries, record the events
+                 * one by one so a single bad event cannot hold up the partition. */
+                rejected++;
                 PQfinish(in->db);
                 in->db = NULL;
             }

@@ -152,3 +152,25 @@ def test_runs_of_one_ordering_key_start_in_event_order(stack):
     assert len({r[0] for r in rows}) == 1 and rows[0][0].endswith(":psid:7777")
     starts = [r[2] for r in rows]
     assert all(a < b for a, b in zip(starts, starts[1:])), starts
+
+
+def test_event_the_database_rejects_is_dead_lettered_and_intake_moves_on(stack):
+    # Valid JSON that PostgreSQL's jsonb cannot hold (a number beyond numeric's range).
+    mid = "m_huge_" + str(time.time_ns())
+    env = ('{"id":"meta:%s","provider":"meta","event":"message","native_type":"message",'
+           '"account":"104877","resource":null,"occurred_at":"2026-11-27T10:00:00.000Z",'
+           '"received_at":"2026-11-27T10:00:00.000Z","request_id":"t","payload":{"message":'
+           '{"mid":"%s","text":"pickup now"},"sender":{"id":"1"},"amount":1e999999}}') % (mid, mid)
+    stack.broker.produce_sync("hookflow.webhooks.messaging", env.encode(), key=b"meta:104877")
+    good = stack.send("pickup after the bad one")
+    stack.wait_run(good, timeout=60)
+
+    def dead():
+        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
+            v = json.loads(m.value)
+            if "database rejected" in v["reason"]:
+                return v
+        return None
+    v = harness.wait_until(dead, timeout=30, what="the rejected event in the dead-letter topic")
+    assert v["topic"] == "hookflow.webhooks.messaging"
+    assert stack.runs_for("meta:" + mid) == []
