@@ -9,6 +9,7 @@ static const engine_command commands[] = {
     {"catalog", "print the connector catalog as JSON", engine_cmd_catalog},
     {"work", "run an engine worker (intake + executor)", engine_cmd_work},
     {"apply", "load tenants, connections and workflows from a JSON file", engine_cmd_apply},
+    {"serve", "run the admin HTTP API (workflows, catalog, runs, integrations)", engine_cmd_serve},
 };
 
 static void usage(FILE *out)
