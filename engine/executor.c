@@ -1083,9 +1083,11 @@ static void claim(engine_executor *ex)
         "  json_build_object('id', t.id, 'slug', t.slug, 'name', t.name,"
         "                    'environment', t.environment)::text,"
         "  r.context::text,"
+        /* A run claimed for the first time has no attempts yet: skip the lookup. */
+        "  CASE WHEN r.attempt = 1 THEN '[]' ELSE"
         "  (SELECT coalesce(json_agg(json_build_object('id', a.id, 'node', a.node_id,"
         "     'attempt', a.attempt, 'status', a.status, 'output', a.output) ORDER BY a.id),"
-        "     '[]') FROM node_attempts a WHERE a.run_id = r.id)::text",
+        "     '[]') FROM node_attempts a WHERE a.run_id = r.id)::text END",
         3, params, &res, err, sizeof err);
     if (rc != HF_PG_OK) {
         PQclear(res);

@@ -514,7 +514,7 @@ static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *r
         if (hf_pg_connection_lost(in->db))
             return rc;
         snprintf(items[i].dead_reason, sizeof items[i].dead_reason,
-                 "the database rejected the event: %s", err);
+                 "the database rejected the event: %.120s", err);
         dead_letter(in, &items[i]);
         any_dead = true;
     }
