@@ -66,10 +66,10 @@ brokers=$(cat "$state/kafka.bootstrap")
 secrets="$state/secrets"
 for f in xero/webhook_key quickbooks/verifier_token hubspot/client_secret klaviyo/webhook_secret \
          klaviyo/flow_secret twilio/auth_token meta/app_secret meta/verify_token \
-         xero/client_id xero/client_secret hubspot/client_id engine/token_key; do
+         xero/client_id xero/client_secret hubspot/client_id engine/token_key api/jwt_key; do
   if [ ! -f "$secrets/$f" ]; then
     mkdir -p "$secrets/$(dirname "$f")"
-    if [ "$f" = engine/token_key ]; then
+    if [ "$f" = engine/token_key ] || [ "$f" = api/jwt_key ]; then
       head -c 32 /dev/urandom | base64 >"$secrets/$f"
     else
       head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$secrets/$f"
@@ -118,12 +118,23 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://$worker_listen/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "http://$worker_listen/healthz" >/dev/null || { echo "worker did not start; see $state/worker.log" >&2; exit 1; }
 
+api_listen=${HOOKFLOW_API_LISTEN:-127.0.0.1:8081}
+echo "== hookflow-engine serve"
+env "${connector_env[@]}" HOOKFLOW_DATABASE_URL="$db_url" HOOKFLOW_SECRETS_DIR="$secrets" \
+  HOOKFLOW_API_LISTEN="$api_listen" HOOKFLOW_API_PUBLIC_URL="http://$api_listen" \
+  HOOKFLOW_LOG_FORMAT="${HOOKFLOW_LOG_FORMAT:-text}" \
+  "$bin/hookflow-engine" serve >"$state/api.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://$api_listen/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "http://$api_listen/healthz" >/dev/null || { echo "the API did not start; see $state/api.log" >&2; exit 1; }
+
 cat <<INFO
 
 hookflow is running.
   webhooks    http://$listen/api/integrations/webhooks/{xero,quickbooks,hubspot,klaviyo,twilio,meta}
   health      http://$listen/healthz   http://$listen/readyz   http://$listen/metrics
   worker      http://$worker_listen/healthz   http://$worker_listen/readyz   http://$worker_listen/metrics
+  engine API  http://$api_listen/api/...  (token: deploy/local/demo-token.sh)
   platforms   $fakes  (local stand-ins; requests they received: $fakes/_control/requests)
   PostgreSQL  $db_url
   Kafka       $brokers   (kcat -L -b $brokers)
@@ -136,6 +147,11 @@ Try it: a signed Meta Messenger message mentioning a pickup runs the demo workfl
   kcat -C -b $brokers -t hookflow.webhooks.messaging -e -q        # the envelope in Kafka
   psql $db_url -c "select status, event_id, finished_at from runs order by created_at desc limit 5"
   curl -s $fakes/_control/requests?provider=twilio                # the call the run made
+
+The Engine API as the demo tenant's admin:
+  TOKEN=\$(deploy/local/demo-token.sh)
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$api_listen/api/workflows
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$api_listen/api/workflows/catalog
 
 Ctrl-C stops everything.
 INFO

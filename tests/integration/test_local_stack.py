@@ -16,10 +16,11 @@ def test_run_sh_demo_webhook_becomes_a_recorded_run():
     state = harness.temp_dir("stack")
     os.chmod(os.path.dirname(state), 0o755)  # PostgreSQL runs as the postgres user
     os.chmod(state, 0o755)
-    ingest, worker = harness.free_port(), harness.free_port()
+    ingest, worker, api = harness.free_port(), harness.free_port(), harness.free_port()
     env = {"HOOKFLOW_STATE_DIR": state, "HOOKFLOW_LOCAL_BIN": harness.build_dir(),
            "HOOKFLOW_INGEST_LISTEN": f"127.0.0.1:{ingest}",
-           "HOOKFLOW_WORKER_LISTEN": f"127.0.0.1:{worker}"}
+           "HOOKFLOW_WORKER_LISTEN": f"127.0.0.1:{worker}",
+           "HOOKFLOW_API_LISTEN": f"127.0.0.1:{api}"}
     stack = harness.Proc(["bash", os.path.join(root, "deploy", "local", "run.sh")], env=env,
                          name="run.sh", cwd=root)
     stack.wait_for_log(r"hookflow is running", timeout=180)
@@ -50,14 +51,25 @@ def test_run_sh_demo_webhook_becomes_a_recorded_run():
             conn.close()
     harness.wait_until(succeeded, timeout=60, what="the demo run to succeed")
 
+    # The printed API recipe works: a demo admin token lists the demo workflow.
+    token = subprocess.run(["bash", os.path.join(root, "deploy", "local", "demo-token.sh")],
+                           env=dict(os.environ, **env), capture_output=True, text=True,
+                           timeout=30, cwd=root)
+    assert token.returncode == 0, token.stderr
+    import json
+    status, _, body = harness.http("GET", f"http://127.0.0.1:{api}/api/workflows",
+                                   headers={"Authorization": "Bearer " + token.stdout.strip()})
+    assert status == 200, body
+    assert [w["name"] for w in json.loads(body)["workflows"]] == ["Pickup confirmation"]
+
     assert stack.stop(signal.SIGTERM, timeout=60) == 0, stack.tail()
     assert "stopped" in stack.log()
-    for name in ("ingest.log", "worker.log"):
+    for name in ("ingest.log", "worker.log", "api.log"):
         text = open(os.path.join(state, name)).read()
         assert "AddressSanitizer" not in text and "runtime error" not in text, text[-3000:]
     # Nothing keeps running: the ports are free again.
     time.sleep(0.5)
-    for port in (ingest, worker):
+    for port in (ingest, worker, api):
         import socket
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
