@@ -400,6 +400,13 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
 
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(in);
+    if (body_len > (size_t)s->cfg->max_body_bytes) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "the body is over the %lld-byte limit",
+                 s->cfg->max_body_bytes);
+        reply_provider_error(s, req, slot, 413, "payload_too_large", detail, request_id);
+        return;
+    }
     const unsigned char *body = body_len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *raw_uri = evhttp_request_get_uri(req);
@@ -589,7 +596,9 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     hf_http_options hopts = {
         .listen = cfg->listen,
         .threads = threads > 0 ? (int)threads : 1,
-        .max_body = (size_t)cfg->max_body_bytes,
+        /* Bodies up to twice the limit are read so the limit itself is answered in JSON (see
+         * handle_webhook); past that libevent refuses them before reading them. */
+        .max_body = (size_t)cfg->max_body_bytes * 2,
         .max_headers = (size_t)cfg->max_header_bytes,
         .timeout_ms = (int)cfg->client_timeout_ms,
         .max_connections = (int)cfg->max_connections,

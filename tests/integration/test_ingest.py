@@ -301,12 +301,17 @@ def test_routing_errors(ingest):
 
 
 def test_body_over_limit_is_413(ingest, broker):
-    # A platform announcing a body over the limit is answered before it sends it all.
+    # Just over the limit: read, refused with the JSON error, nothing produced.
+    body = b'{"x":"' + b"a" * (1024 * 1024 - 7) + b'"}'
+    assert len(body) == 1024 * 1024 + 1
+    status, _, resp = ingest.post("meta", body, {"X-Hub-Signature-256": "sha256=00"})
+    assert status == 413 and json.loads(resp)["error"] == "payload_too_large"
+    # Far over the limit: answered as soon as the headers announce it, before the body is sent.
     import socket
     with socket.create_connection(("127.0.0.1", ingest.port), timeout=10) as s:
         s.sendall(b"POST /api/integrations/webhooks/meta HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Type: application/json\r\nX-Hub-Signature-256: sha256=00\r\n"
-                  b"Content-Length: %d\r\n\r\n{" % (1024 * 1024 + 1))
+                  b"Content-Length: %d\r\n\r\n{" % (3 * 1024 * 1024))
         reply = b""
         while b"\r\n" not in reply:
             chunk = s.recv(4096)
