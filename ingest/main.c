@@ -36,6 +36,7 @@ int main(int argc, char **argv)
     char err[512];
     if (hf_config_load(ingest_config_items, ingest_config_nitems, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "hookflow-ingest: %s\n", err);
+        hf_config_free(ingest_config_items, ingest_config_nitems, &cfg);
         return 1;
     }
     hf_log_level level = HF_LOG_INFO;
