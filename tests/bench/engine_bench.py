@@ -196,6 +196,14 @@ def main():
                     "(trigger->>'received_at')::timestamptz) * 1000 AS ms FROM runs "
                     "WHERE event_id = ANY(%s) AND status = 'succeeded') x", (sent,))
         pct, mx, done = cur.fetchone()
+        cur.execute("SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY a), "
+                    "percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY b), "
+                    "percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY c) FROM ("
+                    "SELECT extract(epoch from created_at - (trigger->>'received_at')::timestamptz) * 1000 a, "
+                    "extract(epoch from started_at - created_at) * 1000 b, "
+                    "extract(epoch from finished_at - started_at) * 1000 c FROM runs "
+                    "WHERE event_id = ANY(%s) AND status = 'succeeded') x", (sent,))
+        stage = cur.fetchone()
     rss = 0
     with open(f"/proc/{worker.pid}/status") as f:
         for line in f:
@@ -207,6 +215,9 @@ def main():
     print(f"  one worker: {throughput:.0f} runs/s (first run created -> last run finished: {float(span):.1f} s; target >= 3000)")
     print(f"phase 2: {len(sent)} signed webhooks through ingest at {achieved:.0f}/s ({errors[0]} errors), {done} runs succeeded")
     print(f"  accepted -> run succeeded: p50 {pct[0]:.0f} ms  p90 {pct[1]:.0f} ms  p99 {pct[2]:.0f} ms  max {float(mx):.0f} ms (target p99 < 250 ms)")
+    print(f"  stages p50/p99 ms: accepted->run created {stage[0][0]:.0f}/{stage[0][1]:.0f}, "
+          f"created->started {stage[1][0]:.0f}/{stage[1][1]:.0f}, "
+          f"started->finished {stage[2][0]:.0f}/{stage[2][1]:.0f}")
     print(f"  worker peak RSS: {rss} MB")
     ingest.stop()
     worker.stop()
