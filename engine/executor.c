@@ -1073,7 +1073,9 @@ static void claim(engine_executor *ex)
         "  WHERE r.status IN ('pending', 'waiting') AND r.next_run_at <= now()"
         "    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key"
         "                    AND p.ordering_seq < r.ordering_seq AND p.status = 'pending')"
-        "  ORDER BY r.next_run_at, r.ordering_seq"
+        /* next_run_at alone, so the runnable index is walked in order and LIMIT stops the
+         * walk early (event order within an ordering key is kept by NOT EXISTS). */
+        "  ORDER BY r.next_run_at"
         "  LIMIT $2::int FOR UPDATE OF r SKIP LOCKED) "
         "UPDATE runs r SET status = 'running', lease_owner = $1,"
         "  lease_expires_at = now() + make_interval(secs => $3::double precision / 1000),"

@@ -109,7 +109,9 @@ def main():
         "HOOKFLOW_SECRETS_DIR": secrets, "HOOKFLOW_WORKER_LISTEN": f"127.0.0.1:{wport}",
         "HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS": "6000", "HOOKFLOW_LOG_LEVEL": "warn",
         "HOOKFLOW_CONNECTOR_TWILIO_BASE_URL": f"http://127.0.0.1:{nport}/twilio",
-        "HOOKFLOW_WORKER_POLL_MS": "20"})
+        "HOOKFLOW_WORKER_POLL_MS": "20",
+        # BENCH_HOOKFLOW_X=v in the environment sets HOOKFLOW_X=v for the worker (experiments).
+        **{k[len("BENCH_"):]: v for k, v in os.environ.items() if k.startswith("BENCH_HOOKFLOW_")}})
     harness.wait_http(f"http://127.0.0.1:{wport}/healthz", proc=worker)
 
     def count(status):
