@@ -1068,22 +1068,24 @@ static void claim(engine_executor *ex)
     char err[512];
     int rc = hf_pg_exec(
         ex->db,
-        "WITH c AS ("
-        "  SELECT r.id FROM runs r"
-        "  WHERE r.status IN ('pending', 'waiting') AND r.next_run_at <= now()"
-        "    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key"
-        "                    AND p.ordering_seq < r.ordering_seq AND p.status = 'pending')"
-        /* next_run_at alone, so the runnable index is walked in order and LIMIT stops the
-         * walk early (event order within an ordering key is kept by NOT EXISTS). */
-        "  ORDER BY r.next_run_at"
-        "  LIMIT $2::int FOR UPDATE OF r SKIP LOCKED) "
+        /* The ids are picked (and locked) first, then updated by primary key: an UPDATE
+         * joined to a CTE lets the planner scan every run against it. */
         "UPDATE runs r SET status = 'running', lease_owner = $1,"
         "  lease_expires_at = now() + make_interval(secs => $3::double precision / 1000),"
         "  started_at = coalesce(r.started_at, now()), attempt = r.attempt + 1 "
-        "FROM c, tenants t WHERE r.id = c.id AND t.id = r.tenant_id "
+        "WHERE r.id = ANY(ARRAY("
+        "  SELECT q.id FROM runs q"
+        "  WHERE q.status IN ('pending', 'waiting') AND q.next_run_at <= now()"
+        "    AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.ordering_key = q.ordering_key"
+        "                    AND p.ordering_seq < q.ordering_seq AND p.status = 'pending')"
+        /* next_run_at alone, so the runnable index is walked in order and LIMIT stops the
+         * walk early (event order within an ordering key is kept by NOT EXISTS). */
+        "  ORDER BY q.next_run_at"
+        "  LIMIT $2::int FOR UPDATE OF q SKIP LOCKED)) "
         "RETURNING r.id, r.tenant_id, r.workflow_id, r.workflow_version, r.trigger::text,"
-        "  json_build_object('id', t.id, 'slug', t.slug, 'name', t.name,"
-        "                    'environment', t.environment)::text,"
+        "  (SELECT json_build_object('id', t.id, 'slug', t.slug, 'name', t.name,"
+        "                    'environment', t.environment)::text FROM tenants t"
+        "   WHERE t.id = r.tenant_id),"
         "  r.context::text,"
         /* A run claimed for the first time has no attempts yet: skip the lookup. */
         "  CASE WHEN r.attempt = 1 THEN '[]' ELSE"
