@@ -109,7 +109,8 @@ struct engine_executor {
     const hf_secrets *secrets;
     const engine_keyring *keys;
     struct event_base *base;
-    struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev;
+    struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev, *poll_ev;
+    atomic_bool want_claim; /* a claim round is due (poll timer, intake, runs freed up) */
     hf_http_client *http;
     PGconn *db;
     pthread_t thread;
@@ -137,6 +138,7 @@ struct engine_executor {
 };
 
 static void schedule_tick(engine_executor *ex, int ms);
+static void schedule_soon(engine_executor *ex);
 static void advance(run *r);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -288,7 +290,7 @@ static void finish(run *r, const char *status, const char *error, int64_t next_r
     }
     hf_log_kv(strcmp(status, "failed") == 0 ? HF_LOG_WARN : HF_LOG_DEBUG, "run.finished", "run",
               r->id, "status", status, "error", error ? error : "", NULL);
-    schedule_tick(ex, 0);
+    schedule_soon(ex);
 }
 
 /* ---- tokens ------------------------------------------------------------------------------- */
@@ -677,7 +679,7 @@ static void prepare_call(run *r, size_t idx)
     r->in_call = true;
     s->attempts = attempt;
     VEC_PUSH(ex->to_call, r);
-    schedule_tick(ex, 0);
+    schedule_soon(ex);
 done:
     hf_json_free(ctx);
     hf_json_free(params);
@@ -892,7 +894,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     }
     }
     hf_buf_free(&output);
-    schedule_tick(ex, 0);
+    schedule_soon(ex);
 }
 
 /* Records a 'running' attempt for every prepared call (so a crash mid-call is visible and the
@@ -1056,8 +1058,10 @@ static void claim(engine_executor *ex)
     if (ex->stopping)
         return;
     long long room = ex->cfg->concurrency - (long long)ex->nheld;
-    if (room <= 0)
+    if (room <= 0) {
+        atomic_store(&ex->want_claim, true); /* again once runs finish */
         return;
+    }
     if (room > ex->cfg->claim_batch)
         room = ex->cfg->claim_batch;
     char limit[24], lease[24];
@@ -1142,8 +1146,10 @@ static void claim(engine_executor *ex)
     PQclear(res);
     /* There may be more: a full batch, or runs that waited for an earlier run of their ordering
      * key, which became claimable only now that the earlier one started. */
-    if (n > 0)
+    if (n > 0) {
+        atomic_store(&ex->want_claim, true);
         schedule_tick(ex, 0);
+    }
 }
 
 /* ---- writing ------------------------------------------------------------------------------- */
@@ -1320,6 +1326,22 @@ static void schedule_tick(engine_executor *ex, int ms)
         evtimer_add(ex->tick_ev, &tv);
 }
 
+/* A tick in a couple of milliseconds: call completions and finished runs arriving meanwhile are
+ * written in one transaction instead of one each. */
+static void schedule_soon(engine_executor *ex)
+{
+    struct timeval tv = {0, 2000};
+    if (!evtimer_pending(ex->tick_ev, NULL))
+        evtimer_add(ex->tick_ev, &tv);
+}
+
+static void poll_due(evutil_socket_t fd, short what, void *arg)
+{
+    engine_executor *ex = arg;
+    atomic_store(&ex->want_claim, true);
+    schedule_tick(ex, 0);
+}
+
 static void release_all(engine_executor *ex)
 {
     if (!ex->db)
@@ -1344,7 +1366,8 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     /* Finished attempts are written before new calls start, so attempt rows keep the order in
      * which the nodes ran. */
     flush(ex);
-    claim(ex);
+    if (atomic_exchange(&ex->want_claim, false))
+        claim(ex);
     flush(ex);
     start_calls(ex);
     flush(ex);
@@ -1366,7 +1389,6 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         schedule_tick(ex, 20);
         return;
     }
-    schedule_tick(ex, (int)ex->cfg->poll_ms);
 }
 
 static void renew(evutil_socket_t fd, short what, void *arg)
@@ -1400,6 +1422,7 @@ static void reclaim_expired(engine_executor *ex)
     } else if (atoi(PQcmdTuples(res)) > 0) {
         hf_log_kv(HF_LOG_WARN, "executor.leases_expired", "runs", PQcmdTuples(res), "msg",
                   "runs of a lost worker are runnable again", NULL);
+        atomic_store(&ex->want_claim, true);
         schedule_tick(ex, 0);
     }
     PQclear(res);
@@ -1444,6 +1467,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 static void *executor_main(void *arg)
 {
     engine_executor *ex = arg;
+    atomic_store(&ex->want_claim, true);
     schedule_tick(ex, 0);
     event_base_loop(ex->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
@@ -1484,6 +1508,9 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
     ex->stop_ev = event_new(ex->base, -1, 0, on_stop, ex);
     ex->renew_ev = event_new(ex->base, -1, EV_PERSIST, renew, ex);
     ex->gauge_ev = event_new(ex->base, -1, EV_PERSIST, count_runs, ex);
+    ex->poll_ev = event_new(ex->base, -1, EV_PERSIST, poll_due, ex);
+    struct timeval poll = {cfg->poll_ms / 1000, (cfg->poll_ms % 1000) * 1000};
+    event_add(ex->poll_ev, &poll);
     struct timeval every = {cfg->lease_ms / 3000, (cfg->lease_ms / 3 % 1000) * 1000};
     event_add(ex->renew_ev, &every);
     /* Expired leases are looked for every second; run counts ride along. */
@@ -1507,6 +1534,7 @@ void engine_executor_start(engine_executor *ex)
 void engine_executor_wake(void *arg)
 {
     engine_executor *ex = arg;
+    atomic_store(&ex->want_claim, true);
     event_active(ex->tick_ev, EV_TIMEOUT, 0);
 }
 
@@ -1557,6 +1585,7 @@ void engine_executor_free(engine_executor *ex)
     event_free(ex->stop_ev);
     event_free(ex->renew_ev);
     event_free(ex->gauge_ev);
+    event_free(ex->poll_ev);
     event_base_free(ex->base);
     if (ex->db)
         PQfinish(ex->db);

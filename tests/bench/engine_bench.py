@@ -56,6 +56,10 @@ def main():
     with conn.cursor() as cur:
         cur.execute("SHOW fsync")
         fsync = cur.fetchone()[0]
+        if os.environ.get("BENCH_PG_LOG_MS"):  # experiments: log slow statements
+            cur.execute("ALTER SYSTEM SET log_min_duration_statement = %s",
+                        (int(os.environ["BENCH_PG_LOG_MS"]),))
+            cur.execute("SELECT pg_reload_conf()")
     broker = harness.DevBroker(partitions=6).start()
     nginx, nport = nginx_fake(work)
     secrets = os.path.join(work, "secrets")
@@ -226,6 +230,9 @@ def main():
     nginx.stop()
     broker.stop()
     conn.close()
+    if os.environ.get("BENCH_PG_LOG_MS"):
+        import shutil
+        shutil.copy(os.path.join(pg.dir, "postgres.log"), "/tmp/bench-postgres.log")
     pg.cleanup()
     harness.cleanup_temp()
 
