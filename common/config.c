@@ -144,8 +144,7 @@ int hf_config_load(const hf_cfg_item *items, size_t n, void *target, char *err, 
         }
         case HF_CFG_BOOL:
             if (!parse_bool(v, (bool *)field))
-                return hf_err(err, errlen, "%s=\"%s\" is not a boolean (true/false)", it->name,
-                              v);
+                return hf_err(err, errlen, "%s=\"%s\" is not a boolean (true/false)", it->name, v);
             break;
         case HF_CFG_ENUM: {
             bool ok = false;

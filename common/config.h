@@ -17,18 +17,33 @@ typedef enum {
 typedef struct hf_cfg_item {
     const char *name; /* environment variable, e.g. "HOOKFLOW_INGEST_LISTEN" */
     hf_cfg_type type;
-    const char *def;  /* default as text; NULL = required */
+    const char *def; /* default as text; NULL = required */
     long long min, max;
     const char *const *choices; /* NULL-terminated, for HF_CFG_ENUM */
     size_t offset;              /* offsetof(target struct, field) */
     const char *help;
 } hf_cfg_item;
 
-#define HF_CFG_STR(n, def, st, f, h) {n, HF_CFG_STRING, def, 0, 0, NULL, offsetof(st, f), h}
-#define HF_CFG_LST(n, def, st, f, h) {n, HF_CFG_LISTEN, def, 0, 0, NULL, offsetof(st, f), h}
-#define HF_CFG_NUM(n, def, lo, hi, st, f, h) {n, HF_CFG_INT, def, lo, hi, NULL, offsetof(st, f), h}
-#define HF_CFG_BOOLEAN(n, def, st, f, h) {n, HF_CFG_BOOL, def, 0, 0, NULL, offsetof(st, f), h}
-#define HF_CFG_CHOICE(n, def, ch, st, f, h) {n, HF_CFG_ENUM, def, 0, 0, ch, offsetof(st, f), h}
+#define HF_CFG_STR(n, def, st, f, h)                                                               \
+    {                                                                                              \
+        n, HF_CFG_STRING, def, 0, 0, NULL, offsetof(st, f), h                                      \
+    }
+#define HF_CFG_LST(n, def, st, f, h)                                                               \
+    {                                                                                              \
+        n, HF_CFG_LISTEN, def, 0, 0, NULL, offsetof(st, f), h                                      \
+    }
+#define HF_CFG_NUM(n, def, lo, hi, st, f, h)                                                       \
+    {                                                                                              \
+        n, HF_CFG_INT, def, lo, hi, NULL, offsetof(st, f), h                                       \
+    }
+#define HF_CFG_BOOLEAN(n, def, st, f, h)                                                           \
+    {                                                                                              \
+        n, HF_CFG_BOOL, def, 0, 0, NULL, offsetof(st, f), h                                        \
+    }
+#define HF_CFG_CHOICE(n, def, ch, st, f, h)                                                        \
+    {                                                                                              \
+        n, HF_CFG_ENUM, def, 0, 0, ch, offsetof(st, f), h                                          \
+    }
 
 /* Fills target from the environment (and the optional file named by HOOKFLOW_CONFIG_FILE, whose
  * KEY=VALUE lines the environment overrides). On a bad value returns -1 with one line in err that

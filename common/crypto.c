@@ -197,8 +197,8 @@ unsigned char *hf_aead_open(const unsigned char key[32], const void *sealed, siz
     ok = ok && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, in);
     ok = ok && (aadlen == 0 || EVP_DecryptUpdate(ctx, NULL, &len, aad, (int)aadlen));
     ok = ok && EVP_DecryptUpdate(ctx, out, &len, in + AEAD_NONCE, (int)clen);
-    ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG,
-                                   (void *)(in + AEAD_NONCE + clen));
+    ok = ok &&
+         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG, (void *)(in + AEAD_NONCE + clen));
     ok = ok && EVP_DecryptFinal_ex(ctx, out + len, &len) > 0;
     EVP_CIPHER_CTX_free(ctx);
     if (!ok) {

@@ -96,8 +96,7 @@ static int listen_socket(const char *host, int port, bool exclusive_check, int *
             int e = errno;
             close(probe);
             if (rc != 0)
-                return hf_err(err, errlen, "cannot listen on %s:%d: %s", host, port,
-                              strerror(e));
+                return hf_err(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(e));
         }
     }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -205,8 +204,8 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler,
-                                   void *arg, char *err, size_t errlen)
+hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler, void *arg,
+                                   char *err, size_t errlen)
 {
     pthread_once(&evthread_once, init_evthread);
     char host[256];
@@ -323,24 +322,42 @@ void hf_http_server_free(hf_http_server *s)
 const char *hf_http_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Status";
     }
 }
 

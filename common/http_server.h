@@ -17,18 +17,18 @@ typedef struct hf_http_server hf_http_server;
 typedef void (*hf_http_handler)(struct evhttp_request *req, void *arg);
 
 typedef struct hf_http_options {
-    const char *listen;      /* "host:port"; port 0 picks a free one */
-    int threads;             /* event-loop threads */
-    size_t max_body;         /* bytes; larger bodies get 413 */
-    size_t max_headers;      /* bytes of request line + headers; larger get 431/400 */
-    int timeout_ms;          /* read/write inactivity timeout; idle keep-alive ends too */
-    int max_connections;     /* open connections across all threads; beyond it accepting
-                                pauses and new connections wait in the listen backlog */
+    const char *listen;  /* "host:port"; port 0 picks a free one */
+    int threads;         /* event-loop threads */
+    size_t max_body;     /* bytes; larger bodies get 413 */
+    size_t max_headers;  /* bytes of request line + headers; larger get 431/400 */
+    int timeout_ms;      /* read/write inactivity timeout; idle keep-alive ends too */
+    int max_connections; /* open connections across all threads; beyond it accepting
+                            pauses and new connections wait in the listen backlog */
 } hf_http_options;
 
 /* Binds the port (so start-up fails early and clearly) but runs nothing yet. */
-hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler,
-                                   void *arg, char *err, size_t errlen);
+hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler handler, void *arg,
+                                   char *err, size_t errlen);
 int hf_http_server_port(const hf_http_server *s);
 /* Starts the threads. */
 void hf_http_server_start(hf_http_server *s);

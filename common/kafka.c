@@ -69,8 +69,10 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    hf_log_kv(level <= 3 ? HF_LOG_ERROR : level <= 4 ? HF_LOG_WARN : HF_LOG_DEBUG, "kafka.log",
-              "facility", fac, "msg", buf, NULL);
+    hf_log_kv(level <= 3   ? HF_LOG_ERROR
+              : level <= 4 ? HF_LOG_WARN
+                           : HF_LOG_DEBUG,
+              "kafka.log", "facility", fac, "msg", buf, NULL);
 }
 
 static void *poll_main(void *arg)
@@ -104,8 +106,8 @@ static void *health_main(void *arg)
     return NULL;
 }
 
-hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_delivery,
-                             char *err, size_t errlen)
+hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_delivery, char *err,
+                             size_t errlen)
 {
     char errstr[512];
     char num[32];
@@ -139,8 +141,7 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
     };
     for (size_t i = 0; i < HF_ARRAY_LEN(numeric); i++) {
         snprintf(num, sizeof num, "%lld", (long long)numeric[i].v);
-        if (rd_kafka_conf_set(conf, numeric[i].k, num, errstr, sizeof errstr) !=
-            RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, numeric[i].k, num, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
             hf_err(err, errlen, "kafka: %s: %s", numeric[i].k, errstr);
             return NULL;
@@ -214,8 +215,7 @@ void hf_producer_free(hf_producer *p)
         return;
     int left = hf_producer_flush(p, 5000);
     if (left > 0)
-        hf_log_kv(HF_LOG_WARN, "kafka.flush", "msg", "messages left undelivered at shutdown",
-                  NULL);
+        hf_log_kv(HF_LOG_WARN, "kafka.flush", "msg", "messages left undelivered at shutdown", NULL);
     pthread_mutex_lock(&p->lock);
     atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->cond);

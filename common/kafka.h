@@ -19,14 +19,14 @@ typedef struct hf_producer_options {
     int64_t message_timeout_ms; /* how long librdkafka keeps trying one message */
     int64_t queue_max_messages; /* local queue bound; beyond it hf_producer_send fails */
     int64_t linger_ms;
-    const char *client_id;      /* NULL: "hookflow" */
+    const char *client_id; /* NULL: "hookflow" */
 } hf_producer_options;
 
 /* Creates the producer (enable.idempotence=true, acks=all) and its delivery and health threads;
  * HOOKFLOW_KAFKA_<PROPERTY> variables are applied last. NULL with a reason in err on a bad
  * property. */
-hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_delivery,
-                             char *err, size_t errlen);
+hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_delivery, char *err,
+                             size_t errlen);
 
 /* Queues one message (the bytes are copied). 0 on success: on_delivery(opaque, ...) will be
  * called exactly once. -1 when the message was refused at once (local queue full, producer

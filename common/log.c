@@ -19,7 +19,10 @@ static struct {
     char **secrets;
     size_t *secret_lens;
     size_t nsecrets;
-} g_log = {.program = "hookflow", .level = HF_LOG_INFO, .format = HF_LOG_JSON, .fd = 2,
+} g_log = {.program = "hookflow",
+           .level = HF_LOG_INFO,
+           .format = HF_LOG_JSON,
+           .fd = 2,
            .lock = PTHREAD_MUTEX_INITIALIZER};
 
 bool hf_log_level_parse(const char *s, hf_log_level *out)
@@ -121,11 +124,21 @@ static void append_json_string(hf_buf *out, const char *s)
     hf_buf_putc(out, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': hf_buf_puts(out, "\\\""); break;
-        case '\\': hf_buf_puts(out, "\\\\"); break;
-        case '\n': hf_buf_puts(out, "\\n"); break;
-        case '\r': hf_buf_puts(out, "\\r"); break;
-        case '\t': hf_buf_puts(out, "\\t"); break;
+        case '"':
+            hf_buf_puts(out, "\\\"");
+            break;
+        case '\\':
+            hf_buf_puts(out, "\\\\");
+            break;
+        case '\n':
+            hf_buf_puts(out, "\\n");
+            break;
+        case '\r':
+            hf_buf_puts(out, "\\r");
+            break;
+        case '\t':
+            hf_buf_puts(out, "\\t");
+            break;
         default:
             if (*p < 0x20 || *p == 0x7f)
                 hf_buf_printf(out, "\\u%04x", *p);

@@ -22,7 +22,8 @@ char *xasprintf(const char *fmt, ...) HF_PRINTF(1, 2);
 /* Prints "<prog>: <message>" to stderr and exits 1. Start-up only. */
 _Noreturn void hf_die(const char *fmt, ...) HF_PRINTF(1, 2);
 
-/* Writes the formatted reason into err (if not NULL); always returns -1 for `return hf_err(...)`. */
+/* Writes the formatted reason into err (if not NULL); always returns -1 for `return hf_err(...)`.
+ */
 int hf_err(char *err, size_t errlen, const char *fmt, ...) HF_PRINTF(3, 4);
 
 /* A growable byte buffer; always NUL-terminated after data[len]. Zero-initialise to start. */
@@ -54,7 +55,8 @@ HF_MUST_CHECK int hf_write_file_atomic(const char *path, const void *data, size_
 int64_t hf_now_ms(void);
 int64_t hf_now_us(void);
 int64_t hf_wall_ms(void);
-/* Formats a wall-clock millisecond time as RFC 3339 UTC with milliseconds into out (>= 32 bytes). */
+/* Formats a wall-clock millisecond time as RFC 3339 UTC with milliseconds into out (>= 32 bytes).
+ */
 void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen);
 
 /* Parses an ISO 8601 / RFC 3339 date-time "YYYY-MM-DDTHH:MM:SS[.frac][Z|+HH:MM|+HHMM|+HH]"

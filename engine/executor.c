@@ -26,9 +26,9 @@ typedef enum { NS_PENDING, NS_DONE, NS_SKIPPED, NS_WAITING } node_status;
 
 typedef struct node_state {
     node_status st;
-    char *output; /* JSON text of a finished node's output */
-    int branch;   /* condition result: 0/1; -1 otherwise */
-    int attempts; /* the last attempt number recorded */
+    char *output;     /* JSON text of a finished node's output */
+    int branch;       /* condition result: 0/1; -1 otherwise */
+    int attempts;     /* the last attempt number recorded */
     int64_t until_ms; /* delay: wall-clock wake time */
 } node_state;
 
@@ -44,8 +44,8 @@ struct run {
     char *trigger;     /* the envelope, JSON text */
     char *tenant_json; /* {"id","slug","name","environment"} */
     node_state *nodes;
-    size_t cursor;     /* position in def->topo */
-    bool finished;     /* a final update is queued; freed once it is written */
+    size_t cursor; /* position in def->topo */
+    bool finished; /* a final update is queued; freed once it is written */
     bool in_call;
     /* the call in progress */
     size_t call_node;
@@ -86,18 +86,18 @@ typedef struct token_entry {
     struct token_entry *next;
 } token_entry;
 
-#define VEC(T)                                                                                    \
-    struct {                                                                                      \
-        T *v;                                                                                     \
-        size_t n, cap;                                                                            \
+#define VEC(T)                                                                                     \
+    struct {                                                                                       \
+        T *v;                                                                                      \
+        size_t n, cap;                                                                             \
     }
-#define VEC_PUSH(vec, item)                                                                       \
-    do {                                                                                          \
-        if ((vec).n == (vec).cap) {                                                               \
-            (vec).cap = (vec).cap ? (vec).cap * 2 : 32;                                           \
-            (vec).v = xrealloc((vec).v, (vec).cap * sizeof *(vec).v);                             \
-        }                                                                                         \
-        (vec).v[(vec).n++] = (item);                                                              \
+#define VEC_PUSH(vec, item)                                                                        \
+    do {                                                                                           \
+        if ((vec).n == (vec).cap) {                                                                \
+            (vec).cap = (vec).cap ? (vec).cap * 2 : 32;                                            \
+            (vec).v = xrealloc((vec).v, (vec).cap * sizeof *(vec).v);                              \
+        }                                                                                          \
+        (vec).v[(vec).n++] = (item);                                                               \
     } while (0)
 
 struct engine_executor {
@@ -124,11 +124,11 @@ struct engine_executor {
     size_t nheld;
     size_t ncalls; /* calls in flight */
 
-    VEC(run *) to_call;       /* prepared, waiting for their 'running' attempt row */
+    VEC(run *) to_call; /* prepared, waiting for their 'running' attempt row */
     VEC(attempt_row) rows;
     VEC(attempt_update) updates;
     VEC(run_update) run_updates;
-    VEC(run *) done_runs;     /* finished, freed after the flush */
+    VEC(run *) done_runs; /* finished, freed after the flush */
 
     token_entry *tokens;
     unsigned housekeeping_ticks;
@@ -195,8 +195,7 @@ static hf_json run_context(const run *r, char *err, size_t errlen)
         first = false;
         hf_json_append_cstr(&b, r->def->nodes[i].id);
         hf_buf_printf(&b, ":{\"status\":\"%s\",\"output\":%s",
-                      s->st == NS_DONE ? "succeeded" : "skipped",
-                      s->output ? s->output : "null");
+                      s->st == NS_DONE ? "succeeded" : "skipped", s->output ? s->output : "null");
         if (s->branch >= 0)
             hf_buf_printf(&b, ",\"branch\":%s", s->branch ? "true" : "false");
         hf_buf_putc(&b, '}');
@@ -232,8 +231,7 @@ static char *run_context_column(const run *r)
         if (s->st == NS_WAITING) {
             char until[40];
             hf_format_rfc3339(s->until_ms, until, sizeof until);
-            hf_buf_printf(&b, ",\"until\":\"%s\",\"until_ms\":%lld", until,
-                          (long long)s->until_ms);
+            hf_buf_printf(&b, ",\"until\":\"%s\",\"until_ms\":%lld", until, (long long)s->until_ms);
         }
         hf_buf_putc(&b, '}');
     }
@@ -242,8 +240,8 @@ static char *run_context_column(const run *r)
 }
 
 static void queue_row(engine_executor *ex, const run *r, size_t idx, int attempt,
-                      const char *status, const char *input, const char *output,
-                      const char *error, const char *key, int http_status, int duration_ms)
+                      const char *status, const char *input, const char *output, const char *error,
+                      const char *key, int http_status, int duration_ms)
 {
     attempt_row row = {0};
     snprintf(row.run_id, sizeof row.run_id, "%s", r->id);
@@ -259,12 +257,15 @@ static void queue_row(engine_executor *ex, const run *r, size_t idx, int attempt
     VEC_PUSH(ex->rows, row);
 }
 
-static void queue_update(engine_executor *ex, long long id, const char *status,
-                         const char *output, const char *error, int http_status,
-                         int duration_ms)
+static void queue_update(engine_executor *ex, long long id, const char *status, const char *output,
+                         const char *error, int http_status, int duration_ms)
 {
-    attempt_update u = {id, xstrdup(status), output ? xstrdup(output) : NULL,
-                        error ? xstrdup(error) : NULL, http_status, duration_ms};
+    attempt_update u = {id,
+                        xstrdup(status),
+                        output ? xstrdup(output) : NULL,
+                        error ? xstrdup(error) : NULL,
+                        http_status,
+                        duration_ms};
     VEC_PUSH(ex->updates, u);
 }
 
@@ -366,8 +367,8 @@ static void token_from_row(engine_executor *ex, token_entry *t, const char *conn
     t->loaded_ms = hf_now_ms();
 }
 
-#define TOKEN_COLUMNS                                                                             \
-    "id, account, access_token_enc, refresh_token_enc, "                                          \
+#define TOKEN_COLUMNS                                                                              \
+    "id, account, access_token_enc, refresh_token_enc, "                                           \
     "(extract(epoch from token_expires_at) * 1000)::bigint, token_version"
 
 /* The tenant's active connection to connector, cached for a minute. NULL + err if none. */
@@ -474,16 +475,15 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
                          size_t errlen)
 {
     PGresult *res = NULL;
-    char *client_id = NULL, *client_secret = NULL, *access = NULL, *refresh = NULL,
-         *scope = NULL;
+    char *client_id = NULL, *client_secret = NULL, *access = NULL, *refresh = NULL, *scope = NULL;
     connector_request req = {0};
     hf_buf body = {0};
     int rc = -1;
     if (hf_pg_begin(ex->db, err, errlen) != HF_PG_OK)
         return -1;
     const char *p1[] = {t->conn_id};
-    if (hf_pg_exec(ex->db, "SELECT " TOKEN_COLUMNS " FROM connections WHERE id = $1 FOR UPDATE",
-                   1, p1, &res, err, errlen) != HF_PG_OK ||
+    if (hf_pg_exec(ex->db, "SELECT " TOKEN_COLUMNS " FROM connections WHERE id = $1 FOR UPDATE", 1,
+                   p1, &res, err, errlen) != HF_PG_OK ||
         PQntuples(res) != 1) {
         if (res && PQntuples(res) != 1)
             hf_err(err, errlen, "the %s connection is gone", connector);
@@ -601,8 +601,8 @@ static bool should_run(const run *r, size_t idx)
 
 static int64_t backoff_ms(const wf_retry *p, int attempt)
 {
-    double d = (double)p->initial_ms * pow(p->multiplier > 0 ? p->multiplier : 2.0,
-                                           attempt > 1 ? attempt - 1 : 0);
+    double d = (double)p->initial_ms *
+               pow(p->multiplier > 0 ? p->multiplier : 2.0, attempt > 1 ? attempt - 1 : 0);
     if (d > (double)p->max_ms)
         d = (double)p->max_ms;
     /* Jitter: somewhere between half and all of it, so retries of many runs spread out. */
@@ -659,8 +659,8 @@ static void prepare_call(run *r, size_t idx)
     if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000) {
         char rerr[256];
         if (token_refresh(ex, t, n->connector, rerr, sizeof rerr) != 0)
-            hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error",
-                      rerr, NULL);
+            hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error", rerr,
+                      NULL);
     }
     connector_conn cc = {.account = t->account, .access_token = t->access};
     /* The same key on every attempt of this node of this run, across crashes and workers. */
@@ -746,8 +746,8 @@ static void advance(run *r)
                     hf_format_rfc3339(s->until_ms, until, sizeof until);
                     snprintf(out, sizeof out, "{\"until\":\"%s\"}", until);
                     s->output = xstrdup(out);
-                    queue_row(ex, r, idx, ++s->attempts, "succeeded", NULL, s->output, NULL,
-                              NULL, 0, 0);
+                    queue_row(ex, r, idx, ++s->attempts, "succeeded", NULL, s->output, NULL, NULL,
+                              0, 0);
                     r->cursor++;
                     break;
                 }
@@ -820,8 +820,8 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         else
             out = OUT_UNKNOWN;
     } else {
-        connector_outcome o = conn->interpret(n->action, resp->status, resp->body,
-                                              resp->body_len, &output, err, sizeof err);
+        connector_outcome o = conn->interpret(n->action, resp->status, resp->body, resp->body_len,
+                                              &output, err, sizeof err);
         out = o == CONNECTOR_OK      ? OUT_OK
               : o == CONNECTOR_RETRY ? OUT_RETRY
               : o == CONNECTOR_AUTH  ? OUT_AUTH
@@ -861,15 +861,14 @@ static void on_call_done(void *arg, const hf_http_response *resp)
                        1);
         if (s->attempts >= n->retry.max_attempts) {
             char msg[640];
-            snprintf(msg, sizeof msg, "node %s: gave up after %d attempts: %s", n->id,
-                     s->attempts, err);
+            snprintf(msg, sizeof msg, "node %s: gave up after %d attempts: %s", n->id, s->attempts,
+                     err);
             finish(r, "failed", msg, 0);
             break;
         }
         int64_t wait = backoff_ms(&n->retry, s->attempts);
-        int64_t asked = resp->retry_after ? hf_http_retry_after_ms(resp->retry_after,
-                                                                   hf_wall_ms())
-                                          : -1;
+        int64_t asked =
+            resp->retry_after ? hf_http_retry_after_ms(resp->retry_after, hf_wall_ms()) : -1;
         if (asked > wait)
             wait = asked > 3600000 ? 3600000 : asked; /* the platform knows best (429) */
         finish(r, "waiting", NULL, hf_wall_ms() + wait);
@@ -911,8 +910,7 @@ static void start_calls(engine_executor *ex)
         hf_pg_array_add(&nodes, r->def->nodes[r->call_node].id);
         hf_pg_array_add_int(&attempts, r->call_attempt);
         hf_pg_array_add(&inputs, r->call_input);
-        hf_pg_array_add(&keys, conn && strcmp(conn->idempotency, "none") != 0 ? r->idem_key
-                                                                             : NULL);
+        hf_pg_array_add(&keys, conn && strcmp(conn->idempotency, "none") != 0 ? r->idem_key : NULL);
     }
     const char *params[] = {hf_pg_array_text(&runs), hf_pg_array_text(&nodes),
                             hf_pg_array_text(&attempts), hf_pg_array_text(&inputs),
@@ -1121,8 +1119,8 @@ static void claim(engine_executor *ex)
         ex->held = r;
         ex->nheld++;
         char derr[512];
-        r->def = engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr,
-                                 sizeof derr);
+        r->def =
+            engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr, sizeof derr);
         if (!r->def) {
             r->nodes = NULL;
             /* Nothing to walk: fail it with the reason (needs a def for the context column). */
@@ -1449,8 +1447,7 @@ static void count_runs(evutil_socket_t fd, short what, void *arg)
             char labels[48];
             snprintf(labels, sizeof labels, "status=\"%s\"", PQgetvalue(res, i, 0));
             hf_gauge_set(hf_metrics_gauge(ex->metrics, "hookflow_engine_runs",
-                                          "Runs not yet finished, by status (all workers)",
-                                          labels),
+                                          "Runs not yet finished, by status (all workers)", labels),
                          v);
         }
     }
@@ -1518,8 +1515,8 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
     event_add(ex->gauge_ev, &every_second);
     ex->claimed = hf_metrics_counter(metrics, "hookflow_engine_runs_claimed_total",
                                      "Runs claimed by this worker (including resumptions)", NULL);
-    hf_metrics_gauge_fn(metrics, "hookflow_engine_leases_held",
-                        "Runs this worker holds a lease on", NULL, gauge_held, ex);
+    hf_metrics_gauge_fn(metrics, "hookflow_engine_leases_held", "Runs this worker holds a lease on",
+                        NULL, gauge_held, ex);
     hf_metrics_gauge_fn(metrics, "hookflow_engine_calls_in_flight",
                         "Connector calls waiting for an answer", NULL, gauge_calls, ex);
     return ex;

@@ -23,11 +23,11 @@
 /* One consumed message and what intake made of it. */
 typedef struct item {
     rd_kafka_message_t *msg;
-    hf_json env;           /* parsed envelope, NULL when dead-lettered */
+    hf_json env; /* parsed envelope, NULL when dead-lettered */
     const char *id, *provider, *account, *event;
     char *ordering_key;
-    char *text;            /* the envelope as received (NUL-terminated copy) */
-    bool is_new;           /* id not seen before */
+    char *text;  /* the envelope as received (NUL-terminated copy) */
+    bool is_new; /* id not seen before */
     char dead_reason[160];
 } item;
 
@@ -103,14 +103,14 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 
 static char *default_topics(const engine_config *cfg)
 {
-    return xasprintf("%s.webhooks.accounting,%s.webhooks.marketing-automation,%s.webhooks.messaging",
-                     cfg->topic_prefix, cfg->topic_prefix, cfg->topic_prefix);
+    return xasprintf(
+        "%s.webhooks.accounting,%s.webhooks.marketing-automation,%s.webhooks.messaging",
+        cfg->topic_prefix, cfg->topic_prefix, cfg->topic_prefix);
 }
 
-engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id,
-                                 engine_defs *defs, hf_metrics *metrics,
-                                 void (*wake)(void *arg), void *wake_arg, char *err,
-                                 size_t errlen)
+engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id, engine_defs *defs,
+                                 hf_metrics *metrics, void (*wake)(void *arg), void *wake_arg,
+                                 char *err, size_t errlen)
 {
     engine_intake *in = xcalloc(1, sizeof *in);
     in->cfg = cfg;
@@ -191,20 +191,19 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
 
     in->consumed = hf_metrics_counter(metrics, "hookflow_engine_events_consumed_total",
                                       "Envelopes read from Kafka", NULL);
-    in->duplicates = hf_metrics_counter(metrics, "hookflow_engine_events_duplicate_total",
-                                        "Envelopes whose id was already recorded (redeliveries)",
-                                        NULL);
+    in->duplicates =
+        hf_metrics_counter(metrics, "hookflow_engine_events_duplicate_total",
+                           "Envelopes whose id was already recorded (redeliveries)", NULL);
     in->runs_created = hf_metrics_counter(metrics, "hookflow_engine_runs_created_total",
                                           "Runs created by intake", NULL);
     in->dead = hf_metrics_counter(metrics, "hookflow_engine_deadletter_total",
                                   "Messages sent to the dead-letter topic", NULL);
     in->batch_retries = hf_metrics_counter(metrics, "hookflow_engine_intake_retries_total",
-                                           "Intake batches retried after a database error",
-                                           NULL);
+                                           "Intake batches retried after a database error", NULL);
     static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
-    in->batch_seconds = hf_metrics_histogram(metrics, "hookflow_engine_intake_batch_seconds",
-                                             "Time to record one intake batch", NULL, bounds,
-                                             HF_ARRAY_LEN(bounds));
+    in->batch_seconds =
+        hf_metrics_histogram(metrics, "hookflow_engine_intake_batch_seconds",
+                             "Time to record one intake batch", NULL, bounds, HF_ARRAY_LEN(bounds));
     return in;
 fail:
     engine_intake_free(in);
@@ -350,9 +349,9 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         rc = hf_pg_commit(in->db, err, errlen);
         goto done;
     }
-    const char *p1[] = {hf_pg_array_text(&ids),    hf_pg_array_text(&providers),
+    const char *p1[] = {hf_pg_array_text(&ids),      hf_pg_array_text(&providers),
                         hf_pg_array_text(&accounts), hf_pg_array_text(&topics),
-                        hf_pg_array_text(&parts),  hf_pg_array_text(&offsets)};
+                        hf_pg_array_text(&parts),    hf_pg_array_text(&offsets)};
     rc = hf_pg_exec(in->db,
                     "INSERT INTO event_keys (event_id, provider, account, kafka_topic, "
                     "kafka_partition, kafka_offset) "
@@ -412,8 +411,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     if (rc != HF_PG_OK)
         goto done;
 
-    hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0},
-                r_oseq = {0}, r_trigger = {0};
+    hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0}, r_oseq = {0},
+                r_trigger = {0};
     size_t nruns = 0;
     for (int r = 0; r < PQntuples(cand); r++) {
         long long i;
@@ -423,9 +422,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         long long version = 0;
         (void)hf_parse_ll(PQgetvalue(cand, r, 3), &version);
         char derr[256];
-        const wf_def *def = engine_defs_get(in->defs, in->db, PQgetvalue(cand, r, 2),
-                                            (int)version, NULL, derr,
-                                            sizeof derr);
+        const wf_def *def = engine_defs_get(in->defs, in->db, PQgetvalue(cand, r, 2), (int)version,
+                                            NULL, derr, sizeof derr);
         if (!def) {
             hf_log_kv(HF_LOG_ERROR, "intake.bad_workflow", "workflow", PQgetvalue(cand, r, 2),
                       "error", derr, NULL);
@@ -438,9 +436,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
             int frc = ctx ? wf_expr_eval_bool(def->filter, ctx, &pass, ferr, sizeof ferr) : -1;
             hf_json_free(ctx);
             if (frc != 0) {
-                hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow",
-                          PQgetvalue(cand, r, 2), "event_id", it->id, "error",
-                          ctx ? ferr : "context", NULL);
+                hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow", PQgetvalue(cand, r, 2),
+                          "event_id", it->id, "error", ctx ? ferr : "context", NULL);
                 continue;
             }
             if (!pass)
@@ -497,8 +494,8 @@ done:
 /* Records each event in a transaction of its own; an event the database rejects goes to the
  * dead-letter topic with the reason instead. HF_PG_OK once every event is recorded or
  * dead-lettered (and the dead letters are acknowledged), else the error that stopped it. */
-static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *runs_out,
-                             char *err, size_t errlen)
+static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *runs_out, char *err,
+                             size_t errlen)
 {
     *runs_out = 0;
     bool any_dead = false;
@@ -535,8 +532,8 @@ static bool ensure_db(engine_intake *in)
         PQfinish(in->db);
     in->db = NULL;
     char err[256];
-    if (hf_pg_connect(in->cfg->database_url, "hookflow-engine-intake", &in->db, err,
-                      sizeof err) != HF_PG_OK) {
+    if (hf_pg_connect(in->cfg->database_url, "hookflow-engine-intake", &in->db, err, sizeof err) !=
+        HF_PG_OK) {
         atomic_store(&in->db_ok, false);
         hf_log_kv(HF_LOG_WARN, "intake.db_unavailable", "error", err, NULL);
         return false;
@@ -643,8 +640,7 @@ static void process(engine_intake *in, item *items, size_t n)
         rd_kafka_topic_partition_t *tp =
             rd_kafka_topic_partition_list_find(offs, rd_kafka_topic_name(m->rkt), m->partition);
         if (!tp)
-            tp = rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(m->rkt),
-                                                   m->partition);
+            tp = rd_kafka_topic_partition_list_add(offs, rd_kafka_topic_name(m->rkt), m->partition);
         if (m->offset + 1 > tp->offset)
             tp->offset = m->offset + 1;
     }

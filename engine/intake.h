@@ -14,10 +14,9 @@
 typedef struct engine_intake engine_intake;
 
 /* wake(arg) is called (from the intake thread) after a batch created runs. */
-engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id,
-                                 engine_defs *defs, hf_metrics *metrics,
-                                 void (*wake)(void *arg), void *wake_arg, char *err,
-                                 size_t errlen);
+engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id, engine_defs *defs,
+                                 hf_metrics *metrics, void (*wake)(void *arg), void *wake_arg,
+                                 char *err, size_t errlen);
 void engine_intake_start(engine_intake *in);
 /* Finishes the batch in hand, commits, leaves the consumer group and joins the thread. */
 void engine_intake_stop(engine_intake *in);

@@ -17,7 +17,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: hookflow-engine <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n  --help     this text (or '<command> --help')\n  --version  print the version\n");
+    fprintf(out,
+            "\n  --help     this text (or '<command> --help')\n  --version  print the version\n");
 }
 
 int main(int argc, char **argv)

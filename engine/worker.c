@@ -55,8 +55,8 @@ const hf_cfg_item engine_config_items[] = {
                "lease on a claimed run; renewed while held, taken over when it expires"),
     HF_CFG_NUM("HOOKFLOW_SHUTDOWN_TIMEOUT_MS", "20000", 0, 600000, engine_config,
                shutdown_timeout_ms, "how long SIGTERM waits for calls in flight"),
-    HF_CFG_NUM("HOOKFLOW_WORKER_HTTP_CONNECTIONS", "64", 1, 10000, engine_config,
-               http_connections, "connections per platform host"),
+    HF_CFG_NUM("HOOKFLOW_WORKER_HTTP_CONNECTIONS", "64", 1, 10000, engine_config, http_connections,
+               "connections per platform host"),
 };
 const size_t engine_config_nitems = HF_ARRAY_LEN(engine_config_items);
 
@@ -174,14 +174,18 @@ int engine_cmd_work(int argc, char **argv)
         fprintf(stderr, "hookflow-engine: work: %s\n", err);
         goto done;
     }
-    w.intake = engine_intake_new(&cfg, worker_id, defs, w.metrics, engine_executor_wake,
-                                 w.executor, err, sizeof err);
+    w.intake = engine_intake_new(&cfg, worker_id, defs, w.metrics, engine_executor_wake, w.executor,
+                                 err, sizeof err);
     if (!w.intake) {
         fprintf(stderr, "hookflow-engine: work: %s\n", err);
         goto done;
     }
-    hf_http_options hopts = {.listen = cfg.listen, .threads = 1, .max_body = 4096,
-                             .max_headers = 8192, .timeout_ms = 10000, .max_connections = 64};
+    hf_http_options hopts = {.listen = cfg.listen,
+                             .threads = 1,
+                             .max_body = 4096,
+                             .max_headers = 8192,
+                             .timeout_ms = 10000,
+                             .max_connections = 64};
     ops = hf_http_server_new(&hopts, ops_handle, &w, err, sizeof err);
     if (!ops) {
         fprintf(stderr, "hookflow-engine: work: %s\n", err);

@@ -8,11 +8,11 @@ typedef struct engine_config {
     char *kafka_brokers;
     char *database_url;
     char *topic_prefix;
-    char *topics;          /* comma-separated; "" = every <prefix>.webhooks.<category> */
+    char *topics; /* comma-separated; "" = every <prefix>.webhooks.<category> */
     char *group;
     char *listen;
     char *secrets_dir;
-    char *worker_id;       /* "" = <hostname>-<pid> */
+    char *worker_id; /* "" = <hostname>-<pid> */
     char *log_level;
     char *log_format;
     long long intake_batch;

@@ -195,9 +195,9 @@ static bool wants_empty_bodies(const provider_slot *slot)
     return strcmp(slot->provider->id, "xero") == 0;
 }
 
-static void reply_provider_error(ingest_server *s, struct evhttp_request *req,
-                                 provider_slot *slot, int status, const char *reason,
-                                 const char *detail, const char *request_id)
+static void reply_provider_error(ingest_server *s, struct evhttp_request *req, provider_slot *slot,
+                                 int status, const char *reason, const char *detail,
+                                 const char *request_id)
 {
     count_reject(s, slot->provider->id, reason);
     if (status == 503)
@@ -206,8 +206,7 @@ static void reply_provider_error(ingest_server *s, struct evhttp_request *req,
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                           slot->provider->accepts_get ? "GET, POST" : "POST");
     hf_log_kv(status >= 500 ? HF_LOG_WARN : HF_LOG_INFO, "webhook.rejected", "request_id",
-              request_id, "provider", slot->provider->id, "reason", reason, "detail", detail,
-              NULL);
+              request_id, "provider", slot->provider->id, "reason", reason, "detail", detail, NULL);
     if (wants_empty_bodies(slot))
         hf_http_reply(req, status, NULL, NULL, 0);
     else
@@ -281,9 +280,8 @@ static void on_delivery(void *opaque, const char *err)
 static void append_envelope(hf_buf *b, const provider_slot *slot, const ingest_event *e,
                             const char *received_at, const char *request_id)
 {
-    const char *event = slot->connector
-                            ? hf_connector_event_for_native(slot->connector, e->native_type)
-                            : NULL;
+    const char *event =
+        slot->connector ? hf_connector_event_for_native(slot->connector, e->native_type) : NULL;
     hf_buf_puts(b, "{\"id\":");
     hf_json_append_cstr(b, e->id);
     hf_buf_puts(b, ",\"provider\":");
@@ -542,22 +540,22 @@ static void register_metrics(ingest_server *s)
         snprintf(labels, sizeof labels, "provider=\"%s\"", provider_ids[i]);
         slot->received = hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_received_total",
                                             "Webhook deliveries received", labels);
-        slot->accepted = hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_accepted_total",
-                                            "Deliveries answered 2xx (every event in Kafka)",
-                                            labels);
+        slot->accepted =
+            hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_accepted_total",
+                               "Deliveries answered 2xx (every event in Kafka)", labels);
         slot->events = hf_metrics_counter(s->metrics, "hookflow_ingest_events_total",
                                           "Events acknowledged by Kafka", labels);
         slot->produce_latency = hf_metrics_histogram(
             s->metrics, "hookflow_ingest_produce_latency_seconds",
-            "Time from producing a delivery's first event to Kafka acknowledging its last",
-            labels, latency_bounds, HF_ARRAY_LEN(latency_bounds));
+            "Time from producing a delivery's first event to Kafka acknowledging its last", labels,
+            latency_bounds, HF_ARRAY_LEN(latency_bounds));
     }
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_in_flight",
                         "Deliveries waiting for Kafka acknowledgement", NULL, gauge_in_flight, s);
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_kafka_queue_depth",
                         "Messages in the producer queue", NULL, gauge_queue, s);
-    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_connections", "Open client connections",
-                        NULL, gauge_connections, s);
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_connections", "Open client connections", NULL,
+                        gauge_connections, s);
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_kafka_ready",
                         "1 when a Kafka broker answered recently", NULL, gauge_ready, s);
 }
@@ -586,8 +584,8 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
                    slot->provider ? "catalog" : "build");
             goto fail;
         }
-        slot->topic = xasprintf("%s.webhooks.%s", cfg->topic_prefix,
-                                hf_connector_category(slot->connector));
+        slot->topic =
+            xasprintf("%s.webhooks.%s", cfg->topic_prefix, hf_connector_category(slot->connector));
     }
     s->metrics = hf_metrics_new();
     register_metrics(s);

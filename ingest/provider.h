@@ -11,18 +11,18 @@
 
 /* One HTTP request as received. All strings are NUL-terminated and owned by the caller. */
 typedef struct ingest_request {
-    const char *method;      /* "GET", "POST", ... */
-    const char *path;        /* path without the query, e.g. "/api/integrations/webhooks/xero" */
-    const char *query;       /* raw query string without '?', or NULL */
-    const char *public_url;  /* HOOKFLOW_PUBLIC_BASE_URL + path (+ "?" + query): the URL the
-                                platform called, for signatures that cover the URL */
+    const char *method;        /* "GET", "POST", ... */
+    const char *path;          /* path without the query, e.g. "/api/integrations/webhooks/xero" */
+    const char *query;         /* raw query string without '?', or NULL */
+    const char *public_url;    /* HOOKFLOW_PUBLIC_BASE_URL + path (+ "?" + query): the URL the
+                                  platform called, for signatures that cover the URL */
     const unsigned char *body; /* raw bytes, exactly as received (not NUL-terminated) */
     size_t body_len;
     /* Case-insensitive header lookup; NULL when absent. */
     const char *(*header)(const struct ingest_request *req, const char *name);
     void *header_ctx;
-    int64_t now_ms;             /* wall clock, ms since the epoch (tests pin it) */
-    const hf_secrets *secrets;  /* the current secrets store */
+    int64_t now_ms;            /* wall clock, ms since the epoch (tests pin it) */
+    const hf_secrets *secrets; /* the current secrets store */
 } ingest_request;
 
 /* One platform event, ready for the envelope. Every field is malloc'd and owned by the result. */
@@ -54,8 +54,8 @@ typedef struct ingest_result {
 } ingest_result;
 
 typedef struct ingest_provider {
-    const char *id;      /* path segment and catalog id: "xero", "quickbooks", ... */
-    bool accepts_get;    /* GET is a handshake (Meta); other providers answer 405 to GET */
+    const char *id;   /* path segment and catalog id: "xero", "quickbooks", ... */
+    bool accepts_get; /* GET is a handshake (Meta); other providers answer 405 to GET */
     /* Verifies and parses req into res. Must set res->status and res->reason. On any non-2xx
      * status res->events must be empty. Never logs a secret or a signature. */
     void (*handle)(const ingest_request *req, ingest_result *res);

@@ -19,30 +19,30 @@ struct evhttp_request;
 
 /* The caller, from a verified bearer token and the tenant's branch role mappings. */
 typedef struct api_principal {
-    char user[256];      /* JWT "sub" */
-    char tenant_id[40];  /* JWT "tenant": the tenant's uuid */
-    char branch[128];    /* JWT "branch" */
-    char role[16];       /* from role_mappings (tenant, branch, sub); "" when none */
-    char environment[16];/* the tenant's: production | sandbox */
+    char user[256];       /* JWT "sub" */
+    char tenant_id[40];   /* JWT "tenant": the tenant's uuid */
+    char branch[128];     /* JWT "branch" */
+    char role[16];        /* from role_mappings (tenant, branch, sub); "" when none */
+    char environment[16]; /* the tenant's: production | sandbox */
 } api_principal;
 
 /* One request being served. */
 typedef struct api_ctx {
     struct evhttp_request *req;
-    PGconn *db;                  /* this thread's connection (reconnected when lost) */
+    PGconn *db; /* this thread's connection (reconnected when lost) */
     const hf_catalog *catalog;
     const hf_secrets *secrets;
-    const engine_keyring *keys;  /* may be NULL */
-    const char *public_url;      /* HOOKFLOW_API_PUBLIC_URL, e.g. https://admin.example.com */
-    api_principal who;           /* valid when the route requires auth */
-    const char *method;          /* "GET", "POST", ... */
+    const engine_keyring *keys; /* may be NULL */
+    const char *public_url;     /* HOOKFLOW_API_PUBLIC_URL, e.g. https://admin.example.com */
+    api_principal who;          /* valid when the route requires auth */
+    const char *method;         /* "GET", "POST", ... */
     const char *path;
-    const char *query;           /* raw query string or NULL */
-    const char *params[4];       /* path parameters in route order ({id}, {connector}) */
+    const char *query;     /* raw query string or NULL */
+    const char *params[4]; /* path parameters in route order ({id}, {connector}) */
     size_t nparams;
-    const char *body;            /* NUL-terminated copy of the body ("" when none) */
+    const char *body; /* NUL-terminated copy of the body ("" when none) */
     size_t body_len;
-    hf_json json;                /* the parsed body for JSON requests, or NULL */
+    hf_json json; /* the parsed body for JSON requests, or NULL */
     char request_id[40];
 } api_ctx;
 
@@ -86,29 +86,31 @@ bool api_check_members(api_ctx *c, hf_json obj, const char *const *allowed);
 
 /* ---- handlers (the engine/api .c files). Paths below are under /api. ---------------------- */
 /* catalog_api.c */
-void api_catalog_get(api_ctx *c);                 /* GET  /workflows/catalog */
+void api_catalog_get(api_ctx *c); /* GET  /workflows/catalog */
 /* workflows_api.c */
-void api_workflows_list(api_ctx *c);              /* GET  /workflows */
-void api_workflows_create(api_ctx *c);            /* POST /workflows */
-void api_workflows_get(api_ctx *c);               /* GET  /workflows/{id} */
-void api_workflows_update(api_ctx *c);            /* PUT  /workflows/{id} (new version) */
-void api_workflows_delete(api_ctx *c);            /* DELETE /workflows/{id} */
-void api_workflows_enable(api_ctx *c);            /* POST /workflows/{id}/enable */
-void api_workflows_disable(api_ctx *c);           /* POST /workflows/{id}/disable */
-void api_workflows_validate(api_ctx *c);          /* POST /workflows/{id}/validate */
-void api_workflows_simulate(api_ctx *c);          /* POST /workflows/{id}/simulate */
+void api_workflows_list(api_ctx *c);     /* GET  /workflows */
+void api_workflows_create(api_ctx *c);   /* POST /workflows */
+void api_workflows_get(api_ctx *c);      /* GET  /workflows/{id} */
+void api_workflows_update(api_ctx *c);   /* PUT  /workflows/{id} (new version) */
+void api_workflows_delete(api_ctx *c);   /* DELETE /workflows/{id} */
+void api_workflows_enable(api_ctx *c);   /* POST /workflows/{id}/enable */
+void api_workflows_disable(api_ctx *c);  /* POST /workflows/{id}/disable */
+void api_workflows_validate(api_ctx *c); /* POST /workflows/{id}/validate */
+void api_workflows_simulate(api_ctx *c); /* POST /workflows/{id}/simulate */
 /* runs_api.c */
-void api_runs_list(api_ctx *c);                   /* GET  /workflows/{id}/runs */
-void api_runs_get(api_ctx *c);                    /* GET  /runs/{id} */
-void api_runs_retry(api_ctx *c);                  /* POST /runs/{id}/retry */
+void api_runs_list(api_ctx *c);  /* GET  /workflows/{id}/runs */
+void api_runs_get(api_ctx *c);   /* GET  /runs/{id} */
+void api_runs_retry(api_ctx *c); /* POST /runs/{id}/retry */
 /* connections_api.c */
-void api_integrations_list(api_ctx *c);           /* GET  /integrations */
-void api_integrations_get(api_ctx *c);            /* GET  /integrations/{connector} */
-void api_integrations_oauth_start(api_ctx *c);    /* POST /integrations/{connector}/oauth/start */
-void api_integrations_oauth_callback(api_ctx *c); /* GET  /integrations/{connector}/oauth/callback (no bearer: state) */
-void api_integrations_credentials(api_ctx *c);    /* PUT  /integrations/{connector}/credentials (Twilio) */
-void api_integrations_enable(api_ctx *c);         /* POST /integrations/{connector}/enable */
-void api_integrations_disable(api_ctx *c);        /* POST /integrations/{connector}/disable */
-void api_integrations_approve(api_ctx *c);        /* POST /integrations/{connector}/approval (support) */
+void api_integrations_list(api_ctx *c);        /* GET  /integrations */
+void api_integrations_get(api_ctx *c);         /* GET  /integrations/{connector} */
+void api_integrations_oauth_start(api_ctx *c); /* POST /integrations/{connector}/oauth/start */
+void api_integrations_oauth_callback(
+    api_ctx *c); /* GET  /integrations/{connector}/oauth/callback (no bearer: state) */
+void api_integrations_credentials(
+    api_ctx *c);                           /* PUT  /integrations/{connector}/credentials (Twilio) */
+void api_integrations_enable(api_ctx *c);  /* POST /integrations/{connector}/enable */
+void api_integrations_disable(api_ctx *c); /* POST /integrations/{connector}/disable */
+void api_integrations_approve(api_ctx *c); /* POST /integrations/{connector}/approval (support) */
 
 #endif

@@ -385,7 +385,8 @@ static void twilio_handle(const ingest_request *req, ingest_result *res)
     media_type(provider_util_header(req, "Content-Type"), type, sizeof type);
     if (strcmp(type, "application/json") == 0) {
         d.kind = BODY_JSON;
-        d.json = hf_json_parse(provider_util_body_text(req), req->body_len, d.json_err, sizeof d.json_err);
+        d.json = hf_json_parse(provider_util_body_text(req), req->body_len, d.json_err,
+                               sizeof d.json_err);
     } else if (type[0] == '\0' || strcmp(type, "application/x-www-form-urlencoded") == 0) {
         d.kind = BODY_FORM;
         ingest_form_parse(&d.form, (const char *)req->body, req->body_len);
