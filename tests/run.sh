@@ -10,6 +10,15 @@ root=$(pwd)
 bash deploy/local/install-deps.sh
 
 jobs=$(nproc)
+echo "== clang-format (.clang-format at the root)"
+unformatted=$(git ls-files '*.c' '*.h' 2>/dev/null | while read -r f; do
+  clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || echo "$f"; done)
+if [ -n "$unformatted" ]; then
+  echo "not clang-formatted (run: clang-format -i <file>):" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
 echo "== gcc build (-Werror)"
 cmake -S . -B build/gcc -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DHOOKFLOW_WERROR=ON -DHOOKFLOW_TESTS=ON >/dev/null
