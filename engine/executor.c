@@ -133,6 +133,10 @@ struct engine_executor {
     token_entry *tokens;
     unsigned housekeeping_ticks;
 
+    pthread_mutex_t inbox_lock; /* guards inbox: runs handed over by intake */
+    VEC(engine_handoff) inbox;
+    atomic_int_fast64_t inbox_len;
+
     hf_counter *claimed, *retries_total, *refreshes;
     atomic_int_fast64_t gauge_held, gauge_calls;
 };
@@ -1051,6 +1055,63 @@ static bool recover(run *r, const char *attempts_json, const char *context_json)
     return alive;
 }
 
+/* Starts holding a claimed run: trigger and tenant_json are taken over. */
+static void adopt_run(engine_executor *ex, const char *id, const char *tenant_id,
+                      const char *workflow_id, int version, char *trigger, char *tenant_json,
+                      const char *context, const char *attempts)
+{
+    run *r = xcalloc(1, sizeof *r);
+    r->ex = ex;
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->tenant_id, sizeof r->tenant_id, "%s", tenant_id);
+    snprintf(r->workflow_id, sizeof r->workflow_id, "%s", workflow_id);
+    r->version = version;
+    r->trigger = trigger;
+    r->tenant_json = tenant_json;
+    r->next_held = ex->held;
+    ex->held = r;
+    ex->nheld++;
+    atomic_store(&ex->gauge_held, (int64_t)ex->nheld);
+    char derr[512];
+    r->def = engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr, sizeof derr);
+    if (!r->def) {
+        /* Nothing to walk: fail it with the reason. */
+        run_update u = {0};
+        snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
+        u.status = xstrdup("failed");
+        u.context = xstrdup("{}");
+        u.error = xstrdup(derr);
+        VEC_PUSH(ex->run_updates, u);
+        r->finished = true;
+        VEC_PUSH(ex->done_runs, r);
+        return;
+    }
+    r->nodes = xcalloc(r->def->nnodes ? r->def->nnodes : 1, sizeof *r->nodes);
+    for (size_t i = 0; i < r->def->nnodes; i++)
+        r->nodes[i].branch = -1;
+    if (recover(r, attempts, context))
+        advance(r);
+}
+
+/* Runs intake handed over since the last tick. */
+static void adopt_inbox(engine_executor *ex)
+{
+    if (atomic_load(&ex->inbox_len) == 0)
+        return;
+    pthread_mutex_lock(&ex->inbox_lock);
+    engine_handoff *runs = ex->inbox.v;
+    size_t n = ex->inbox.n;
+    ex->inbox.v = NULL;
+    ex->inbox.n = ex->inbox.cap = 0;
+    atomic_store(&ex->inbox_len, 0);
+    pthread_mutex_unlock(&ex->inbox_lock);
+    for (size_t i = 0; i < n; i++)
+        adopt_run(ex, runs[i].id, runs[i].tenant_id, runs[i].workflow_id, runs[i].version,
+                  runs[i].trigger, runs[i].tenant_json, "{}", "[]");
+    free(runs);
+    hf_counter_add(ex->claimed, n);
+}
+
 static void claim(engine_executor *ex)
 {
     if (ex->stopping)
@@ -1105,40 +1166,11 @@ static void claim(engine_executor *ex)
     int n = PQntuples(res);
     hf_counter_add(ex->claimed, (uint64_t)n);
     for (int row = 0; row < n; row++) {
-        run *r = xcalloc(1, sizeof *r);
-        r->ex = ex;
-        snprintf(r->id, sizeof r->id, "%s", PQgetvalue(res, row, 0));
-        snprintf(r->tenant_id, sizeof r->tenant_id, "%s", PQgetvalue(res, row, 1));
-        snprintf(r->workflow_id, sizeof r->workflow_id, "%s", PQgetvalue(res, row, 2));
         long long version = 0;
         (void)hf_parse_ll(PQgetvalue(res, row, 3), &version);
-        r->version = (int)version;
-        r->trigger = xstrdup(PQgetvalue(res, row, 4));
-        r->tenant_json = xstrdup(PQgetvalue(res, row, 5));
-        r->next_held = ex->held;
-        ex->held = r;
-        ex->nheld++;
-        char derr[512];
-        r->def =
-            engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr, sizeof derr);
-        if (!r->def) {
-            r->nodes = NULL;
-            /* Nothing to walk: fail it with the reason (needs a def for the context column). */
-            run_update u = {0};
-            snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
-            u.status = xstrdup("failed");
-            u.context = xstrdup("{}");
-            u.error = xstrdup(derr);
-            VEC_PUSH(ex->run_updates, u);
-            r->finished = true;
-            VEC_PUSH(ex->done_runs, r);
-            continue;
-        }
-        r->nodes = xcalloc(r->def->nnodes ? r->def->nnodes : 1, sizeof *r->nodes);
-        for (size_t i = 0; i < r->def->nnodes; i++)
-            r->nodes[i].branch = -1;
-        if (recover(r, PQgetvalue(res, row, 7), PQgetvalue(res, row, 6)))
-            advance(r);
+        adopt_run(ex, PQgetvalue(res, row, 0), PQgetvalue(res, row, 1), PQgetvalue(res, row, 2),
+                  (int)version, xstrdup(PQgetvalue(res, row, 4)), xstrdup(PQgetvalue(res, row, 5)),
+                  PQgetvalue(res, row, 6), PQgetvalue(res, row, 7));
     }
     atomic_store(&ex->gauge_held, (int64_t)ex->nheld);
     PQclear(res);
@@ -1364,6 +1396,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     /* Finished attempts are written before new calls start, so attempt rows keep the order in
      * which the nodes ran. */
     flush(ex);
+    adopt_inbox(ex);
     if (atomic_exchange(&ex->want_claim, false))
         claim(ex);
     flush(ex);
@@ -1500,6 +1533,7 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
         free(ex);
         return NULL;
     }
+    pthread_mutex_init(&ex->inbox_lock, NULL);
     ex->http = hf_http_client_new(ex->base, (int)cfg->http_connections);
     ex->tick_ev = evtimer_new(ex->base, tick, ex);
     ex->stop_ev = event_new(ex->base, -1, 0, on_stop, ex);
@@ -1532,6 +1566,26 @@ void engine_executor_wake(void *arg)
 {
     engine_executor *ex = arg;
     atomic_store(&ex->want_claim, true);
+    event_active(ex->tick_ev, EV_TIMEOUT, 0);
+}
+
+long long engine_executor_room(engine_executor *ex)
+{
+    if (ex->stopping)
+        return 0;
+    return ex->cfg->concurrency - (long long)atomic_load(&ex->gauge_held) -
+           (long long)atomic_load(&ex->inbox_len);
+}
+
+void engine_executor_adopt(engine_executor *ex, engine_handoff *runs, size_t n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&ex->inbox_lock);
+    for (size_t i = 0; i < n; i++)
+        VEC_PUSH(ex->inbox, runs[i]);
+    atomic_store(&ex->inbox_len, (int64_t)ex->inbox.n);
+    pthread_mutex_unlock(&ex->inbox_lock);
     event_active(ex->tick_ev, EV_TIMEOUT, 0);
 }
 
@@ -1572,6 +1626,12 @@ void engine_executor_free(engine_executor *ex)
     free(ex->run_updates.v);
     free(ex->done_runs.v);
     free(ex->to_call.v);
+    for (size_t i = 0; i < ex->inbox.n; i++) {
+        free(ex->inbox.v[i].trigger);
+        free(ex->inbox.v[i].tenant_json);
+    }
+    free(ex->inbox.v);
+    pthread_mutex_destroy(&ex->inbox_lock);
     while (ex->tokens) {
         token_entry *t = ex->tokens;
         ex->tokens = t->next;

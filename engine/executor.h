@@ -26,6 +26,20 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
 void engine_executor_start(engine_executor *ex);
 /* Asks for a claim round soon. Thread-safe. */
 void engine_executor_wake(void *ex);
+
+/* A run intake created already claimed for this worker (status running, leased to it), handed
+ * over so it starts without a claim round trip. */
+typedef struct engine_handoff {
+    char id[40], tenant_id[40], workflow_id[40];
+    int version;
+    char *trigger;     /* the envelope JSON (ownership passes to the executor) */
+    char *tenant_json; /* {"id","slug","name","environment"} (likewise) */
+} engine_handoff;
+
+/* How many more runs this executor can take now (may be <= 0). Thread-safe, approximate. */
+long long engine_executor_room(engine_executor *ex);
+/* Takes the runs (and their strings) over; they start on the executor's loop. Thread-safe. */
+void engine_executor_adopt(engine_executor *ex, engine_handoff *runs, size_t n);
 /* Stops claiming, lets calls in flight finish (up to timeout_ms, then cancels them), records
  * everything, releases the leases of unfinished runs and joins the thread. */
 void engine_executor_stop(engine_executor *ex, int64_t timeout_ms);

@@ -36,8 +36,9 @@ struct engine_intake {
     char *worker_id;
     engine_defs *defs;
     hf_metrics *metrics;
-    void (*wake)(void *);
-    void *wake_arg;
+    engine_executor *executor;
+    engine_handoff *handoff; /* runs of the last committed batch to hand over */
+    size_t nhandoff, caphandoff;
     rd_kafka_t *rk;
     hf_producer *deadletter;
     char *deadletter_topic;
@@ -109,16 +110,15 @@ static char *default_topics(const engine_config *cfg)
 }
 
 engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id, engine_defs *defs,
-                                 hf_metrics *metrics, void (*wake)(void *arg), void *wake_arg,
-                                 char *err, size_t errlen)
+                                 hf_metrics *metrics, engine_executor *executor, char *err,
+                                 size_t errlen)
 {
     engine_intake *in = xcalloc(1, sizeof *in);
     in->cfg = cfg;
     in->worker_id = xstrdup(worker_id);
     in->defs = defs;
     in->metrics = metrics;
-    in->wake = wake;
-    in->wake_arg = wake_arg;
+    in->executor = executor;
     in->deadletter_topic = xasprintf("%s.deadletter", cfg->topic_prefix);
 
     char errstr[512];
@@ -412,8 +412,12 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         goto done;
 
     hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0}, r_oseq = {0},
-                r_trigger = {0};
+                r_trigger = {0}, r_claim = {0};
     size_t nruns = 0;
+    /* Where each run came from (item, candidate row), to hand the claimed ones over. */
+    size_t *src_item = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_item);
+    int *src_row = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_row);
+    long long budget = engine_executor_room(in->executor);
     for (int r = 0; r < PQntuples(cand); r++) {
         long long i;
         if (!hf_parse_ll(PQgetvalue(cand, r, 0), &i) || i < 0 || (size_t)i >= n)
@@ -450,20 +454,50 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         hf_pg_array_add(&r_okey, it->ordering_key);
         hf_pg_array_add_int(&r_oseq, it->msg->offset);
         hf_pg_array_add(&r_trigger, it->text);
+        /* Claim it at once if there is room and no earlier run of its ordering key in this
+         * batch (the statement checks earlier batches). */
+        bool claim = budget > 0;
+        for (size_t k = 0; claim && k < nruns; k++)
+            if (strcmp(items[src_item[k]].ordering_key, it->ordering_key) == 0 &&
+                items[src_item[k]].msg->offset != it->msg->offset)
+                claim = false;
+        if (claim)
+            budget--;
+        hf_pg_array_add(&r_claim, claim ? "t" : "f");
+        src_item[nruns] = (size_t)i;
+        src_row[nruns] = r;
         nruns++;
     }
+    PGresult *ins = NULL;
     if (nruns > 0) {
-        const char *p3[] = {hf_pg_array_text(&r_tenant), hf_pg_array_text(&r_wf),
-                            hf_pg_array_text(&r_ver),    hf_pg_array_text(&r_event),
-                            hf_pg_array_text(&r_okey),   hf_pg_array_text(&r_oseq),
-                            hf_pg_array_text(&r_trigger)};
-        rc = hf_pg_exec(in->db,
-                        "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, "
-                        "ordering_key, ordering_seq, trigger) "
-                        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
-                        "$5::text[], $6::bigint[], $7::jsonb[]) "
-                        "ON CONFLICT (workflow_id, event_id) DO NOTHING",
-                        7, p3, NULL, err, errlen);
+        char lease[24];
+        snprintf(lease, sizeof lease, "%lld", in->cfg->lease_ms);
+        const char *p3[] = {hf_pg_array_text(&r_tenant),
+                            hf_pg_array_text(&r_wf),
+                            hf_pg_array_text(&r_ver),
+                            hf_pg_array_text(&r_event),
+                            hf_pg_array_text(&r_okey),
+                            hf_pg_array_text(&r_oseq),
+                            hf_pg_array_text(&r_trigger),
+                            hf_pg_array_text(&r_claim),
+                            in->worker_id,
+                            lease};
+        rc = hf_pg_exec(
+            in->db,
+            "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, ordering_key, "
+            "ordering_seq, trigger, status, lease_owner, lease_expires_at, started_at, attempt) "
+            "SELECT u.t, u.w, u.v, u.e, u.k, u.s, u.j::jsonb,"
+            "  CASE WHEN c.go THEN 'running' ELSE 'pending' END, CASE WHEN c.go THEN $9 END,"
+            "  CASE WHEN c.go THEN now() + make_interval(secs => $10::double precision / 1000) "
+            "  END, CASE WHEN c.go THEN now() END, CASE WHEN c.go THEN 1 ELSE 0 END "
+            "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::bigint[], "
+            "  $7::text[], $8::boolean[]) AS u(t, w, v, e, k, s, j, claim) "
+            "CROSS JOIN LATERAL (SELECT u.claim AND NOT EXISTS (SELECT 1 FROM runs p"
+            "  WHERE p.ordering_key = u.k AND p.ordering_seq < u.s AND p.status = 'pending')"
+            "  AS go) c "
+            "ON CONFLICT (workflow_id, event_id) DO NOTHING "
+            "RETURNING id, workflow_id, event_id, status",
+            10, p3, &ins, err, errlen);
     }
     hf_pg_array_free(&r_tenant);
     hf_pg_array_free(&r_wf);
@@ -472,11 +506,51 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     hf_pg_array_free(&r_okey);
     hf_pg_array_free(&r_oseq);
     hf_pg_array_free(&r_trigger);
-    if (rc != HF_PG_OK)
-        goto done;
-    rc = hf_pg_commit(in->db, err, errlen);
+    hf_pg_array_free(&r_claim);
     if (rc == HF_PG_OK)
+        rc = hf_pg_commit(in->db, err, errlen);
+    if (rc == HF_PG_OK) {
         *runs_out = nruns;
+        /* Committed: the runs inserted as running are this worker's to start. */
+        for (int row = 0; ins && row < PQntuples(ins); row++) {
+            if (strcmp(PQgetvalue(ins, row, 3), "running") != 0)
+                continue;
+            for (size_t k = 0; k < nruns; k++) {
+                int cr = src_row[k];
+                if (strcmp(PQgetvalue(cand, cr, 2), PQgetvalue(ins, row, 1)) != 0 ||
+                    strcmp(items[src_item[k]].id, PQgetvalue(ins, row, 2)) != 0)
+                    continue;
+                if (in->nhandoff == in->caphandoff) {
+                    in->caphandoff = in->caphandoff ? in->caphandoff * 2 : 64;
+                    in->handoff = xrealloc(in->handoff, in->caphandoff * sizeof *in->handoff);
+                }
+                engine_handoff *h = &in->handoff[in->nhandoff++];
+                memset(h, 0, sizeof *h);
+                snprintf(h->id, sizeof h->id, "%s", PQgetvalue(ins, row, 0));
+                snprintf(h->tenant_id, sizeof h->tenant_id, "%s", PQgetvalue(cand, cr, 1));
+                snprintf(h->workflow_id, sizeof h->workflow_id, "%s", PQgetvalue(cand, cr, 2));
+                long long v = 0;
+                (void)hf_parse_ll(PQgetvalue(cand, cr, 3), &v);
+                h->version = (int)v;
+                h->trigger = xstrdup(items[src_item[k]].text);
+                hf_buf t = {0};
+                hf_buf_puts(&t, "{\"id\":");
+                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 1));
+                hf_buf_puts(&t, ",\"slug\":");
+                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 4));
+                hf_buf_puts(&t, ",\"name\":");
+                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 5));
+                hf_buf_puts(&t, ",\"environment\":");
+                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 6));
+                hf_buf_puts(&t, "}");
+                h->tenant_json = hf_buf_steal(&t);
+                break;
+            }
+        }
+    }
+    PQclear(ins);
+    free(src_item);
+    free(src_row);
 done:
     if (rc != HF_PG_OK)
         hf_pg_rollback(in->db);
@@ -649,8 +723,12 @@ static void process(engine_intake *in, item *items, size_t n)
     if (e)
         hf_log_kv(HF_LOG_WARN, "intake.commit_failed", "error", rd_kafka_err2str(e), "msg",
                   "the batch will be replayed into the dedupe", NULL);
-    if (nruns > 0 && in->wake)
-        in->wake(in->wake_arg);
+    if (in->nhandoff > 0) {
+        engine_executor_adopt(in->executor, in->handoff, in->nhandoff);
+        in->nhandoff = 0;
+    }
+    if (nruns > 0)
+        engine_executor_wake(in->executor);
 }
 
 static void *intake_main(void *arg)
@@ -722,6 +800,11 @@ void engine_intake_free(engine_intake *in)
     hf_producer_free(in->deadletter);
     if (in->db)
         PQfinish(in->db);
+    for (size_t i = 0; i < in->nhandoff; i++) {
+        free(in->handoff[i].trigger);
+        free(in->handoff[i].tenant_json);
+    }
+    free(in->handoff);
     free(in->deadletter_topic);
     free(in->worker_id);
     free(in);

@@ -8,15 +8,18 @@
 #include <stdbool.h>
 
 #include "defs.h"
+#include "executor.h"
 #include "metrics.h"
 #include "worker.h"
 
 typedef struct engine_intake engine_intake;
 
-/* wake(arg) is called (from the intake thread) after a batch created runs. */
+/* Runs a batch creates go to executor: the ones that may start at once (room permitting, and
+ * no earlier run of their ordering key pending) are inserted already claimed for this worker
+ * and handed over; for the rest the executor is woken to claim them. */
 engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id, engine_defs *defs,
-                                 hf_metrics *metrics, void (*wake)(void *arg), void *wake_arg,
-                                 char *err, size_t errlen);
+                                 hf_metrics *metrics, engine_executor *executor, char *err,
+                                 size_t errlen);
 void engine_intake_start(engine_intake *in);
 /* Finishes the batch in hand, commits, leaves the consumer group and joins the thread. */
 void engine_intake_stop(engine_intake *in);

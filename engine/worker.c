@@ -174,8 +174,7 @@ int engine_cmd_work(int argc, char **argv)
         fprintf(stderr, "hookflow-engine: work: %s\n", err);
         goto done;
     }
-    w.intake = engine_intake_new(&cfg, worker_id, defs, w.metrics, engine_executor_wake, w.executor,
-                                 err, sizeof err);
+    w.intake = engine_intake_new(&cfg, worker_id, defs, w.metrics, w.executor, err, sizeof err);
     if (!w.intake) {
         fprintf(stderr, "hookflow-engine: work: %s\n", err);
         goto done;
