@@ -25,8 +25,8 @@
  *    so members need session.timeout.ms of about 6000 (~5 s rebalances) instead of the 45 s
  *    default (~44 s rebalances).
  *  - Unknown topics are auto-created (4 partitions) by any Metadata request naming them, a
- *    consumer's with allow.auto.create.topics=false included. CreateTopics is not implemented; the
- *    topics hookflow uses are created here at start.
+ *    consumer's with allow.auto.create.topics=false included. The mock answers no CreateTopics
+ *    request; the topics hookflow uses are created here at start.
  *  - Injected errors go to the next matching requests of any client, including the Metadata
  *    request this program sends for `topics` (and `leader` on a topic it did not create).
  *  - Occasional 1 s stalls: when the mock closes a connection, its poll loop skips the next
