@@ -375,7 +375,11 @@ static void token_from_row(engine_executor *ex, token_entry *t, const char *conn
     "id, account, access_token_enc, refresh_token_enc, "                                           \
     "(extract(epoch from token_expires_at) * 1000)::bigint, token_version"
 
-/* The tenant's active connection to connector, cached for a minute. NULL + err if none. */
+/* How long a connection's tokens are reused before the row is read again: short, so a connection
+ * an admin disables (or reconnects) stops being used within seconds. */
+#define TOKEN_CACHE_MS 10000
+
+/* The tenant's active connection to connector, cached for TOKEN_CACHE_MS. NULL + err if none. */
 static token_entry *token_get(engine_executor *ex, const char *tenant_id, const char *connector,
                               char *err, size_t errlen)
 {
@@ -385,7 +389,7 @@ static token_entry *token_get(engine_executor *ex, const char *tenant_id, const 
     for (t = ex->tokens; t; t = t->next)
         if (strcmp(t->key, key) == 0)
             break;
-    if (t && hf_now_ms() - t->loaded_ms < 60000)
+    if (t && hf_now_ms() - t->loaded_ms < TOKEN_CACHE_MS)
         return t;
     const char *params[] = {tenant_id, connector};
     PGresult *res = NULL;
