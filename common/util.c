@@ -376,3 +376,54 @@ bool hf_parse_rfc3339(const char *s, int64_t *ms)
     *ms = v;
     return true;
 }
+
+size_t hf_utf8_char_len(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned cp, min;
+    size_t len;
+    if (n == 0)
+        return 0;
+    if (u[0] < 0x80)
+        return 1;
+    if (u[0] >= 0xC2 && u[0] <= 0xDF)
+        len = 2, cp = u[0] & 0x1F, min = 0x80;
+    else if ((u[0] & 0xF0) == 0xE0)
+        len = 3, cp = u[0] & 0x0F, min = 0x800;
+    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
+        len = 4, cp = u[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((u[k] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (u[k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+void hf_buf_put_quoted(hf_buf *out, const char *s, size_t max)
+{
+    size_t n = strlen(s), used = 0, i = 0;
+    while (i < n && used < max) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = hf_utf8_char_len(s + i, n - i);
+        if (len == 0) {
+            hf_buf_putc(out, '?');
+            i++;
+        } else if (len == 1 && (c < 0x20 || c == 0x7F)) {
+            hf_buf_putc(out, ' ');
+            i++;
+        } else {
+            hf_buf_append(out, s + i, len);
+            i += len;
+        }
+        used++;
+    }
+    if (i < n)
+        hf_buf_puts(out, "...");
+}

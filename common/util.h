@@ -64,6 +64,14 @@ void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen);
  * not parse or lies outside years 1000-9999. */
 bool hf_parse_rfc3339(const char *s, int64_t *ms);
 
+/* Length of the well-formed UTF-8 sequence at s (at most n bytes); 0 when there is none there
+ * (a stray byte, overlong form, surrogate or code point above U+10FFFF). */
+size_t hf_utf8_char_len(const char *s, size_t n);
+
+/* Appends at most max characters of s for quoting untrusted text back in a message: valid UTF-8
+ * only (other bytes become '?'), control characters as spaces, "..." when cut. */
+void hf_buf_put_quoted(hf_buf *out, const char *s, size_t max);
+
 /* Case-insensitive ASCII comparisons. */
 bool hf_strieq(const char *a, const char *b);
 

@@ -47,60 +47,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 when there is none there
- * (a stray byte, overlong form, surrogate or code point above U+10FFFF). */
-static size_t utf8_len(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned cp, min;
-    size_t len;
-    if (u[0] < 0x80)
-        return 1;
-    if (u[0] >= 0xC2 && u[0] <= 0xDF)
-        len = 2, cp = u[0] & 0x1F, min = 0x80;
-    else if ((u[0] & 0xF0) == 0xE0)
-        len = 3, cp = u[0] & 0x0F, min = 0x800;
-    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
-        len = 4, cp = u[0] & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((u[k] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (u[k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
-/* Appends at most max characters of s: valid UTF-8 only (other bytes become '?'), control
- * characters as spaces; "..." when cut. For quoting what a client or a platform sent. */
-static void clean_text(hf_buf *out, const char *s, size_t max)
-{
-    size_t n = strlen(s), used = 0, i = 0;
-    while (i < n && used < max) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = utf8_len(s + i, n - i);
-        bool ok = len > 0;
-        if (!ok) {
-            hf_buf_putc(out, '?');
-            i++;
-        } else if (len == 1 && (c < 0x20 || c == 0x7F)) {
-            hf_buf_putc(out, ' ');
-            i++;
-        } else {
-            hf_buf_append(out, s + i, len);
-            i += len;
-        }
-        used++;
-    }
-    if (i < n)
-        hf_buf_puts(out, "...");
-}
-
 /* Base64url without padding. out holds hf_base64_len(n) bytes. */
 static void b64url(const unsigned char *in, size_t n, char *out)
 {
@@ -253,7 +199,7 @@ static int body_object(api_ctx *c, const char *const *allowed, hf_json *out)
             if (strcmp(a, b) == 0) {
                 hf_buf d = {0};
                 hf_buf_puts(&d, "the field \"");
-                clean_text(&d, a, 60);
+                hf_buf_put_quoted(&d, a, 60);
                 hf_buf_puts(&d, "\" appears more than once");
                 api_reply_error(c, 400, "duplicate_field", d.data);
                 hf_buf_free(&d);
@@ -848,7 +794,7 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
             in_tx = false;
             hf_buf d = {0};
             hf_buf_printf(&d, "this %s account (", id);
-            clean_text(&d, n->account, 128);
+            hf_buf_put_quoted(&d, n->account, 128);
             hf_buf_puts(&d, ") is already connected to another tenant");
             api_reply_error(c, 409, "account_in_use", d.data);
             hf_buf_free(&d);
@@ -1201,7 +1147,7 @@ void api_integrations_oauth_callback(api_ctx *c)
         if (!code_text.len)
             hf_buf_puts(&code_text, "authorization_failed");
         if (error_description && *error_description)
-            clean_text(&d, error_description, 300);
+            hf_buf_put_quoted(&d, error_description, 300);
         else
             hf_buf_printf(&d, "the platform answered %s", code_text.data);
         hf_buf_puts(&detail, "{\"connector\":");
@@ -1271,7 +1217,7 @@ void api_integrations_oauth_callback(api_ctx *c)
         status < 200 || status > 299) {
         hf_buf d = {0};
         hf_buf_printf(&d, "%s refused the authorization code (HTTP %ld): ", id, status);
-        clean_text(&d, err, 400);
+        hf_buf_put_quoted(&d, err, 400);
         api_reply_error(c, 502, "token_exchange_failed", d.data);
         hf_buf_free(&d);
         goto done;

@@ -56,67 +56,13 @@ static bool is_run_status(const char *s, size_t n)
     return false;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (at most n bytes), 0 when there is none there
- * (a stray byte, overlong form, surrogate or code point above U+10FFFF). */
-static size_t utf8_len(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    unsigned cp, min;
-    size_t len;
-    if (u[0] < 0x80)
-        return 1;
-    if (u[0] >= 0xC2 && u[0] <= 0xDF)
-        len = 2, cp = u[0] & 0x1F, min = 0x80;
-    else if ((u[0] & 0xF0) == 0xE0)
-        len = 3, cp = u[0] & 0x0F, min = 0x800;
-    else if (u[0] >= 0xF0 && u[0] <= 0xF4)
-        len = 4, cp = u[0] & 0x07, min = 0x10000;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((u[k] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (u[k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
-/* Appends at most max bytes of s for an error message: valid UTF-8 only (other bytes become
- * '?') and no control characters, so what a client sent can be quoted back safely. */
-static void quote_text(hf_buf *out, const char *s, size_t max)
-{
-    size_t n = strlen(s), used = 0, i = 0;
-    while (i < n && used < max) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = utf8_len(s + i, n - i);
-        bool ok = len > 0;
-        if (!ok) {
-            hf_buf_putc(out, '?');
-            i++;
-        } else if (len == 1 && (c < 0x20 || c == 0x7F)) {
-            hf_buf_putc(out, ' ');
-            i++;
-        } else {
-            hf_buf_append(out, s + i, len);
-            i += len;
-        }
-        used++;
-    }
-    if (i < n)
-        hf_buf_puts(out, "...");
-}
-
 static void reply_bad_param(api_ctx *c, const char *name, const char *value, const char *why)
 {
     hf_buf d = {0};
     hf_buf_printf(&d, "%s: ", name);
     if (value) {
         hf_buf_putc(&d, '"');
-        quote_text(&d, value, 80);
+        hf_buf_put_quoted(&d, value, 80);
         hf_buf_puts(&d, "\" ");
     }
     hf_buf_puts(&d, why);
@@ -210,7 +156,7 @@ static int body_object(api_ctx *c, const char *const *allowed, hf_json *out)
             if (strcmp(a, b) == 0) {
                 hf_buf d = {0};
                 hf_buf_puts(&d, "the field \"");
-                quote_text(&d, a, 60);
+                hf_buf_put_quoted(&d, a, 60);
                 hf_buf_puts(&d, "\" appears more than once");
                 api_reply_error(c, 400, "duplicate_field", d.data);
                 hf_buf_free(&d);
@@ -546,7 +492,7 @@ void api_runs_retry(api_ctx *c)
             if (PQntuples(res) == 0) {
                 hf_buf d = {0};
                 hf_buf_puts(&d, "node \"");
-                quote_text(&d, failed_node, 100);
+                hf_buf_put_quoted(&d, failed_node, 100);
                 hf_buf_printf(&d,
                               "\" failed in version %s, but version %s (the workflow's current "
                               "version, which a retry runs) has no node with that id: retry "

@@ -432,6 +432,25 @@ static void test_parse_rfc3339_zones_fractions_and_bounds(void **state)
     assert_false(hf_parse_rfc3339(NULL, &ms));
 }
 
+static void test_utf8_char_len_and_quoting_untrusted_text(void **state)
+{
+    (void)state;
+    assert_int_equal(hf_utf8_char_len("a", 1), 1);
+    assert_int_equal(hf_utf8_char_len("\xc3\xa4", 2), 2);         /* a-umlaut */
+    assert_int_equal(hf_utf8_char_len("\xe2\x82\xac", 3), 3);     /* euro sign */
+    assert_int_equal(hf_utf8_char_len("\xf0\x9f\x98\x80", 4), 4); /* emoji */
+    assert_int_equal(hf_utf8_char_len("\xc0\xaf", 2), 0);         /* overlong */
+    assert_int_equal(hf_utf8_char_len("\xed\xa0\x80", 3), 0);     /* surrogate */
+    assert_int_equal(hf_utf8_char_len("\xe2\x82", 2), 0);         /* truncated */
+    hf_buf b = {0};
+    hf_buf_put_quoted(&b, "ok\x01\xff\xc3\xa4", 10);
+    assert_string_equal(b.data, "ok ?\xc3\xa4");
+    hf_buf_reset(&b);
+    hf_buf_put_quoted(&b, "abcdef", 3);
+    assert_string_equal(b.data, "abc...");
+    hf_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -457,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_clocks_move_forward),
         cmocka_unit_test(test_parse_ll_accepts_whole_numbers),
         cmocka_unit_test(test_parse_rfc3339_zones_fractions_and_bounds),
+        cmocka_unit_test(test_utf8_char_len_and_quoting_untrusted_text),
         cmocka_unit_test(test_parse_ll_rejects_garbage_and_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
