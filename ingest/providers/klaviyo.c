@@ -450,13 +450,12 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
 
 static void handle_flow(const ingest_request *req, ingest_result *res)
 {
-    const char *keys[2];
-    size_t lens[2];
-    size_t nkeys = provider_util_get_keys(req, KLAVIYO_FLOW_SECRET, keys, lens);
-    if (nkeys == 0) {
-        ingest_result_fail(res, 503, "missing_secret", "%s is not configured", KLAVIYO_FLOW_SECRET);
+    provider_util_keys secret;
+    if (!provider_util_load_keys(req, KLAVIYO_FLOW_SECRET, &secret, res))
         return;
-    }
+    const char *const *keys = secret.vals;
+    const size_t *lens = secret.lens;
+    size_t nkeys = secret.n;
     const char *given = provider_util_header(req, "X-Hookflow-Flow-Secret");
     if (!given) {
         ingest_result_fail(res, 401, "missing_signature",

@@ -41,13 +41,12 @@ static bool token_ok(const char *given, size_t given_len, const char *const keys
 
 static void handle_handshake(const ingest_request *req, ingest_result *res)
 {
-    const char *keys[2];
-    size_t lens[2];
-    size_t nkeys = provider_util_get_keys(req, META_VERIFY_TOKEN, keys, lens);
-    if (nkeys == 0) {
-        ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_VERIFY_TOKEN);
+    provider_util_keys secret;
+    if (!provider_util_load_keys(req, META_VERIFY_TOKEN, &secret, res))
         return;
-    }
+    const char *const *keys = secret.vals;
+    const size_t *lens = secret.lens;
+    size_t nkeys = secret.n;
     ingest_form query = {0};
     ingest_form_parse(&query, req->query, req->query ? strlen(req->query) : 0);
     const ingest_form_param *mode = ingest_form_find(&query, "hub.mode");
@@ -212,13 +211,12 @@ static bool add_entry_events(ingest_result *res, hf_json entry, size_t e)
 
 static void handle_delivery(const ingest_request *req, ingest_result *res)
 {
-    const char *keys[2];
-    size_t lens[2];
-    size_t nkeys = provider_util_get_keys(req, META_APP_SECRET, keys, lens);
-    if (nkeys == 0) {
-        ingest_result_fail(res, 503, "missing_secret", "%s is not configured", META_APP_SECRET);
+    provider_util_keys secret;
+    if (!provider_util_load_keys(req, META_APP_SECRET, &secret, res))
         return;
-    }
+    const char *const *keys = secret.vals;
+    const size_t *lens = secret.lens;
+    size_t nkeys = secret.n;
     const char *sig = provider_util_header(req, "X-Hub-Signature-256");
     if (!sig) {
         ingest_result_fail(res, 401, "missing_signature", "X-Hub-Signature-256 header missing");
