@@ -565,6 +565,14 @@ done:
     return rc;
 }
 
+/* Waits for the dead letters in flight; false if any of them did not reach Kafka. */
+static bool dead_letters_delivered(engine_intake *in)
+{
+    while (atomic_load(&in->dl_pending) > 0 && !atomic_load(&in->stop))
+        hf_producer_flush(in->deadletter, 100);
+    return !atomic_exchange(&in->dl_failed, false) && atomic_load(&in->dl_pending) == 0;
+}
+
 /* Records each event in a transaction of its own; an event the database rejects goes to the
  * dead-letter topic with the reason instead. HF_PG_OK once every event is recorded or
  * dead-lettered (and the dead letters are acknowledged), else the error that stopped it. */
@@ -589,12 +597,8 @@ static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *r
         dead_letter(in, &items[i]);
         any_dead = true;
     }
-    if (any_dead) {
-        while (atomic_load(&in->dl_pending) > 0 && !atomic_load(&in->stop))
-            hf_producer_flush(in->deadletter, 100);
-        if (atomic_exchange(&in->dl_failed, false))
-            return hf_err(err, errlen, "dead-letter produce failed"), HF_PG_ERR_SQL;
-    }
+    if (any_dead && !dead_letters_delivered(in))
+        return hf_err(err, errlen, "dead-letter produce failed"), HF_PG_ERR_SQL;
     return HF_PG_OK;
 }
 
@@ -660,16 +664,28 @@ static void process(engine_intake *in, item *items, size_t n)
             any_dead = true;
         }
     }
-    if (any_dead) {
-        while (atomic_load(&in->dl_pending) > 0 && !atomic_load(&in->stop))
-            hf_producer_flush(in->deadletter, 100);
-        if (atomic_exchange(&in->dl_failed, false)) {
-            /* Not committing: the batch comes back after a restart or rebalance. */
-            hf_log_kv(HF_LOG_ERROR, "intake.batch_abandoned", "msg",
-                      "dead-letter produce failed; offsets not committed", NULL);
-            return;
+    /* Giving up here would lose the batch's good events too: the consumer has already moved
+     * past them and later batches commit beyond them. So the dead letters are sent again until
+     * the broker takes them (duplicates in the dead-letter topic are harmless). */
+    int dl_backoff = 100;
+    bool dl_paused = false;
+    while (any_dead && !dead_letters_delivered(in)) {
+        if (atomic_load(&in->stop))
+            return; /* nothing committed: the batch is consumed again after restart */
+        hf_log_kv(HF_LOG_ERROR, "intake.deadletter_retry", "msg",
+                  "dead-letter produce failed; retrying before the batch goes on", NULL);
+        if (!dl_paused) {
+            pause_all(in, true);
+            dl_paused = true;
         }
+        wait_serving(in, dl_backoff);
+        dl_backoff = dl_backoff < 5000 ? dl_backoff * 2 : 5000;
+        for (size_t i = 0; i < n; i++)
+            if (!items[i].env)
+                dead_letter(in, &items[i]);
     }
+    if (dl_paused)
+        pause_all(in, false);
 
     int backoff = 100;
     bool paused = false;
