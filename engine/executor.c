@@ -850,8 +850,6 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
         if (!r->auth_retried) {
             r->auth_retried = true;
-            char key[96];
-            snprintf(key, sizeof key, "%s/%s", r->tenant_id, n->connector);
             token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
             if (t && token_refresh(ex, t, n->connector, err, sizeof err) == 0) {
                 prepare_call(r, idx);
