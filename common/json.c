@@ -1,4 +1,5 @@
-/* json: parsing into yajl trees with a nesting limit, typed getters, and compact serialisation. */
+/* json: parsing into arena-held yajl trees with a nesting limit, typed getters, and compact
+ * serialisation. */
 #include "json.h"
 
 #include <stdarg.h>
@@ -6,53 +7,88 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <yajl/yajl_parse.h>
+
 #define HF_JSON_STR2(x) #x
 #define HF_JSON_STR(x) HF_JSON_STR2(x)
 
-/* Checks what yajl_tree_parse would let through: yajl has no depth limit and frees trees
- * recursively, so deep input is refused up front; it accepts comments, which are not JSON and
- * would hide brackets and quotes from this scan (and so bypass the limit); and it decodes \u0000
- * into a NUL that silently cuts the C string short. Returns NULL or the reason, with its offset
- * in *where. */
-static const char *prescan(const char *s, size_t n, size_t *where)
+/* A parsed document lives in one arena of chunks, so parsing costs a few allocations rather than
+ * one per value, key and string, and freeing it is a walk down the chunk list. The root value is
+ * the first thing in the first chunk: hf_json_free finds the arena from it. */
+typedef struct chunk {
+    struct chunk *next;
+    size_t cap, used;
+    size_t pad; /* keeps data 16-byte aligned */
+    unsigned char data[];
+} chunk;
+
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+#define INLINE_SLOTS 128
+
+typedef struct frame {
+    yajl_val node;
+    size_t vbase, kbase; /* where this container's values and keys start on the stacks */
+} frame;
+
+/* The parse in progress: the arena, the open containers, and the values and keys of those
+ * containers waiting for their closing bracket. */
+typedef struct parse_ctx {
+    yajl_handle h;
+    chunk *head, *cur;
+    bool have_root;
+    frame open[HF_JSON_MAX_DEPTH];
+    int depth;
+    yajl_val *vals;
+    const char **keys;
+    size_t nvals, nkeys, vcap, kcap;
+    yajl_val vinline[INLINE_SLOTS];
+    const char *kinline[INLINE_SLOTS];
+    const char *why; /* set when a callback stops the parse */
+    size_t where;
+} parse_ctx;
+
+static chunk *chunk_new(size_t cap)
 {
-    int depth = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\') {
-                if (n - i >= 6 && memcmp(s + i + 1, "u0000", 5) == 0) {
-                    *where = i;
-                    return "string contains \\u0000";
-                }
-                i++;
-            } else if (c == '"') {
-                in_str = false;
-            }
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '/') {
-            *where = i;
-            return "comments are not allowed";
-        } else if (c == '[' || c == '{') {
-            if (++depth > HF_JSON_MAX_DEPTH) {
-                *where = i;
-                return "nested deeper than " HF_JSON_STR(HF_JSON_MAX_DEPTH) " levels";
-            }
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return NULL;
+    chunk *c = xmalloc(sizeof *c + cap);
+    c->next = NULL;
+    c->cap = cap;
+    c->used = 0;
+    return c;
 }
 
-/* True if s is well-formed UTF-8 (RFC 3629): shortest form, no surrogates, at most U+10FFFF.
- * yajl checks only the shape of multi-byte sequences, so it passes overlong forms, encoded
- * surrogates (also what it makes of a lone \udc00 escape) and code points past U+10FFFF. */
-static bool utf8_ok(const unsigned char *s)
+static void *arena_alloc(parse_ctx *p, size_t n)
 {
-    while (*s) {
+    n = ALIGN8(n);
+    if (p->cur->cap - p->cur->used < n) {
+        size_t cap = p->cur->cap * 2 > n ? p->cur->cap * 2 : n;
+        chunk *c = chunk_new(cap);
+        c->next = p->head->next;
+        p->head->next = c;
+        p->cur = c;
+    }
+    void *m = p->cur->data + p->cur->used;
+    p->cur->used += n;
+    return m;
+}
+
+static void arena_free(chunk *head)
+{
+    while (head) {
+        chunk *next = head->next;
+        free(head);
+        head = next;
+    }
+}
+
+/* True if s[0..n) is well-formed UTF-8 (RFC 3629): shortest form, no surrogates, at most
+ * U+10FFFF. yajl checks only the shape of multi-byte sequences, so it passes overlong forms,
+ * encoded surrogates (also what it makes of a lone \udc00 escape) and code points past U+10FFFF.
+ */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    const unsigned char *end = s + n;
+    while (s < end) {
         unsigned c = *s, cp, min;
         size_t len;
         if (c < 0x80) {
@@ -67,8 +103,10 @@ static bool utf8_ok(const unsigned char *s)
         } else {
             return false;
         }
+        if ((size_t)(end - s) < len)
+            return false;
         for (size_t k = 1; k < len; k++) {
-            if ((s[k] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+            if ((s[k] & 0xc0) != 0x80)
                 return false;
             cp = cp << 6 | (s[k] & 0x3f);
         }
@@ -79,61 +117,244 @@ static bool utf8_ok(const unsigned char *s)
     return true;
 }
 
-/* Every string and key of the tree is valid UTF-8 (depth is bounded by prescan). */
-static bool tree_utf8_ok(hf_json v)
+static int stop(parse_ctx *p, const char *why, size_t back)
 {
-    if (YAJL_IS_STRING(v))
-        return utf8_ok((const unsigned char *)v->u.string);
-    if (YAJL_IS_ARRAY(v)) {
-        for (size_t i = 0; i < v->u.array.len; i++)
-            if (!tree_utf8_ok(v->u.array.values[i]))
-                return false;
-    } else if (YAJL_IS_OBJECT(v)) {
-        for (size_t i = 0; i < v->u.object.len; i++)
-            if (!utf8_ok((const unsigned char *)v->u.object.keys[i]) ||
-                !tree_utf8_ok(v->u.object.values[i]))
-                return false;
+    p->why = why;
+    size_t at = yajl_get_bytes_consumed(p->h);
+    p->where = at >= back ? at - back : 0;
+    return 0;
+}
+
+static void push(void ***stack, size_t *n, size_t *cap, void *inline_slots, void *v)
+{
+    if (*n == *cap) {
+        void **grown = xmalloc(*cap * 2 * sizeof *grown);
+        memcpy(grown, *stack, *n * sizeof *grown);
+        if (*stack != inline_slots)
+            free(*stack);
+        *stack = grown;
+        *cap *= 2;
     }
-    return true;
+    (*stack)[(*n)++] = v;
+}
+
+/* A new value, placed in the open container (or made the root). */
+static yajl_val add_value(parse_ctx *p, yajl_type type)
+{
+    yajl_val v;
+    if (!p->have_root) {
+        v = (yajl_val)p->head->data; /* reserved when the arena was made */
+        p->have_root = true;
+    } else {
+        v = arena_alloc(p, sizeof *v);
+        push((void ***)&p->vals, &p->nvals, &p->vcap, p->vinline, v);
+    }
+    memset(v, 0, sizeof *v);
+    v->type = type;
+    return v;
+}
+
+/* Copies a decoded string into the arena; refuses NUL (a decoded \u0000, which would cut the C
+ * string short and merge distinct ids) and malformed UTF-8. */
+static char *arena_string(parse_ctx *p, const unsigned char *s, size_t n)
+{
+    if (memchr(s, '\0', n)) {
+        stop(p, "string contains \\u0000", 1);
+        return NULL;
+    }
+    if (!utf8_ok(s, n)) {
+        stop(p, "string is not valid UTF-8", 1);
+        return NULL;
+    }
+    char *copy = arena_alloc(p, n + 1);
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    return copy;
+}
+
+static int on_null(void *ctx)
+{
+    add_value(ctx, yajl_t_null);
+    return 1;
+}
+
+static int on_boolean(void *ctx, int b)
+{
+    add_value(ctx, b ? yajl_t_true : yajl_t_false);
+    return 1;
+}
+
+/* Numbers keep their text; the integer and double forms are set where they are exact. */
+static int on_number(void *ctx, const char *s, size_t n)
+{
+    parse_ctx *p = ctx;
+    char *text = arena_alloc(p, n + 1);
+    memcpy(text, s, n);
+    text[n] = '\0';
+    yajl_val v = add_value(p, yajl_t_number);
+    v->u.number.r = text;
+    char *end;
+    errno = 0;
+    v->u.number.i = strtoll(text, &end, 10);
+    if (errno == 0 && *end == '\0')
+        v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+    errno = 0;
+    v->u.number.d = strtod(text, &end);
+    if (errno == 0 && *end == '\0')
+        v->u.number.flags |= YAJL_NUMBER_DOUBLE_VALID;
+    return 1;
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t n)
+{
+    parse_ctx *p = ctx;
+    char *copy = arena_string(p, s, n);
+    if (!copy)
+        return 0;
+    add_value(p, yajl_t_string)->u.string = copy;
+    return 1;
+}
+
+static int open_container(parse_ctx *p, yajl_type type)
+{
+    if (p->depth == HF_JSON_MAX_DEPTH)
+        return stop(p, "nested deeper than " HF_JSON_STR(HF_JSON_MAX_DEPTH) " levels", 1);
+    frame *f = &p->open[p->depth++];
+    f->node = add_value(p, type);
+    f->vbase = p->nvals;
+    f->kbase = p->nkeys;
+    return 1;
+}
+
+static int on_start_map(void *ctx)
+{
+    return open_container(ctx, yajl_t_object);
+}
+
+static int on_start_array(void *ctx)
+{
+    return open_container(ctx, yajl_t_array);
+}
+
+static int on_map_key(void *ctx, const unsigned char *s, size_t n)
+{
+    parse_ctx *p = ctx;
+    char *copy = arena_string(p, s, n);
+    if (!copy)
+        return 0;
+    push((void ***)&p->keys, &p->nkeys, &p->kcap, p->kinline, copy);
+    return 1;
+}
+
+/* The closing bracket: the container's members move from the stacks into the arena. */
+static int close_container(parse_ctx *p)
+{
+    frame *f = &p->open[--p->depth];
+    size_t n = p->nvals - f->vbase;
+    yajl_val *values = n ? arena_alloc(p, n * sizeof *values) : NULL;
+    if (n)
+        memcpy(values, p->vals + f->vbase, n * sizeof *values);
+    p->nvals = f->vbase;
+    if (f->node->type == yajl_t_array) {
+        f->node->u.array.values = values;
+        f->node->u.array.len = n;
+    } else {
+        const char **keys = n ? arena_alloc(p, n * sizeof *keys) : NULL;
+        if (n)
+            memcpy(keys, p->keys + f->kbase, n * sizeof *keys);
+        p->nkeys = f->kbase;
+        f->node->u.object.keys = keys;
+        f->node->u.object.values = values;
+        f->node->u.object.len = n;
+    }
+    return 1;
+}
+
+static int on_end(void *ctx)
+{
+    return close_container(ctx);
+}
+
+static const yajl_callbacks build_callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_number = on_number,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end,
+};
+
+/* yajl's error for a failed parse, first line only (it quotes the input on later ones). */
+static void yajl_reason(parse_ctx *p, const char *text, size_t len, char *err, size_t errlen)
+{
+    unsigned char *msg = yajl_get_error(p->h, 0, (const unsigned char *)text, len);
+    char *m = (char *)msg;
+    char *nl = m ? strchr(m, '\n') : NULL;
+    if (nl)
+        *nl = '\0';
+    /* yajl names a comment only where a value may start, and calls one after the value trailing
+     * garbage: say what it is in both cases. */
+    size_t at = yajl_get_bytes_consumed(p->h);
+    at = at > 0 ? at - 1 : 0;
+    while (at < len &&
+           (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r'))
+        at++;
+    if ((m && strstr(m, "comment")) || (at < len && text[at] == '/'))
+        hf_err(err, errlen, "JSON comments are not allowed at offset %zu", at);
+    else
+        hf_err(err, errlen, "malformed JSON: %s", m && m[0] ? m : "parse error");
+    if (msg)
+        yajl_free_error(p->h, msg);
 }
 
 hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
 {
-    if (memchr(text, '\0', len)) {
-        hf_err(err, errlen, "JSON contains a NUL byte at offset %zu",
-               (size_t)((const char *)memchr(text, '\0', len) - text));
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        hf_err(err, errlen, "JSON contains a NUL byte at offset %zu", (size_t)(nul - text));
         return NULL;
     }
-    size_t where = 0;
-    const char *why = prescan(text, len, &where);
-    if (why) {
-        hf_err(err, errlen, "JSON %s at offset %zu", why, where);
-        return NULL;
-    }
-    char *copy = xstrndup(text, len);
-    char msg[256] = "";
-    hf_json v = yajl_tree_parse(copy, msg, sizeof msg);
-    free(copy);
-    if (!v) {
-        /* yajl's message spans lines (it quotes the input); keep the first line only. */
-        char *nl = strchr(msg, '\n');
-        if (nl)
-            *nl = '\0';
-        hf_err(err, errlen, "malformed JSON: %s", msg[0] ? msg : "parse error");
-        return NULL;
-    }
-    if (!tree_utf8_ok(v)) {
-        yajl_tree_free(v);
-        hf_err(err, errlen, "JSON string is not valid UTF-8");
-        return NULL;
-    }
-    return v;
+    parse_ctx ctx, *p = &ctx;
+    p->why = NULL;
+    p->have_root = false;
+    p->depth = 0;
+    p->vals = p->vinline;
+    p->keys = p->kinline;
+    p->nvals = p->nkeys = 0;
+    p->vcap = p->kcap = INLINE_SLOTS;
+    /* Room for the root and, for typical documents, everything else in one chunk. */
+    size_t first = ALIGN8(sizeof(struct yajl_val_s)) + (len < 512 ? 1024 : 2 * len);
+    p->head = p->cur = chunk_new(first);
+    p->head->used = ALIGN8(sizeof(struct yajl_val_s));
+    p->h = yajl_alloc(&build_callbacks, NULL, p);
+    /* yajl's defaults: no comments, strings checked for UTF-8 shape, one value only. */
+    yajl_status st = yajl_parse(p->h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(p->h);
+    hf_json root = NULL;
+    if (st == yajl_status_ok && p->have_root && p->depth == 0)
+        root = (yajl_val)p->head->data;
+    else if (p->why)
+        hf_err(err, errlen, "JSON %s at offset %zu", p->why, p->where);
+    else
+        yajl_reason(p, text, len, err, errlen);
+    yajl_free(p->h);
+    if (p->vals != p->vinline)
+        free(p->vals);
+    if (p->keys != p->kinline)
+        free(p->keys);
+    if (!root)
+        arena_free(p->head);
+    return root;
 }
 
 void hf_json_free(hf_json v)
 {
     if (v)
-        yajl_tree_free(v);
+        arena_free((chunk *)((unsigned char *)v - offsetof(chunk, data)));
 }
 
 hf_json hf_json_get(hf_json v, const char *key)

@@ -1,4 +1,5 @@
-/* json: parsing into yajl trees with a nesting limit, typed getters, and compact serialisation. */
+/* json: parsing into arena-held yajl trees with a nesting limit, typed getters, and compact
+ * serialisation. */
 #ifndef HF_JSON_H
 #define HF_JSON_H
 
@@ -13,8 +14,10 @@ typedef yajl_val hf_json;
 
 /* Parses len bytes (need not be NUL-terminated). NULL with a reason (and byte offset where
  * known) in err on malformed JSON, invalid UTF-8, embedded NUL or nesting deeper than
- * HF_JSON_MAX_DEPTH. Caller frees with hf_json_free. */
+ * HF_JSON_MAX_DEPTH. The whole tree lives in one arena: caller frees it with hf_json_free, and
+ * must not free, splice or grow any part of it separately. */
 hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen);
+/* Frees a tree returned by hf_json_parse (only those; NULL is fine). */
 void hf_json_free(hf_json v);
 
 /* Object member by key, NULL if v is not an object or has no such key. */

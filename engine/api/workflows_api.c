@@ -845,12 +845,42 @@ static hf_json jv_string(const char *s)
     return v;
 }
 
-/* Parses JSON text this process produced; null when it does not parse. */
+/* A malloc-built copy of part of a parsed (arena-held) tree, so it can be grafted into the run
+ * context and freed with it by yajl_tree_free. */
+static hf_json jv_copy(hf_json v)
+{
+    hf_json c = jv_new(v->type);
+    if (YAJL_IS_STRING(v)) {
+        c->u.string = xstrdup(v->u.string);
+    } else if (YAJL_IS_NUMBER(v)) {
+        c->u.number = v->u.number;
+        c->u.number.r = xstrdup(v->u.number.r);
+    } else if (YAJL_IS_ARRAY(v)) {
+        c->u.array.values = xcalloc(v->u.array.len + 1, sizeof *c->u.array.values);
+        for (size_t i = 0; i < v->u.array.len; i++)
+            c->u.array.values[i] = jv_copy(v->u.array.values[i]);
+        c->u.array.len = v->u.array.len;
+    } else if (YAJL_IS_OBJECT(v)) {
+        for (size_t i = 0; i < v->u.object.len; i++)
+            jv_put(c, v->u.object.keys[i], jv_copy(v->u.object.values[i]));
+    }
+    return c;
+}
+
+/* Parses JSON text this process produced into a malloc-built tree (free with jv_free); null when
+ * it does not parse. */
 static hf_json jv_parse(const char *text, size_t len)
 {
     char err[64];
-    hf_json v = text ? hf_json_parse(text, len, err, sizeof err) : NULL;
-    return v ? v : jv_new(yajl_t_null);
+    hf_json parsed = text ? hf_json_parse(text, len, err, sizeof err) : NULL;
+    hf_json v = parsed ? jv_copy(parsed) : jv_new(yajl_t_null);
+    hf_json_free(parsed);
+    return v;
+}
+
+static void jv_free(hf_json v)
+{
+    yajl_tree_free(v);
 }
 
 typedef enum { SIM_PENDING, SIM_DONE, SIM_SKIPPED, SIM_FAILED, SIM_NOT_SIMULATED } sim_status;
@@ -952,7 +982,7 @@ static void sim_delay(sim_run *s, const wf_node *wn, sim_node *n)
         hf_json v = jv_parse(text.data, text.len);
         const char *str = hf_json_str(v);
         bool ok = str && hf_parse_rfc3339(str, &until);
-        hf_json_free(v);
+        jv_free(v);
         hf_buf_free(&text);
         if (!ok) {
             sim_fail(n, "until does not render to an RFC 3339 time");
@@ -1196,7 +1226,7 @@ static void sim_execute(api_ctx *c, const wf_def *def, const char *envelope, con
         free(s.st[i].note);
     }
     free(s.st);
-    hf_json_free(s.ctx);
+    jv_free(s.ctx);
 }
 
 void api_workflows_simulate(api_ctx *c)
