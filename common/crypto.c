@@ -1,26 +1,119 @@
 /* crypto: HMAC-SHA1/SHA256, SHA-256, base64, hex and constant-time compare (OpenSSL). */
 #include "crypto.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Signature checks run the same few keys again and again: each thread keeps a keyed HMAC context
+ * for its last few (digest, key) pairs and restarts it for every message. That skips what HMAC()
+ * does on every call in OpenSSL 3: fetching the algorithm (under a lock shared by all threads) and
+ * the key schedule. */
+#define MAC_SLOTS 4
+#define MAC_KEY_MAX 128
+
+typedef struct mac_slot {
+    EVP_MAC_CTX *ctx;
+    const char *digest;
+    size_t keylen;
+    unsigned char key[MAC_KEY_MAX];
+} mac_slot;
+
+typedef struct mac_cache {
+    mac_slot slot[MAC_SLOTS];
+    unsigned next; /* the slot replaced next */
+} mac_cache;
+
+static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
+static pthread_key_t mac_key;
+static EVP_MAC *hmac_alg; /* fetched once, kept for the life of the process */
+
+static void mac_cache_free(void *arg)
+{
+    mac_cache *c = arg;
+    for (int i = 0; i < MAC_SLOTS; i++)
+        EVP_MAC_CTX_free(c->slot[i].ctx);
+    OPENSSL_cleanse(c, sizeof *c);
+    free(c);
+}
+
+static void mac_init(void)
+{
+    pthread_key_create(&mac_key, mac_cache_free);
+    hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!hmac_alg)
+        hf_die("crypto: OpenSSL has no HMAC");
+}
+
+/* The thread's keyed context for digest and key, ready for a new message. */
+static EVP_MAC_CTX *keyed_mac(const char *digest, const void *key, size_t keylen)
+{
+    pthread_once(&mac_once, mac_init);
+    mac_cache *c = pthread_getspecific(mac_key);
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        pthread_setspecific(mac_key, c);
+    }
+    for (int i = 0; i < MAC_SLOTS; i++) {
+        mac_slot *s = &c->slot[i];
+        if (s->ctx && s->digest == digest && s->keylen == keylen &&
+            (keylen == 0 || memcmp(s->key, key, keylen) == 0)) {
+            /* A NULL key restarts the context with the key it already has. */
+            if (!EVP_MAC_init(s->ctx, NULL, 0, NULL))
+                hf_die("crypto: cannot restart HMAC");
+            return s->ctx;
+        }
+    }
+    mac_slot *s = &c->slot[c->next];
+    c->next = (c->next + 1) % MAC_SLOTS;
+    if (!s->ctx && !(s->ctx = EVP_MAC_CTX_new(hmac_alg)))
+        hf_die("crypto: out of memory");
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)digest, 0),
+        OSSL_PARAM_construct_end()};
+    /* OpenSSL refuses a NULL key even when it is empty. */
+    static const unsigned char empty = 0;
+    if (!EVP_MAC_init(s->ctx, keylen ? key : &empty, keylen, params))
+        hf_die("crypto: cannot initialise HMAC");
+    s->digest = digest;
+    s->keylen = keylen;
+    if (keylen)
+        memcpy(s->key, key, keylen);
+    return s->ctx;
+}
+
+static void hmac(const char *digest, const EVP_MD *md, const void *key, size_t keylen,
+                 const void *msg, size_t msglen, unsigned char *out, size_t outlen)
+{
+    if (keylen > MAC_KEY_MAX) {
+        unsigned int len = (unsigned int)outlen;
+        HMAC(md, key, (int)keylen, msg, msglen, out, &len);
+        return;
+    }
+    EVP_MAC_CTX *ctx = keyed_mac(digest, key, keylen);
+    size_t len = 0;
+    if (!EVP_MAC_update(ctx, msg, msglen) || !EVP_MAC_final(ctx, out, &len, outlen))
+        hf_die("crypto: HMAC failed");
+}
+
 void hf_hmac_sha1(const void *key, size_t keylen, const void *msg, size_t msglen,
                   unsigned char out[HF_SHA1_LEN])
 {
-    unsigned int len = HF_SHA1_LEN;
-    HMAC(EVP_sha1(), key, (int)keylen, msg, msglen, out, &len);
+    static const char digest[] = "SHA1";
+    hmac(digest, EVP_sha1(), key, keylen, msg, msglen, out, HF_SHA1_LEN);
 }
 
 void hf_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
                     unsigned char out[HF_SHA256_LEN])
 {
-    unsigned int len = HF_SHA256_LEN;
-    HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &len);
+    static const char digest[] = "SHA256";
+    hmac(digest, EVP_sha256(), key, keylen, msg, msglen, out, HF_SHA256_LEN);
 }
 
 void hf_sha256(const void *msg, size_t msglen, unsigned char out[HF_SHA256_LEN])

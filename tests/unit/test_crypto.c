@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -197,6 +199,78 @@ static void test_streaming_mac_equals_one_shot(void **state)
         hf_mac_update(m, msg + split, sizeof msg - split);
         assert_int_equal(hf_mac_final(m, got), HF_SHA256_LEN);
         assert_memory_equal(got, wantsha, HF_SHA256_LEN);
+    }
+}
+
+/* RFC 4231 test cases 2, 6 and 7 (6 and 7 use a 131-byte key, longer than the block) plus RFC
+ * 2202 case 2 for SHA-1, mixed with more keys than the per-thread context cache holds, in an
+ * order that makes every key evict and re-key a slot, on this thread and on two others. */
+typedef struct keyed_case {
+    const char *key;
+    size_t keylen;
+    const char *msg;
+    const char *want; /* hex */
+    bool sha1;
+} keyed_case;
+
+static char rfc4231_long_key[131];
+
+static keyed_case keyed_cases[] = {
+    {"Jefe", 4, "what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", false},
+    {rfc4231_long_key, 131, "Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54", false},
+    {"Jefe", 4, "what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79", true},
+    {rfc4231_long_key, 131,
+     "This is a test using a larger than block-size key and a larger than block-size data. The "
+     "key needs to be hashed before being used by the HMAC algorithm.",
+     "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2", false},
+};
+
+static int check_keyed_cases(void)
+{
+    int bad = 0;
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < HF_ARRAY_LEN(keyed_cases); i++) {
+            const keyed_case *k = &keyed_cases[i];
+            unsigned char mac[HF_SHA256_LEN];
+            char hex[2 * HF_SHA256_LEN + 1];
+            if (k->sha1) {
+                hf_hmac_sha1(k->key, k->keylen, k->msg, strlen(k->msg), mac);
+                hf_hex_encode(mac, HF_SHA1_LEN, hex);
+            } else {
+                hf_hmac_sha256(k->key, k->keylen, k->msg, strlen(k->msg), mac);
+                hf_hex_encode(mac, HF_SHA256_LEN, hex);
+            }
+            bad += strcmp(hex, k->want) != 0;
+            /* Five other keys in between: every slot is reused before the next case. */
+            for (int j = 0; j < 5; j++) {
+                char other[8] = {'k', 'e', 'y', (char)('0' + j), (char)('0' + round)};
+                hf_hmac_sha256(other, strlen(other), k->msg, 3, mac);
+            }
+        }
+    }
+    return bad;
+}
+
+static void *check_keyed_cases_thread(void *arg)
+{
+    *(int *)arg = check_keyed_cases();
+    return NULL;
+}
+
+static void test_one_shot_hmac_with_many_keys_and_threads(void **state)
+{
+    (void)state;
+    memset(rfc4231_long_key, 0xaa, sizeof rfc4231_long_key);
+    assert_int_equal(check_keyed_cases(), 0);
+    pthread_t t[2];
+    int bad[2] = {-1, -1};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, check_keyed_cases_thread, &bad[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(bad[i], 0);
     }
 }
 
@@ -422,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_twilio_vectors),
         cmocka_unit_test(test_meta_vectors),
         cmocka_unit_test(test_streaming_mac_equals_one_shot),
+        cmocka_unit_test(test_one_shot_hmac_with_many_keys_and_threads),
         cmocka_unit_test(test_empty_and_absent_keys_are_the_same_key),
         cmocka_unit_test(test_sha256_of_empty_input),
         cmocka_unit_test(test_base64_encode_rfc4648_vectors),
