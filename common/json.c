@@ -2,12 +2,11 @@
  * serialisation. */
 #include "json.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <errno.h>
 #include <yajl/yajl_parse.h>
 
 #define HF_JSON_STR2(x) #x
@@ -93,6 +92,10 @@ static bool utf8_ok(const unsigned char *s, size_t n)
         size_t len;
         if (c < 0x80) {
             s++;
+            /* Most text is ASCII: skip it eight bytes at a time. */
+            uint64_t w;
+            while (end - s >= 8 && (memcpy(&w, s, 8), (w & 0x8080808080808080ULL) == 0))
+                s += 8;
             continue;
         } else if (c >= 0xc2 && c <= 0xdf) {
             len = 2, cp = c & 0x1f, min = 0x80;
@@ -330,7 +333,9 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
     p->head = p->cur = chunk_new(first);
     p->head->used = ALIGN8(sizeof(struct yajl_val_s));
     p->h = yajl_alloc(&build_callbacks, NULL, p);
-    /* yajl's defaults: no comments, strings checked for UTF-8 shape, one value only. */
+    /* yajl's defaults refuse comments and more than one value. Its UTF-8 check is left out: every
+     * string and key is checked, more strictly, once decoded (arena_string). */
+    yajl_config(p->h, yajl_dont_validate_strings, 1);
     yajl_status st = yajl_parse(p->h, (const unsigned char *)text, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(p->h);
@@ -442,32 +447,47 @@ hf_json hf_json_member(hf_json obj, size_t i, const char **key)
     return obj->u.object.values[i];
 }
 
+/* True if any of the eight bytes in w must be escaped in a JSON string: a control character, a
+ * quote or a backslash (the classic "has a zero byte" / "has a byte less than n" bit tricks). */
+static bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t control = (w - ones * 0x20) & ~w & highs;
+    return (control | ((quote - ones) & ~quote & highs) |
+            ((backslash - ones) & ~backslash & highs)) != 0;
+}
+
 void hf_json_append_string(hf_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     hf_buf_reserve(out, n + 2);
     hf_buf_putc(out, '"');
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
-        char u[7];
-        if (c == '"')
-            esc = "\\\"";
-        else if (c == '\\')
-            esc = "\\\\";
-        else if (c == '\n')
-            esc = "\\n";
-        else if (c == '\r')
-            esc = "\\r";
-        else if (c == '\t')
-            esc = "\\t";
-        else if (c < 0x20) {
-            u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[c >> 4], u[5] = hex[c & 15];
-            u[6] = '\0';
-            esc = u;
-        }
-        if (esc) {
+    size_t i = 0;
+    while (i < n) {
+        uint64_t w;
+        while (n - i >= 8 && (memcpy(&w, s + i, 8), !word_needs_escape(w)))
+            i += 8; /* the common case: nothing to escape in the next eight bytes */
+        for (size_t stop = n - i > 8 ? i + 8 : n; i < stop; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 0x20 && c != '"' && c != '\\')
+                continue;
+            char u[7];
+            const char *esc = u;
+            if (c == '"')
+                esc = "\\\"";
+            else if (c == '\\')
+                esc = "\\\\";
+            else if (c == '\n')
+                esc = "\\n";
+            else if (c == '\r')
+                esc = "\\r";
+            else if (c == '\t')
+                esc = "\\t";
+            else
+                u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0', u[4] = hex[c >> 4],
+                u[5] = hex[c & 15], u[6] = '\0';
             hf_buf_append(out, s + run, i - run);
             hf_buf_puts(out, esc);
             run = i + 1;

@@ -361,6 +361,54 @@ static void test_string_escaping(void **state)
     hf_buf_free(&b);
 }
 
+/* Every byte value at every position of strings around the eight-byte steps the escaper scans
+ * in, against a byte-by-byte reference. */
+static void reference_escape(hf_buf *b, const unsigned char *s, size_t n)
+{
+    hf_buf_putc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\')
+            hf_buf_printf(b, "\\%c", c);
+        else if (c == '\n')
+            hf_buf_puts(b, "\\n");
+        else if (c == '\r')
+            hf_buf_puts(b, "\\r");
+        else if (c == '\t')
+            hf_buf_puts(b, "\\t");
+        else if (c < 0x20)
+            hf_buf_printf(b, "\\u%04x", c);
+        else
+            hf_buf_putc(b, (char)c);
+    }
+    hf_buf_putc(b, '"');
+}
+
+static void test_string_escaping_every_byte_at_every_position(void **state)
+{
+    (void)state;
+    hf_buf got = {0}, want = {0};
+    unsigned char s[19];
+    for (size_t len = 1; len <= sizeof s; len++) {
+        for (size_t pos = 0; pos < len; pos++) {
+            for (int c = 0; c < 256; c++) {
+                memset(s, 'a', len);
+                s[pos] = (unsigned char)c;
+                s[len - 1 - pos] = c == '"' ? '\\' : s[len - 1 - pos]; /* sometimes two */
+                hf_buf_reset(&got);
+                hf_buf_reset(&want);
+                hf_json_append_string(&got, (const char *)s, len);
+                reference_escape(&want, s, len);
+                if (got.len != want.len || memcmp(got.data, want.data, got.len) != 0)
+                    fail_msg("byte 0x%02x at %zu of %zu: %s != %s", c, pos, len, got.data,
+                             want.data);
+            }
+        }
+    }
+    hf_buf_free(&got);
+    hf_buf_free(&want);
+}
+
 static void test_serialize_escapes_keys_and_values(void **state)
 {
     (void)state;
@@ -391,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_truncated_and_malformed_input_is_rejected),
         cmocka_unit_test(test_error_buffer_is_optional),
         cmocka_unit_test(test_string_escaping),
+        cmocka_unit_test(test_string_escaping_every_byte_at_every_position),
         cmocka_unit_test(test_serialize_escapes_keys_and_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
