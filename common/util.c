@@ -261,10 +261,41 @@ void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen)
         ms += 1000;
         secs -= 1;
     }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    /* The civil date from the day number (H. Hinnant's days-to-civil algorithm): this runs for
+     * every event, and gmtime_r takes the process-wide time zone lock on each call. */
+    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
+    int64_t sod = secs - days * 86400;
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    int year = (int)(yoe + era * 400 + (month <= 2));
+    const int fields[] = {year / 100,        year % 100,           month,          day,
+                          (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60)};
+    const char seps[] = {0, 0, '-', '-', 'T', ':', ':'};
+    char text[25]; /* "YYYY-MM-DDTHH:MM:SS.mmmZ" */
+    char *p = text;
+    for (size_t i = 0; i < HF_ARRAY_LEN(fields); i++) {
+        if (seps[i])
+            *p++ = seps[i];
+        *p++ = (char)('0' + fields[i] / 10);
+        *p++ = (char)('0' + fields[i] % 10);
+    }
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p++ = 'Z';
+    *p = '\0';
+    if (outlen == 0)
+        return;
+    size_t n = outlen - 1 < 24 ? outlen - 1 : 24; /* truncates as snprintf would */
+    memcpy(out, text, n);
+    out[n] = '\0';
 }
 
 bool hf_strieq(const char *a, const char *b)

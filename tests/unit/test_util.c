@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -302,6 +303,55 @@ static void test_format_rfc3339_epoch_and_known_times(void **state)
     assert_string_equal(out, "9999-12-31T23:59:59.999Z");
 }
 
+static void test_format_rfc3339_boundaries_and_short_buffers(void **state)
+{
+    (void)state;
+    char out[32];
+    /* Neighbouring milliseconds and seconds, across a day and a year boundary. */
+    hf_format_rfc3339(1462216307945LL, out, sizeof out);
+    hf_format_rfc3339(1462216307001LL, out, sizeof out);
+    assert_string_equal(out, "2016-05-02T19:11:47.001Z");
+    hf_format_rfc3339(1462216308000LL, out, sizeof out);
+    assert_string_equal(out, "2016-05-02T19:11:48.000Z");
+    hf_format_rfc3339(1462216307999LL, out, sizeof out);
+    assert_string_equal(out, "2016-05-02T19:11:47.999Z");
+    hf_format_rfc3339(1703980799999LL, out, sizeof out);
+    assert_string_equal(out, "2023-12-30T23:59:59.999Z");
+    hf_format_rfc3339(1704067199999LL, out, sizeof out);
+    assert_string_equal(out, "2023-12-31T23:59:59.999Z");
+    hf_format_rfc3339(1704067200000LL, out, sizeof out);
+    assert_string_equal(out, "2024-01-01T00:00:00.000Z");
+    hf_format_rfc3339(951782400000LL, out, sizeof out); /* 2000 is a leap year */
+    assert_string_equal(out, "2000-02-29T00:00:00.000Z");
+    hf_format_rfc3339(4107542400000LL, out, sizeof out); /* 2100 is not */
+    assert_string_equal(out, "2100-03-01T00:00:00.000Z");
+    /* A short buffer gets the truncated text, terminated, as snprintf would give it. */
+    char small[11];
+    memset(small, 'x', sizeof small);
+    hf_format_rfc3339(1462216307945LL, small, sizeof small);
+    assert_string_equal(small, "2016-05-02");
+    hf_format_rfc3339(1462216307945LL, out, 25);
+    assert_string_equal(out, "2016-05-02T19:11:47.945Z");
+}
+
+/* The same text as gmtime_r and snprintf give, over the whole range, at odd steps. */
+static void test_format_rfc3339_agrees_with_gmtime(void **state)
+{
+    (void)state;
+    const int64_t first = -62167219200LL, last = 253402300799LL; /* 0000-01-01 .. 9999-12-31 */
+    for (int64_t secs = first; secs <= last; secs += 86400 * 37 + 3671) {
+        struct tm tm;
+        time_t t = (time_t)secs;
+        gmtime_r(&t, &tm);
+        char want[64], got[32];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(secs & 511));
+        hf_format_rfc3339(secs * 1000 + (secs & 511), got, sizeof got);
+        if (strcmp(want, got) != 0)
+            fail_msg("%lld s: want %s, got %s", (long long)secs, want, got);
+    }
+}
+
 static void test_format_rfc3339_before_epoch(void **state)
 {
     (void)state;
@@ -469,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_write_file_atomic_into_missing_dir_fails),
         cmocka_unit_test(test_write_file_atomic_onto_directory_fails_and_cleans_up),
         cmocka_unit_test(test_format_rfc3339_epoch_and_known_times),
+        cmocka_unit_test(test_format_rfc3339_boundaries_and_short_buffers),
+        cmocka_unit_test(test_format_rfc3339_agrees_with_gmtime),
         cmocka_unit_test(test_format_rfc3339_before_epoch),
         cmocka_unit_test(test_format_rfc3339_always_four_digit_years),
         cmocka_unit_test(test_format_rfc3339_extreme_values_stay_in_range),
