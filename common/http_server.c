@@ -233,7 +233,12 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
             goto fail;
         if (i == 0)
             s->port = bound_port;
-        l->base = event_base_new();
+        /* The changelist folds the add/remove pairs evhttp makes on each connection's events in
+         * one loop pass into at most one epoll_ctl (no fd here is ever dup()ed). */
+        struct event_config *ec = event_config_new();
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        l->base = event_base_new_with_config(ec);
+        event_config_free(ec);
         /* Two priorities: 0 for post_accept, 1 (the default) for everything else. */
         event_base_priority_init(l->base, 2);
         l->http = evhttp_new(l->base);
@@ -367,11 +372,9 @@ void hf_http_reply(struct evhttp_request *req, int status, const char *content_t
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     if (content_type)
         evhttp_add_header(out, "Content-Type", content_type);
-    struct evbuffer *buf = evbuffer_new();
     if (body && len)
-        evbuffer_add(buf, body, len);
-    evhttp_send_reply(req, status, hf_http_reason(status), buf);
-    evbuffer_free(buf);
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
+    evhttp_send_reply(req, status, hf_http_reason(status), NULL);
 }
 
 void hf_http_reply_json(struct evhttp_request *req, int status, const char *json, size_t len)

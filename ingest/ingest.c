@@ -414,10 +414,18 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
         hf_buf_puts(public_url, s->cfg->public_base_url);
     } else {
         const char *host = evhttp_request_get_host(req);
-        hf_buf_printf(public_url, "http://%s", host ? host : "localhost");
+        hf_buf_puts(public_url, "http://");
+        hf_buf_puts(public_url, host ? host : "localhost");
         int port = evhttp_uri_get_port(uri);
-        if (port > 0 && (!host || !strchr(host, ':')))
-            hf_buf_printf(public_url, ":%d", port);
+        if (port > 0 && (!host || !strchr(host, ':'))) {
+            char digits[8];
+            int n = 0;
+            for (int v = port; v > 0 && n < 6; v /= 10)
+                digits[n++] = (char)('0' + v % 10);
+            hf_buf_putc(public_url, ':');
+            while (n > 0)
+                hf_buf_putc(public_url, digits[--n]);
+        }
     }
     hf_buf_puts(public_url, raw_uri);
 
