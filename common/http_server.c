@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -366,10 +367,27 @@ const char *hf_http_reason(int status)
     }
 }
 
+/* The Date header, made once a second per thread: libevent would otherwise format it for every
+ * reply (gmtime_r, which takes glibc's time zone lock, and snprintf). */
+static const char *http_date(void)
+{
+    static __thread time_t made = -1;
+    static __thread char text[64];
+    time_t now = time(NULL);
+    if (now != made) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        made = now;
+    }
+    return text;
+}
+
 void hf_http_reply(struct evhttp_request *req, int status, const char *content_type,
                    const void *body, size_t len)
 {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Date", http_date());
     if (content_type)
         evhttp_add_header(out, "Content-Type", content_type);
     if (body && len)

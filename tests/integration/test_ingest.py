@@ -6,8 +6,10 @@ without producing, broker failure (503 + Retry-After, recovery), limits, operati
 secret rotation (SIGHUP) and clean shutdown (SIGTERM).
 """
 
+import email.utils
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -329,7 +331,12 @@ def test_body_over_limit_is_413(ingest, broker):
 def test_health_ready_and_metrics(ingest):
     body, headers = signing.meta("not-the-secret", meta_delivery(1))
     assert ingest.post("meta", body, headers)[0] == 401
-    assert harness.http("GET", f"{ingest.base}/healthz")[0] == 200
+    status, hdrs, _ = harness.http("GET", f"{ingest.base}/healthz")
+    assert status == 200
+    # One Date header (made once a second, not by libevent per reply), in the HTTP format.
+    assert re.fullmatch(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT", hdrs["date"])
+    sent = email.utils.parsedate_to_datetime(hdrs["date"]).timestamp()
+    assert abs(sent - time.time()) < 5
     assert harness.wait_http(f"{ingest.base}/readyz", ok=lambda s: s == 200) == 200
     status, hdrs, body = harness.http("GET", f"{ingest.base}/metrics")
     text = body.decode()
