@@ -22,6 +22,14 @@ typedef struct chunk {
     unsigned char data[];
 } chunk;
 
+/* Objects and arrays carry, just before the value, where their text is in the input, so a
+ * payload can be passed on exactly as the platform sent it instead of being re-serialised. */
+typedef struct container {
+    const char *text;
+    size_t len;
+    struct yajl_val_s v;
+} container;
+
 #define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 #define INLINE_SLOTS 128
 
@@ -34,6 +42,7 @@ typedef struct frame {
  * containers waiting for their closing bracket. */
 typedef struct parse_ctx {
     yajl_handle h;
+    const char *text;
     chunk *head, *cur;
     bool have_root;
     frame open[HF_JSON_MAX_DEPTH];
@@ -141,20 +150,33 @@ static void push(void ***stack, size_t *n, size_t *cap, void *inline_slots, void
     (*stack)[(*n)++] = v;
 }
 
+/* The root's place: first in the first chunk, with room for a container's prefix. */
+static yajl_val root_of(chunk *head)
+{
+    return &((container *)head->data)->v;
+}
+
 /* A new value, placed in the open container (or made the root). */
 static yajl_val add_value(parse_ctx *p, yajl_type type)
 {
+    bool is_container = type == yajl_t_object || type == yajl_t_array;
     yajl_val v;
     if (!p->have_root) {
-        v = (yajl_val)p->head->data; /* reserved when the arena was made */
+        v = root_of(p->head); /* reserved when the arena was made */
         p->have_root = true;
     } else {
-        v = arena_alloc(p, sizeof *v);
+        v = is_container ? &((container *)arena_alloc(p, sizeof(container)))->v
+                         : arena_alloc(p, sizeof *v);
         push((void ***)&p->vals, &p->nvals, &p->vcap, p->vinline, v);
     }
     memset(v, 0, sizeof *v);
     v->type = type;
     return v;
+}
+
+static container *container_of(yajl_val v)
+{
+    return (container *)((unsigned char *)v - offsetof(container, v));
 }
 
 /* Copies a decoded string into the arena; refuses NUL (a decoded \u0000, which would cut the C
@@ -224,6 +246,8 @@ static int open_container(parse_ctx *p, yajl_type type)
         return stop(p, "nested deeper than " HF_JSON_STR(HF_JSON_MAX_DEPTH) " levels", 1);
     frame *f = &p->open[p->depth++];
     f->node = add_value(p, type);
+    /* yajl has consumed the opening bracket when it calls back. */
+    container_of(f->node)->text = p->text + yajl_get_bytes_consumed(p->h) - 1;
     f->vbase = p->nvals;
     f->kbase = p->nkeys;
     return 1;
@@ -253,6 +277,8 @@ static int on_map_key(void *ctx, const unsigned char *s, size_t n)
 static int close_container(parse_ctx *p)
 {
     frame *f = &p->open[--p->depth];
+    container *c = container_of(f->node);
+    c->len = (size_t)(p->text + yajl_get_bytes_consumed(p->h) - c->text);
     size_t n = p->nvals - f->vbase;
     yajl_val *values = n ? arena_alloc(p, n * sizeof *values) : NULL;
     if (n)
@@ -329,9 +355,10 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
     p->nvals = p->nkeys = 0;
     p->vcap = p->kcap = INLINE_SLOTS;
     /* Room for the root and, for typical documents, everything else in one chunk. */
-    size_t first = ALIGN8(sizeof(struct yajl_val_s)) + (len < 512 ? 1024 : 2 * len);
+    size_t first = ALIGN8(sizeof(container)) + (len < 512 ? 1024 : 2 * len);
     p->head = p->cur = chunk_new(first);
-    p->head->used = ALIGN8(sizeof(struct yajl_val_s));
+    p->head->used = ALIGN8(sizeof(container));
+    p->text = text;
     p->h = yajl_alloc(&build_callbacks, NULL, p);
     /* yajl's defaults refuse comments and more than one value. Its UTF-8 check is left out: every
      * string and key is checked, more strictly, once decoded (arena_string). */
@@ -341,7 +368,7 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
         st = yajl_complete_parse(p->h);
     hf_json root = NULL;
     if (st == yajl_status_ok && p->have_root && p->depth == 0)
-        root = (yajl_val)p->head->data;
+        root = root_of(p->head);
     else if (p->why)
         hf_err(err, errlen, "JSON %s at offset %zu", p->why, p->where);
     else
@@ -359,7 +386,15 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
 void hf_json_free(hf_json v)
 {
     if (v)
-        arena_free((chunk *)((unsigned char *)v - offsetof(chunk, data)));
+        arena_free((chunk *)((unsigned char *)container_of(v) - offsetof(chunk, data)));
+}
+
+const char *hf_json_raw(hf_json v, size_t *len)
+{
+    if (!YAJL_IS_OBJECT(v) && !YAJL_IS_ARRAY(v))
+        return NULL;
+    *len = container_of(v)->len;
+    return container_of(v)->text;
 }
 
 hf_json hf_json_get(hf_json v, const char *key)

@@ -20,6 +20,11 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen);
 /* Frees a tree returned by hf_json_parse (only those; NULL is fine). */
 void hf_json_free(hf_json v);
 
+/* The text of an object or array exactly as it was in the input of hf_json_parse (len bytes, not
+ * NUL-terminated): it points into that input, so it is valid only while the caller keeps the
+ * input. NULL for other values. */
+const char *hf_json_raw(hf_json v, size_t *len);
+
 /* Object member by key, NULL if v is not an object or has no such key. */
 hf_json hf_json_get(hf_json v, const char *key);
 /* Follows a NULL-terminated list of keys. */

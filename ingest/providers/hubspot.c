@@ -159,7 +159,7 @@ static bool split_events(hf_json arr, ingest_result *res)
         char *resource = resource_of(type, dot ? (size_t)(dot - type) : strlen(type),
                                      provider_util_id_text(hf_json_get(ev, "objectId")));
         ingest_result_add(res, id, xstrdup(type), xstrdup(portal), resource, occurred_at_of(ev),
-                          provider_util_serialize(ev));
+                          provider_util_payload(ev));
     }
     return true;
 }
@@ -188,7 +188,7 @@ static bool add_workflow_event(const ingest_request *req, hf_json obj, ingest_re
                     provider_util_id_text(hf_json_path(obj, "object", "objectId", NULL)));
     ingest_result_add(res, ingest_derive_id("hubspot", portal, body_hex, NULL),
                       xstrdup("workflow.webhook"), xstrdup(portal), resource, occurred_at_of(obj),
-                      provider_util_serialize(obj));
+                      provider_util_payload(obj));
     return true;
 }
 

@@ -190,28 +190,13 @@ static bool parse_time_json(hf_json v, int64_t *ms)
 
 /* ---- shared event fields -------------------------------------------------------------------- */
 
-/* A non-empty string, or a number's text; NULL otherwise. */
-static const char *id_text(hf_json v)
-{
-    const char *s = hf_json_str(v);
-    if (s)
-        return *s ? s : NULL;
-    return hf_json_number_text(v);
-}
-
-static char *serialize(hf_json v)
-{
-    hf_buf b = {0};
-    hf_json_serialize(v, &b);
-    return hf_buf_steal(&b);
-}
-
 /* "profile:<id>" when the event names a profile, else NULL. */
 static char *profile_resource(hf_json obj)
 {
-    const char *id = id_text(hf_json_path(obj, "relationships", "profile", "data", "id", NULL));
+    const char *id =
+        provider_util_id_text(hf_json_path(obj, "relationships", "profile", "data", "id", NULL));
     if (!id)
-        id = id_text(hf_json_get(obj, "profile_id"));
+        id = provider_util_id_text(hf_json_get(obj, "profile_id"));
     return id ? xasprintf("profile:%s", id) : NULL;
 }
 
@@ -311,8 +296,8 @@ static bool add_system_event(ingest_result *res, hf_json item, size_t idx, const
         ingest_result_fail(res, 400, "malformed", "data[%zu].topic is missing", idx);
         return false;
     }
-    char *payload = serialize(item);
-    const char *external_id = id_text(hf_json_get(item, "external_id"));
+    char *payload = provider_util_payload(item);
+    const char *external_id = provider_util_id_text(hf_json_get(item, "external_id"));
     char *id;
     if (external_id) {
         id = xasprintf("klaviyo:%s", external_id);
@@ -369,7 +354,7 @@ static void handle_system(const ingest_request *req, ingest_result *res, const c
         ingest_result_fail(res, 401, "bad_signature", "webhook id mismatch");
         goto done;
     }
-    const char *account = id_text(hf_json_get(meta, "klaviyo_account_id"));
+    const char *account = provider_util_id_text(hf_json_get(meta, "klaviyo_account_id"));
     if (!account) {
         ingest_result_fail(res, 400, "malformed", "meta.klaviyo_account_id is missing");
         goto done;
@@ -411,9 +396,9 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
         ingest_result_fail(res, 400, "malformed", "item %zu is not an object", idx);
         return false;
     }
-    const char *account = id_text(hf_json_get(obj, "klaviyo_account_id"));
+    const char *account = provider_util_id_text(hf_json_get(obj, "klaviyo_account_id"));
     if (!account)
-        account = id_text(hf_json_get(obj, "account_id"));
+        account = provider_util_id_text(hf_json_get(obj, "account_id"));
     if (!account) {
         const char *hdr = provider_util_header(req, "X-Hookflow-Account");
         account = hdr && *hdr ? hdr : NULL;
@@ -429,12 +414,12 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
     if (!kind || !*kind)
         kind = hf_json_str(hf_json_get(obj, "event"));
     char *native = kind && *kind ? xasprintf("flow.%s", kind) : xstrdup("flow.webhook");
-    char *payload = serialize(obj);
-    const char *own_id = id_text(hf_json_get(obj, "id"));
+    char *payload = provider_util_payload(obj);
+    const char *own_id = provider_util_id_text(hf_json_get(obj, "id"));
     if (!own_id)
-        own_id = id_text(hf_json_get(obj, "external_id"));
+        own_id = provider_util_id_text(hf_json_get(obj, "external_id"));
     if (!own_id)
-        own_id = id_text(hf_json_get(obj, "event_id"));
+        own_id = provider_util_id_text(hf_json_get(obj, "event_id"));
     char *id;
     if (own_id) {
         id = xasprintf("klaviyo:%s", own_id);

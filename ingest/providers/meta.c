@@ -122,15 +122,6 @@ static bool signature_ok(const ingest_request *req, const char *sig_header,
     return ok;
 }
 
-/* A non-empty string, or a number's text; NULL otherwise. */
-static const char *id_text(hf_json v)
-{
-    const char *s = hf_json_str(v);
-    if (s)
-        return *s ? s : NULL;
-    return hf_json_number_text(v);
-}
-
 static char *occurred_at(hf_json ts)
 {
     long long ms;
@@ -161,8 +152,8 @@ static bool add_messaging_event(ingest_result *res, const char *page, hf_json it
 
     const char *own_id = NULL;
     if (strcmp(kind, "message") == 0 || strcmp(kind, "postback") == 0)
-        own_id = id_text(hf_json_get(body, "mid"));
-    const char *sender = id_text(hf_json_path(item, "sender", "id", NULL));
+        own_id = provider_util_id_text(hf_json_get(body, "mid"));
+    const char *sender = provider_util_id_text(hf_json_path(item, "sender", "id", NULL));
     char *id;
     if (own_id) {
         id = xasprintf("meta:%s", own_id);
@@ -176,12 +167,11 @@ static bool add_messaging_event(ingest_result *res, const char *page, hf_json it
             id = ingest_derive_id("meta", page, sender ? sender : "", ts ? ts : "", native, NULL);
     }
     /* An echo is sent by the page: the conversation is named by its recipient. */
-    const char *user = echo ? id_text(hf_json_path(item, "recipient", "id", NULL)) : sender;
+    const char *user =
+        echo ? provider_util_id_text(hf_json_path(item, "recipient", "id", NULL)) : sender;
     char *resource = user ? xasprintf("psid:%s", user) : NULL;
-    hf_buf payload = {0};
-    hf_json_serialize(item, &payload);
     ingest_result_add(res, id, xstrdup(native), xstrdup(page), resource,
-                      occurred_at(hf_json_get(item, "timestamp")), hf_buf_steal(&payload));
+                      occurred_at(hf_json_get(item, "timestamp")), provider_util_payload(item));
     return true;
 }
 
@@ -191,7 +181,7 @@ static bool add_entry_events(ingest_result *res, hf_json entry, size_t e)
         ingest_result_fail(res, 400, "malformed", "entry[%zu] is not an object", e);
         return false;
     }
-    const char *page = id_text(hf_json_get(entry, "id"));
+    const char *page = provider_util_id_text(hf_json_get(entry, "id"));
     if (!page) {
         ingest_result_fail(res, 400, "malformed", "entry[%zu].id is missing", e);
         return false;

@@ -97,8 +97,12 @@ const char *provider_util_id_text(hf_json v)
     return hf_json_number_text(v);
 }
 
-char *provider_util_serialize(hf_json v)
+char *provider_util_payload(hf_json v)
 {
+    size_t len;
+    const char *raw = hf_json_raw(v, &len);
+    if (raw)
+        return xstrndup(raw, len);
     hf_buf b = {0};
     hf_json_serialize(v, &b);
     return hf_buf_steal(&b);

@@ -55,7 +55,8 @@ char *provider_util_time_from_ms(long long ms);
  * ids that platforms send as either. */
 const char *provider_util_id_text(hf_json v);
 
-/* The compact JSON of v (malloc'd). */
-char *provider_util_serialize(hf_json v);
+/* An event's payload (malloc'd): the text of v exactly as the platform sent it when v is an object
+ * or array of the request body being handled (no re-serialising), else its compact JSON. */
+char *provider_util_payload(hf_json v);
 
 #endif

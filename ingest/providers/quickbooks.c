@@ -117,7 +117,7 @@ static bool split_cloudevents(hf_json arr, ingest_result *res)
         ingest_result_add(res, xasprintf("quickbooks:%s", id), xstrdup(type), xstrdup(account),
                           resource,
                           provider_util_time_normalise(hf_json_str(hf_json_get(ev, "time"))),
-                          provider_util_serialize(ev));
+                          provider_util_payload(ev));
     }
     return true;
 }

@@ -45,7 +45,7 @@ static bool add_event(hf_json ev, size_t i, ingest_result *res)
         ingest_derive_id("xero", tenant, category, resource_id, type, date ? date : "", NULL);
     ingest_result_add(res, id, xasprintf("%s.%s", category, type), xstrdup(tenant),
                       xasprintf("%s:%s", category, resource_id), provider_util_time_normalise(date),
-                      provider_util_serialize(ev));
+                      provider_util_payload(ev));
     return true;
 }
 

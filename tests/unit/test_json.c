@@ -263,6 +263,40 @@ static void test_embedded_nul_is_rejected(void **state)
     hf_json_free(v);
 }
 
+static void expect_raw(hf_json v, const char *want)
+{
+    size_t len = 0;
+    const char *raw = hf_json_raw(v, &len);
+    assert_non_null(raw);
+    if (len != strlen(want) || memcmp(raw, want, len) != 0)
+        fail_msg("raw \"%.*s\" != \"%s\"", (int)len, raw, want);
+}
+
+static void test_raw_text_of_objects_and_arrays(void **state)
+{
+    (void)state;
+    const char *text = " { \"a\" : [1, {\"b\":\"}]\\\"\"} ,[ ] ] ,\n\"c\":{},\"d\":\"x\"}\t";
+    hf_json v = hf_json_parse(text, strlen(text), NULL, 0);
+    assert_non_null(v);
+    expect_raw(v, "{ \"a\" : [1, {\"b\":\"}]\\\"\"} ,[ ] ] ,\n\"c\":{},\"d\":\"x\"}");
+    expect_raw(hf_json_get(v, "a"), "[1, {\"b\":\"}]\\\"\"} ,[ ] ]");
+    expect_raw(hf_json_at(hf_json_get(v, "a"), 1), "{\"b\":\"}]\\\"\"}");
+    expect_raw(hf_json_at(hf_json_get(v, "a"), 2), "[ ]");
+    expect_raw(hf_json_get(v, "c"), "{}");
+    size_t len = 7;
+    assert_null(hf_json_raw(hf_json_get(v, "d"), &len));
+    assert_null(hf_json_raw(hf_json_at(hf_json_get(v, "a"), 0), &len));
+    assert_null(hf_json_raw(NULL, &len));
+    hf_json_free(v);
+    /* A scalar root has no raw text; an array root does. */
+    v = parse_ok("12");
+    assert_null(hf_json_raw(v, &len));
+    hf_json_free(v);
+    v = parse_ok("[[[]]]");
+    expect_raw(hf_json_at(hf_json_at(v, 0), 0), "[]");
+    hf_json_free(v);
+}
+
 static void test_input_need_not_be_nul_terminated(void **state)
 {
     (void)state;
@@ -435,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_comments_are_rejected_and_cannot_hide_nesting),
         cmocka_unit_test(test_embedded_nul_is_rejected),
         cmocka_unit_test(test_input_need_not_be_nul_terminated),
+        cmocka_unit_test(test_raw_text_of_objects_and_arrays),
         cmocka_unit_test(test_invalid_utf8_is_rejected),
         cmocka_unit_test(test_truncated_and_malformed_input_is_rejected),
         cmocka_unit_test(test_error_buffer_is_optional),

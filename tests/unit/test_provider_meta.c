@@ -127,6 +127,28 @@ static void assert_event(const ingest_event *e, const char *id, const char *nati
     assert_string_equal(e->payload, payload);
 }
 
+/* The payload is the messaging item exactly as Meta sent it: spacing, escapes and number text
+ * are kept, not re-serialised. */
+static void test_payload_is_the_item_as_sent(void **state)
+{
+    (void)state;
+    hf_secrets *s = secrets_with("meta/app_secret", "k");
+#define SPACED_ITEM                                                                                \
+    "{ \"sender\": {\"id\": \"U9\"},\n  \"recipient\": {\"id\": \"77\"}, \"timestamp\": "          \
+    "1.776138600E12,"                                                                              \
+    " \"message\": {\"mid\": \"m_S\", \"text\": \"caf\\u00e9 \\/ ok\"} }"
+    ingest_result res;
+    call_signed("{\"object\":\"page\",\"entry\":[ {\"id\":\"77\",\"messaging\":[ " SPACED_ITEM
+                " ]} ]}",
+                "k", s, &res);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(res.nevents, 1);
+    assert_string_equal(res.events[0].payload, SPACED_ITEM);
+#undef SPACED_ITEM
+    ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
 static void test_published_vector(void **state)
 {
     hf_secrets *s = secrets_with("meta/app_secret", VEC_SECRET);
@@ -307,8 +329,11 @@ static void test_handshake(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_published_vector), cmocka_unit_test(test_batch_splits_into_events),
-        cmocka_unit_test(test_rejections),       cmocka_unit_test(test_previous_secret_accepted),
+        cmocka_unit_test(test_published_vector),
+        cmocka_unit_test(test_payload_is_the_item_as_sent),
+        cmocka_unit_test(test_batch_splits_into_events),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_previous_secret_accepted),
         cmocka_unit_test(test_handshake),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
