@@ -107,6 +107,25 @@ bool hf_config_parse_listen(const char *s, char *host, size_t hostlen, int *port
     return true;
 }
 
+/* Digits with at most one decimal point ("0.5", "2", "10.25"): no sign, exponent, hex, inf or
+ * nan, which strtod would take. */
+static bool parse_decimal(const char *s, double *out)
+{
+    bool digits = false, point = false;
+    for (const char *c = s; *c; c++) {
+        if (*c >= '0' && *c <= '9')
+            digits = true;
+        else if (*c == '.' && !point)
+            point = true;
+        else
+            return false;
+    }
+    if (!digits)
+        return false;
+    *out = strtod(s, NULL);
+    return true;
+}
+
 int hf_config_load(const hf_cfg_item *items, size_t n, void *target, char *err, size_t errlen)
 {
     char *base = target;
@@ -140,6 +159,17 @@ int hf_config_load(const hf_cfg_item *items, size_t n, void *target, char *err, 
                 return hf_err(err, errlen, "%s=%lld is out of range (%lld..%lld)", it->name, x,
                               it->min, it->max);
             *(long long *)field = x;
+            break;
+        }
+        case HF_CFG_DEC: {
+            double x;
+            if (!parse_decimal(v, &x))
+                return hf_err(err, errlen, "%s=\"%s\" is not a decimal number (e.g. 0.5)", it->name,
+                              v);
+            if (x < (double)it->min || x > (double)it->max)
+                return hf_err(err, errlen, "%s=%s is out of range (%lld..%lld)", it->name, v,
+                              it->min, it->max);
+            *(double *)field = x;
             break;
         }
         case HF_CFG_BOOL:

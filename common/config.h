@@ -9,6 +9,7 @@
 typedef enum {
     HF_CFG_STRING, /* char * (owned by the target struct; free with hf_config_free) */
     HF_CFG_INT,    /* long long, bounded by min..max */
+    HF_CFG_DEC,    /* double (a plain decimal such as 0.5), bounded by min..max */
     HF_CFG_BOOL,   /* bool: true/false/1/0/yes/no/on/off */
     HF_CFG_ENUM,   /* char *, one of choices */
     HF_CFG_LISTEN, /* char * "host:port" */
@@ -35,6 +36,10 @@ typedef struct hf_cfg_item {
 #define HF_CFG_NUM(n, def, lo, hi, st, f, h)                                                       \
     {                                                                                              \
         n, HF_CFG_INT, def, lo, hi, NULL, offsetof(st, f), h                                       \
+    }
+#define HF_CFG_DECIMAL(n, def, lo, hi, st, f, h)                                                   \
+    {                                                                                              \
+        n, HF_CFG_DEC, def, lo, hi, NULL, offsetof(st, f), h                                       \
     }
 #define HF_CFG_BOOLEAN(n, def, st, f, h)                                                           \
     {                                                                                              \

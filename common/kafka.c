@@ -137,7 +137,6 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
     } numeric[] = {
         {"message.timeout.ms", opts->message_timeout_ms},
         {"queue.buffering.max.messages", opts->queue_max_messages},
-        {"linger.ms", opts->linger_ms},
     };
     for (size_t i = 0; i < HF_ARRAY_LEN(numeric); i++) {
         snprintf(num, sizeof num, "%lld", (long long)numeric[i].v);
@@ -146,6 +145,12 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
             hf_err(err, errlen, "kafka: %s: %s", numeric[i].k, errstr);
             return NULL;
         }
+    }
+    snprintf(num, sizeof num, "%g", opts->linger_ms);
+    if (rd_kafka_conf_set(conf, "linger.ms", num, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        hf_err(err, errlen, "kafka: linger.ms: %s", errstr);
+        return NULL;
     }
     if (hf_kafka_conf_apply_env(conf, err, errlen) != 0) {
         rd_kafka_conf_destroy(conf);

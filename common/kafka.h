@@ -18,8 +18,8 @@ typedef struct hf_producer_options {
     const char *brokers;        /* bootstrap servers */
     int64_t message_timeout_ms; /* how long librdkafka keeps trying one message */
     int64_t queue_max_messages; /* local queue bound; beyond it hf_producer_send fails */
-    int64_t linger_ms;
-    const char *client_id; /* NULL: "hookflow" */
+    double linger_ms;           /* fractions allowed (librdkafka takes 0.5) */
+    const char *client_id;      /* NULL: "hookflow" */
 } hf_producer_options;
 
 /* Creates the producer (enable.idempotence=true, acks=all) and its delivery and health threads;

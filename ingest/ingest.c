@@ -62,8 +62,8 @@ const hf_cfg_item ingest_config_items[] = {
                "deliveries waiting for Kafka before new ones get 503"),
     HF_CFG_NUM("HOOKFLOW_INGEST_MESSAGE_TIMEOUT_MS", "30000", 1000, 3600000, ingest_config,
                message_timeout_ms, "how long the producer keeps retrying one message"),
-    HF_CFG_NUM("HOOKFLOW_INGEST_LINGER_MS", "1", 0, 1000, ingest_config, linger_ms,
-               "producer batching delay"),
+    HF_CFG_DECIMAL("HOOKFLOW_INGEST_LINGER_MS", "0.5", 0, 1000, ingest_config, linger_ms,
+                   "producer batching delay in ms (fractions allowed)"),
     HF_CFG_NUM("HOOKFLOW_SHUTDOWN_TIMEOUT_MS", "10000", 0, 600000, ingest_config,
                shutdown_timeout_ms, "how long SIGTERM waits for in-flight deliveries"),
 };

@@ -28,7 +28,7 @@ typedef struct ingest_config {
     long long queue_max_messages;
     long long max_in_flight;
     long long message_timeout_ms;
-    long long linger_ms;
+    double linger_ms;
     long long shutdown_timeout_ms;
 } ingest_config;
 

@@ -25,6 +25,7 @@ typedef struct test_settings {
     bool verbose;
     char *format;
     char *listen;
+    double delay_ms;
 } test_settings;
 
 static const char *const format_choices[] = {"json", "text", NULL};
@@ -35,6 +36,7 @@ static const hf_cfg_item table[] = {
     HF_CFG_BOOLEAN("HOOKFLOW_TEST_VERBOSE", "false", test_settings, verbose, "Verbose."),
     HF_CFG_CHOICE("HOOKFLOW_TEST_FORMAT", "json", format_choices, test_settings, format, "Format."),
     HF_CFG_LST("HOOKFLOW_TEST_LISTEN", "0.0.0.0:8080", test_settings, listen, "Listen."),
+    HF_CFG_DECIMAL("HOOKFLOW_TEST_DELAY_MS", "0.5", 0, 1000, test_settings, delay_ms, "Delay."),
 };
 
 static void unset_table(void)
@@ -155,6 +157,33 @@ static void test_out_of_range_int_names_the_range(void **state)
     expect_error("HOOKFLOW_TEST_WORKERS", "0", "out of range (1..64)");
     expect_error("HOOKFLOW_TEST_WORKERS", "65", "out of range (1..64)");
     expect_error("HOOKFLOW_TEST_WORKERS", "-3", "out of range (1..64)");
+}
+
+static void test_decimals(void **state)
+{
+    (void)state;
+    test_settings s = {0};
+    char err[256];
+    assert_int_equal(hf_config_load(table, HF_ARRAY_LEN(table), &s, err, sizeof err), 0);
+    assert_true(s.delay_ms == 0.5);
+    hf_config_free(table, HF_ARRAY_LEN(table), &s);
+    static const struct {
+        const char *text;
+        double want;
+    } ok[] = {{"0", 0}, {"2", 2}, {"10.25", 10.25}, {".5", 0.5}, {"7.", 7}, {"1000", 1000}};
+    for (size_t i = 0; i < HF_ARRAY_LEN(ok); i++) {
+        setenv("HOOKFLOW_TEST_DELAY_MS", ok[i].text, 1);
+        memset(&s, 0, sizeof s);
+        assert_int_equal(hf_config_load(table, HF_ARRAY_LEN(table), &s, err, sizeof err), 0);
+        assert_true(s.delay_ms == ok[i].want);
+        hf_config_free(table, HF_ARRAY_LEN(table), &s);
+    }
+    static const char *const bad[] = {"",    ".",   "abc",   "1e3", "0x10",
+                                      "nan", "inf", "1.2.3", " 1",  "+1"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(bad); i++)
+        expect_error("HOOKFLOW_TEST_DELAY_MS", bad[i], "not a decimal number");
+    expect_error("HOOKFLOW_TEST_DELAY_MS", "-0.5", "not a decimal number");
+    expect_error("HOOKFLOW_TEST_DELAY_MS", "1000.5", "out of range (0..1000)");
 }
 
 static void test_bad_bool_is_rejected(void **state)
@@ -375,6 +404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_int_is_one_line_naming_variable_and_value, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_out_of_range_int_names_the_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decimals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_bool_is_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_enum_lists_the_choices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_listen_address_is_rejected, setup, teardown),
