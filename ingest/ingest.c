@@ -215,8 +215,8 @@ static void reply_provider_error(ingest_server *s, struct evhttp_request *req, p
 
 static void pending_free(pending *p)
 {
-    event_free(p->done);
-    event_free(p->deadline);
+    event_del(p->done);
+    event_del(p->deadline);
     free(p->response_body);
     atomic_fetch_sub(&p->server->in_flight, 1);
     free(p);
@@ -308,12 +308,38 @@ static void append_envelope(hf_buf *b, const provider_slot *slot, const ingest_e
     hf_buf_puts(b, "}");
 }
 
+/* A pending and its two events in one allocation (the events follow the struct). */
+static pending *pending_new(struct event_base *base)
+{
+    size_t head = (sizeof(pending) + 15) & ~(size_t)15, ev = event_get_struct_event_size();
+    pending *p = xcalloc(1, head + 2 * ev);
+    p->done = (struct event *)((char *)p + head);
+    p->deadline = (struct event *)((char *)p + head + ev);
+    event_assign(p->done, base, -1, 0, on_done, p);
+    evtimer_assign(p->deadline, base, on_deadline, p);
+    return p;
+}
+
+/* Every delivery waits the same time: a libevent common timeout keeps them in a queue rather
+ * than the timer heap. One per event base, found again through this thread's cache. */
+static const struct timeval *ack_timeout(const ingest_server *s, struct event_base *base)
+{
+    static __thread struct event_base *cached_base;
+    static __thread const struct timeval *cached_tv;
+    if (base != cached_base) {
+        struct timeval tv = {s->cfg->ack_timeout_ms / 1000, (s->cfg->ack_timeout_ms % 1000) * 1000};
+        cached_tv = event_base_init_common_timeout(base, &tv);
+        cached_base = base;
+    }
+    return cached_tv;
+}
+
 /* Produces every event; the reply comes from on_done or on_deadline. Takes res's events. */
 static void produce_delivery(ingest_server *s, struct evhttp_request *req, provider_slot *slot,
                              ingest_result *res, const char *request_id)
 {
-    pending *p = xcalloc(1, sizeof *p);
     struct event_base *base = hf_http_request_base(req);
+    pending *p = pending_new(base);
     p->server = s;
     p->slot = slot;
     p->req = req;
@@ -323,13 +349,10 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     p->response_type = res->response_type;
     res->response_body = NULL;
     snprintf(p->request_id, sizeof p->request_id, "%s", request_id);
-    p->done = event_new(base, -1, 0, on_done, p);
-    p->deadline = evtimer_new(base, on_deadline, p);
     /* One extra count stands for this function, so no report can finish p while it sends. */
     atomic_store(&p->outstanding, (int)res->nevents + 1);
     atomic_fetch_add(&s->in_flight, 1);
-    struct timeval tv = {s->cfg->ack_timeout_ms / 1000, (s->cfg->ack_timeout_ms % 1000) * 1000};
-    evtimer_add(p->deadline, &tv);
+    evtimer_add(p->deadline, ack_timeout(s, base));
 
     char received_at[40];
     hf_format_rfc3339(hf_wall_ms(), received_at, sizeof received_at);
