@@ -10,7 +10,7 @@ RUN bash deploy/local/install-deps.sh \
 FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libevent-2.1-7 libevent-pthreads-2.1-7 librdkafka1 \
-      libpq5 libyajl2 libcurl4 libssl3 ca-certificates \
+      libpq5 libyajl2 libcurl4 libssl3 libjemalloc2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin hookflow
 COPY --from=build /build/hookflow-ingest /build/hookflow-engine /build/hookflow-devbroker /usr/local/bin/

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs dependencies, checks the gcc build is warning-free, builds with
-# clang + ASan + UBSan + -Werror and runs every ctest (labels unit, integration, fuzz).
+# clang + ASan + UBSan + -Werror and runs every ctest (labels unit, integration, fuzz), then the
+# ingest and engine suites again against the optimised gcc build (jemalloc, as shipped).
 #   tests/run.sh              everything
 #   tests/run.sh -L unit      pass extra arguments to ctest (e.g. -L unit, -R devbroker)
 set -euo pipefail
@@ -32,3 +33,10 @@ cmake --build build/asan -j"$jobs"
 echo "== ctest"
 cd build/asan
 ctest --output-on-failure --timeout 900 -j"$jobs" "$@"
+
+# The executables as they ship (optimised, jemalloc) also serve the ingest and engine suites.
+if [ $# -eq 0 ]; then
+  echo "== ctest (release build: ingest and engine suites)"
+  cd "$root/build/gcc"
+  ctest --output-on-failure --timeout 900 -j"$jobs" -R 'integration\.test_(ingest|engine)'
+fi
