@@ -20,8 +20,10 @@ struct hf_producer {
     atomic_bool ready;
     atomic_bool fatal;
     pthread_t poll_thread, health_thread;
-    pthread_mutex_t lock; /* with cond: wakes the health thread at shutdown */
+    pthread_mutex_t lock; /* with cond: wakes the health thread at shutdown; guards topics */
     pthread_cond_t cond;
+    rd_kafka_topic_t **topics; /* handles given out by hf_producer_topic */
+    size_t ntopics;
 };
 
 typedef struct apply_ctx {
@@ -179,13 +181,25 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
     return p;
 }
 
-int hf_producer_send(hf_producer *p, const char *topic, const char *key, size_t keylen,
+hf_topic *hf_producer_topic(hf_producer *p, const char *name)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!rkt) /* only for an invalid name, which hookflow never makes */
+        hf_die("kafka: cannot use topic %s: %s", name, rd_kafka_err2str(rd_kafka_last_error()));
+    pthread_mutex_lock(&p->lock);
+    p->topics = xrealloc(p->topics, (p->ntopics + 1) * sizeof *p->topics);
+    p->topics[p->ntopics++] = rkt;
+    pthread_mutex_unlock(&p->lock);
+    return (hf_topic *)rkt;
+}
+
+int hf_producer_send(hf_producer *p, hf_topic *topic, const char *key, size_t keylen,
                      const void *value, size_t len, void *opaque, char *err, size_t errlen)
 {
     if (atomic_load(&p->fatal))
         return hf_err(err, errlen, "producer failed fatally");
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+        p->rk, RD_KAFKA_V_RKT((rd_kafka_topic_t *)topic), RD_KAFKA_V_KEY(key, keylen),
         RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -229,6 +243,9 @@ void hf_producer_free(hf_producer *p)
     pthread_join(p->health_thread, NULL);
     /* Serve any delivery report that arrived after the poll thread stopped. */
     rd_kafka_poll(p->rk, 0);
+    for (size_t i = 0; i < p->ntopics; i++)
+        rd_kafka_topic_destroy(p->topics[i]);
+    free(p->topics);
     rd_kafka_destroy(p->rk);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);

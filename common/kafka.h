@@ -9,6 +9,7 @@
 #include "util.h"
 
 typedef struct hf_producer hf_producer;
+typedef struct hf_topic hf_topic; /* a topic to send to, looked up once */
 
 /* Called once per message from the producer's delivery thread: err is NULL on success, else a
  * static description of why the message is not in Kafka. */
@@ -28,12 +29,16 @@ typedef struct hf_producer_options {
 hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_delivery, char *err,
                              size_t errlen);
 
+/* The handle for sending to topic name; valid until hf_producer_free. Take it once: sending by
+ * name makes librdkafka look the topic up under a producer-wide write lock for every message. */
+hf_topic *hf_producer_topic(hf_producer *p, const char *name);
+
 /* Queues one message (the bytes are copied). 0 on success: on_delivery(opaque, ...) will be
  * called exactly once. -1 when the message was refused at once (local queue full, producer
  * fatally failed); on_delivery is then not called and err says why. */
-HF_MUST_CHECK int hf_producer_send(hf_producer *p, const char *topic, const char *key,
-                                   size_t keylen, const void *value, size_t len, void *opaque,
-                                   char *err, size_t errlen);
+HF_MUST_CHECK int hf_producer_send(hf_producer *p, hf_topic *topic, const char *key, size_t keylen,
+                                   const void *value, size_t len, void *opaque, char *err,
+                                   size_t errlen);
 
 /* True when a broker answered metadata recently and the producer has not fatally failed. */
 bool hf_producer_ready(hf_producer *p);

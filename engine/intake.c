@@ -42,6 +42,7 @@ struct engine_intake {
     rd_kafka_t *rk;
     hf_producer *deadletter;
     char *deadletter_topic;
+    hf_topic *deadletter_rkt;
     PGconn *db;
     pthread_t thread;
     bool started;
@@ -188,6 +189,7 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
     in->deadletter = hf_producer_new(&popts, on_deadletter_delivery, err, errlen);
     if (!in->deadletter)
         goto fail;
+    in->deadletter_rkt = hf_producer_topic(in->deadletter, in->deadletter_topic);
 
     in->consumed = hf_metrics_counter(metrics, "hookflow_engine_events_consumed_total",
                                       "Envelopes read from Kafka", NULL);
@@ -285,8 +287,8 @@ static void dead_letter(engine_intake *in, item *it)
     free(b64);
     char err[256];
     atomic_fetch_add(&in->dl_pending, 1);
-    if (hf_producer_send(in->deadletter, in->deadletter_topic, m->key, m->key_len, v.data, v.len,
-                         in, err, sizeof err) != 0) {
+    if (hf_producer_send(in->deadletter, in->deadletter_rkt, m->key, m->key_len, v.data, v.len, in,
+                         err, sizeof err) != 0) {
         atomic_fetch_sub(&in->dl_pending, 1);
         atomic_store(&in->dl_failed, true);
         hf_log_kv(HF_LOG_ERROR, "intake.deadletter_failed", "error", err, NULL);

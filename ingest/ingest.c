@@ -78,6 +78,7 @@ typedef struct provider_slot {
     const ingest_provider *provider;
     const hf_connector *connector;
     char *topic;
+    hf_topic *rkt; /* the producer's handle for topic */
     hf_counter *received;
     hf_counter *accepted;
     hf_counter *events;
@@ -368,7 +369,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
         hf_buf_putc(key, ':');
         hf_buf_puts(key, e->account);
         char err[256];
-        if (hf_producer_send(s->producer, slot->topic, key->data, key->len, env->data, env->len, p,
+        if (hf_producer_send(s->producer, slot->rkt, key->data, key->len, env->data, env->len, p,
                              err, sizeof err) != 0) {
             /* Nothing after this event is sent: the delivery fails as a whole and the platform
              * retries it; the events already queued are deduplicated downstream by id. */
@@ -645,6 +646,8 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     s->producer = hf_producer_new(&popts, on_delivery, err, errlen);
     if (!s->producer)
         goto fail;
+    for (size_t i = 0; i < NPROVIDERS; i++)
+        s->slots[i].rkt = hf_producer_topic(s->producer, s->slots[i].topic);
     return s;
 fail:
     ingest_server_free(s);
