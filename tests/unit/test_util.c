@@ -307,24 +307,25 @@ static void test_format_rfc3339_boundaries_and_short_buffers(void **state)
 {
     (void)state;
     char out[32];
-    /* Neighbouring milliseconds and seconds, across a day and a year boundary. */
-    hf_format_rfc3339(1462216307945LL, out, sizeof out);
-    hf_format_rfc3339(1462216307001LL, out, sizeof out);
-    assert_string_equal(out, "2016-05-02T19:11:47.001Z");
-    hf_format_rfc3339(1462216308000LL, out, sizeof out);
-    assert_string_equal(out, "2016-05-02T19:11:48.000Z");
-    hf_format_rfc3339(1462216307999LL, out, sizeof out);
-    assert_string_equal(out, "2016-05-02T19:11:47.999Z");
-    hf_format_rfc3339(1703980799999LL, out, sizeof out);
-    assert_string_equal(out, "2023-12-30T23:59:59.999Z");
-    hf_format_rfc3339(1704067199999LL, out, sizeof out);
-    assert_string_equal(out, "2023-12-31T23:59:59.999Z");
-    hf_format_rfc3339(1704067200000LL, out, sizeof out);
-    assert_string_equal(out, "2024-01-01T00:00:00.000Z");
-    hf_format_rfc3339(951782400000LL, out, sizeof out); /* 2000 is a leap year */
-    assert_string_equal(out, "2000-02-29T00:00:00.000Z");
-    hf_format_rfc3339(4107542400000LL, out, sizeof out); /* 2100 is not */
-    assert_string_equal(out, "2100-03-01T00:00:00.000Z");
+    /* Neighbouring milliseconds and seconds, across a day and a year boundary, and the leap
+     * years of the 400-year rule (2000 is one, 2100 is not). */
+    static const struct {
+        long long ms;
+        const char *want;
+    } cases[] = {
+        {1462216307001LL, "2016-05-02T19:11:47.001Z"},
+        {1462216308000LL, "2016-05-02T19:11:48.000Z"},
+        {1462216307999LL, "2016-05-02T19:11:47.999Z"},
+        {1703980799999LL, "2023-12-30T23:59:59.999Z"},
+        {1704067199999LL, "2023-12-31T23:59:59.999Z"},
+        {1704067200000LL, "2024-01-01T00:00:00.000Z"},
+        {951782400000LL, "2000-02-29T00:00:00.000Z"},
+        {4107542400000LL, "2100-03-01T00:00:00.000Z"},
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(cases); i++) {
+        hf_format_rfc3339(cases[i].ms, out, sizeof out);
+        assert_string_equal(out, cases[i].want);
+    }
     /* A short buffer gets the truncated text, terminated, as snprintf would give it. */
     char small[11];
     memset(small, 'x', sizeof small);
