@@ -1,7 +1,7 @@
 """Integration: the engine's guarantees under failure (Guarantees 2-4 of DESIGN.md).
 
 A worker killed mid-call, PostgreSQL restarted mid-stream, two workers sharing partitions, a
-delay surviving a worker restart, and a clean SIGTERM.
+delay surviving a worker restart, a clean SIGTERM, and a dead letter Kafka refuses at first.
 """
 
 import signal
@@ -120,3 +120,31 @@ def test_sigterm_finishes_the_call_in_flight(stack):
     (run_id, _, _, _), = stack.wait_run(event, timeout=5)
     assert [x[2] for x in stack.attempts(run_id)] == ["succeeded"]
     assert "worker.stopped" in a.log()
+
+
+def test_dead_letter_kafka_refuses_is_retried_and_its_batch_is_not_lost(stack):
+    # No worker yet: a poison message and a good event wait in Kafka, to be read in one batch.
+    stack.broker.produce_sync("hookflow.webhooks.messaging", b"poison: not an envelope",
+                              key=b"meta:104877")
+    good = stack.send("pickup next to the poison")
+    # Kafka now refuses the next three Produce requests for good (not a retriable error), so the
+    # worker's first tries to write the dead letter fail outright.
+    assert stack.broker.ctl("errors Produce 3 TOPIC_AUTHORIZATION_FAILED") == "ok"
+    w = stack.start_worker("worker-dl")
+
+    def dead():
+        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
+            if b"poison: not an envelope" in m.value or "not JSON" in m.value.decode():
+                return m
+        return None
+    harness.wait_until(dead, timeout=60, what="the poison message in the dead-letter topic")
+    stack.wait_run(good, timeout=60)
+    assert "intake.deadletter_failed" in w.tail(400), "the refusals were not seen"
+    # The batch was committed only after the dead letter landed: a restarted worker does not
+    # run the good event again, and later events still run.
+    w.stop(signal.SIGTERM, 20)
+    assert w.returncode == 0, w.tail(40)
+    stack.start_worker("worker-dl-2")
+    later = stack.send("pickup after the restart")
+    stack.wait_run(later, timeout=60)
+    assert len(stack.runs_for(good)) == 1
