@@ -242,6 +242,31 @@ size_t hf_hex_encode(const unsigned char *in, size_t n, char *out)
     return 2 * n;
 }
 
+int hf_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+bool hf_hex_decode(const char *hex, size_t hexlen, unsigned char *out, size_t outlen)
+{
+    if (hexlen != 2 * outlen)
+        return false;
+    for (size_t i = 0; i < outlen; i++) {
+        int hi = hf_hex_digit((unsigned char)hex[2 * i]),
+            lo = hf_hex_digit((unsigned char)hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return true;
+}
+
 bool hf_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
 {
     if (alen != blen)

@@ -30,6 +30,11 @@ size_t hf_base64_encode(const unsigned char *in, size_t n, char *out);
 /* Decodes standard base64 (with padding); returns the decoded length or -1 if malformed. */
 long hf_base64_decode(const char *in, size_t n, unsigned char *out, size_t outcap);
 size_t hf_hex_encode(const unsigned char *in, size_t n, char *out);
+/* The value of one hex digit (either case), or -1. */
+int hf_hex_digit(int c);
+/* Decodes exactly 2 * outlen hex digits (hexlen must match); false on any other length or a
+ * non-hex character. */
+bool hf_hex_decode(const char *hex, size_t hexlen, unsigned char *out, size_t outlen);
 
 /* Compares two byte strings in time that depends only on their lengths. */
 bool hf_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

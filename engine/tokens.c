@@ -20,17 +20,6 @@ struct engine_keyring {
     bool has_previous;
 };
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int engine_token_key_parse(const char *text, size_t len, const char *name,
                            unsigned char key[ENGINE_TOKEN_KEY_LEN], char *err, size_t errlen)
 {
@@ -49,14 +38,12 @@ int engine_token_key_parse(const char *text, size_t len, const char *name,
 
     if (len == KEY_HEX_CHARS) {
         for (size_t i = 0; i < len; i++)
-            if (hex_value((unsigned char)text[i]) < 0)
+            if (hf_hex_digit((unsigned char)text[i]) < 0)
                 return hf_err(err, errlen,
                               "%s has 64 characters but they are not all hex digits (character "
                               "%zu is not); expected 64 hex digits or 44 characters of base64",
                               name, i + 1);
-        for (size_t i = 0; i < ENGINE_TOKEN_KEY_LEN; i++)
-            key[i] = (unsigned char)(hex_value((unsigned char)text[2 * i]) << 4 |
-                                     hex_value((unsigned char)text[2 * i + 1]));
+        (void)hf_hex_decode(text, len, key, ENGINE_TOKEN_KEY_LEN); /* checked just above */
         return 0;
     }
     if (len == KEY_B64_CHARS) {

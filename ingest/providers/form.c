@@ -4,18 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "json.h"
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decodes n bytes of s into a malloc'd NUL-terminated string; its length goes to *outlen. */
 static char *decode(const char *s, size_t n, size_t *outlen)
@@ -23,13 +13,11 @@ static char *decode(const char *s, size_t n, size_t *outlen)
     char *out = xmalloc(n + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = (unsigned char)s[i], byte;
         if (c == '+') {
             out[o++] = ' ';
-        } else if (c == '%' && i + 2 < n && hex_value((unsigned char)s[i + 1]) >= 0 &&
-                   hex_value((unsigned char)s[i + 2]) >= 0) {
-            out[o++] = (char)(hex_value((unsigned char)s[i + 1]) << 4 |
-                              hex_value((unsigned char)s[i + 2]));
+        } else if (c == '%' && i + 2 < n && hf_hex_decode(s + i + 1, 2, &byte, 1)) {
+            out[o++] = (char)byte;
             i += 2;
         } else {
             out[o++] = (char)c;

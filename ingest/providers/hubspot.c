@@ -23,12 +23,9 @@ static char *decode_v3_url(const char *url)
     char *out = xmalloc(n + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
-        if (url[i] == '%' && i + 2 < n && isxdigit((unsigned char)url[i + 1]) &&
-            isxdigit((unsigned char)url[i + 2])) {
-            unsigned char byte;
-            char hex[3] = {url[i + 1], url[i + 2], '\0'};
-            if (provider_util_hex_decode(hex, &byte, 1) && byte != '\0' &&
-                strchr(decodable, byte)) {
+        unsigned char byte;
+        if (url[i] == '%' && i + 2 < n && hf_hex_decode(url + i + 1, 2, &byte, 1)) {
+            if (byte != '\0' && strchr(decodable, byte)) {
                 out[o++] = (char)byte;
                 i += 2;
                 continue;
@@ -96,7 +93,7 @@ static bool verify_v1_v2(const ingest_request *req, const provider_util_keys *ke
         return false;
     }
     unsigned char given[HF_SHA256_LEN];
-    bool hex_ok = provider_util_hex_decode(sig, given, sizeof given);
+    bool hex_ok = hf_hex_decode(sig, strlen(sig), given, sizeof given);
     const char *url = req->public_url ? req->public_url : "";
     bool ok = false;
     for (size_t i = 0; i < keys->n; i++) {
@@ -213,12 +210,9 @@ static void hubspot_handle(const ingest_request *req, ingest_result *res)
         return;
     }
 
-    char err[200];
-    hf_json root = hf_json_parse((const char *)req->body, req->body_len, err, sizeof err);
-    if (!root) {
-        ingest_result_fail(res, 400, "malformed", "%s", err);
+    hf_json root = provider_util_parse_body(req, res);
+    if (!root)
         return;
-    }
     bool ok;
     if (hf_json_is_array(root)) {
         ok = split_events(root, res);

@@ -226,42 +226,14 @@ static void sha256_hex(const char *s, char hex[2 * HF_SHA256_LEN + 1])
     hf_hex_encode(digest, sizeof digest, hex);
 }
 
-static hf_json parse_body(const ingest_request *req, ingest_result *res)
-{
-    char err[200];
-    hf_json root = hf_json_parse(provider_util_body_text(req), req->body_len, err, sizeof err);
-    if (!root)
-        ingest_result_fail(res, 400, "malformed", "%s", err);
-    return root;
-}
-
 /* ---- system webhooks ------------------------------------------------------------------------ */
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (unsigned char)tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes exactly 2*n hex digits (either case, surrounding blanks ignored) into out. */
+/* Exactly 2*n hex digits (either case, surrounding blanks ignored) into out. */
 static bool hex_decode_exact(const char *s, unsigned char *out, size_t n)
 {
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t len = strlen(s);
-    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-        len--;
-    if (len != 2 * n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        int hi = hex_digit((unsigned char)s[2 * i]), lo = hex_digit((unsigned char)s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return true;
+    size_t len;
+    s = provider_util_trim_blanks(s, &len);
+    return hf_hex_decode(s, len, out, n);
 }
 
 static bool system_signature_ok(const ingest_request *req, const char *ts, const char *sig)
@@ -344,7 +316,7 @@ static void handle_system(const ingest_request *req, ingest_result *res, const c
                            (long long)(skew / 1000));
         return;
     }
-    hf_json root = parse_body(req, res);
+    hf_json root = provider_util_parse_body(req, res);
     if (!root)
         return;
     hf_json meta = hf_json_get(root, "meta");
@@ -451,7 +423,7 @@ static void handle_flow(const ingest_request *req, ingest_result *res)
         ingest_result_fail(res, 401, "bad_signature", "X-Hookflow-Flow-Secret does not match");
         return;
     }
-    hf_json root = parse_body(req, res);
+    hf_json root = provider_util_parse_body(req, res);
     if (!root)
         return;
     if (hf_json_is_array(root)) {

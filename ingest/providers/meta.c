@@ -76,50 +76,13 @@ done:
 
 /* ---- deliveries ----------------------------------------------------------------------------- */
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (unsigned char)tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* "sha256=<64 hex digits>" (either case) into out. */
 static bool parse_signature(const char *h, unsigned char out[HF_SHA256_LEN])
 {
-    while (*h == ' ' || *h == '\t')
-        h++;
-    if (strncasecmp(h, "sha256=", 7) != 0)
-        return false;
-    h += 7;
-    size_t len = strlen(h);
-    while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
-        len--;
-    if (len != 2 * HF_SHA256_LEN)
-        return false;
-    for (size_t i = 0; i < HF_SHA256_LEN; i++) {
-        int hi = hex_digit((unsigned char)h[2 * i]), lo = hex_digit((unsigned char)h[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    return true;
-}
-
-static bool signature_ok(const ingest_request *req, const char *sig_header,
-                         const char *const keys[2], const size_t lens[2], size_t nkeys)
-{
-    unsigned char want[HF_SHA256_LEN];
-    if (!parse_signature(sig_header, want))
-        return false;
-    bool ok = false;
-    for (size_t i = 0; i < nkeys; i++) {
-        unsigned char got[HF_SHA256_LEN];
-        hf_hmac_sha256(keys[i], lens[i], req->body, req->body_len, got);
-        /* No early exit: both keys cost the same whichever matches. */
-        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
-    }
-    return ok;
+    size_t len;
+    h = provider_util_trim_blanks(h, &len);
+    return len > 7 && strncasecmp(h, "sha256=", 7) == 0 &&
+           hf_hex_decode(h + 7, len - 7, out, HF_SHA256_LEN);
 }
 
 static char *occurred_at(hf_json ts)
@@ -201,27 +164,23 @@ static bool add_entry_events(ingest_result *res, hf_json entry, size_t e)
 
 static void handle_delivery(const ingest_request *req, ingest_result *res)
 {
-    provider_util_keys secret;
-    if (!provider_util_load_keys(req, META_APP_SECRET, &secret, res))
+    provider_util_keys keys;
+    if (!provider_util_load_keys(req, META_APP_SECRET, &keys, res))
         return;
-    const char *const *keys = secret.vals;
-    const size_t *lens = secret.lens;
-    size_t nkeys = secret.n;
     const char *sig = provider_util_header(req, "X-Hub-Signature-256");
     if (!sig) {
         ingest_result_fail(res, 401, "missing_signature", "X-Hub-Signature-256 header missing");
         return;
     }
-    if (!signature_ok(req, sig, keys, lens, nkeys)) {
+    unsigned char given[HF_SHA256_LEN];
+    if (!parse_signature(sig, given) ||
+        !provider_util_hmac_matches(&keys, given, sizeof given, req->body, req->body_len)) {
         ingest_result_fail(res, 401, "bad_signature", "X-Hub-Signature-256 does not match");
         return;
     }
-    char err[200];
-    hf_json root = hf_json_parse(provider_util_body_text(req), req->body_len, err, sizeof err);
-    if (!root) {
-        ingest_result_fail(res, 400, "malformed", "%s", err);
+    hf_json root = provider_util_parse_body(req, res);
+    if (!root)
         return;
-    }
     hf_json entries = hf_json_get(root, "entry");
     if (!hf_json_is_array(entries)) {
         ingest_result_fail(res, 400, "malformed", "%s",

@@ -1,4 +1,4 @@
-/* provider_util: small helpers shared by the xero, quickbooks and hubspot modules. */
+/* provider_util: small helpers shared by the provider modules. */
 #include "provider_util.h"
 
 #include <stdlib.h>
@@ -30,44 +30,63 @@ const char *provider_util_header(const ingest_request *req, const char *name)
     return req->header ? req->header(req, name) : NULL;
 }
 
+bool provider_util_hmac_matches(const provider_util_keys *keys, const unsigned char *given,
+                                size_t given_len, const unsigned char *body, size_t body_len)
+{
+    bool ok = false;
+    for (size_t i = 0; i < keys->n; i++) {
+        unsigned char want[HF_SHA256_LEN];
+        hf_hmac_sha256(keys->vals[i], keys->lens[i], body, body_len, want);
+        /* No early exit: every key costs the same whichever matches. */
+        ok |= hf_ct_equal(want, sizeof want, given, given_len);
+    }
+    return ok;
+}
+
 bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,
                                     const unsigned char *body, size_t body_len)
 {
     unsigned char given[HF_SHA256_LEN + 3];
     long glen = hf_base64_decode(sig_b64, strlen(sig_b64), given, sizeof given);
-    if (glen < 0)
+    return glen >= 0 && provider_util_hmac_matches(keys, given, (size_t)glen, body, body_len);
+}
+
+bool provider_util_signed_b64(const ingest_request *req, const char *secret_path,
+                              const char *header, ingest_result *res)
+{
+    provider_util_keys keys;
+    if (!provider_util_load_keys(req, secret_path, &keys, res))
         return false;
-    bool ok = false;
-    for (size_t i = 0; i < keys->n; i++) {
-        unsigned char want[HF_SHA256_LEN];
-        hf_hmac_sha256(keys->vals[i], keys->lens[i], body, body_len, want);
-        ok |= hf_ct_equal(want, sizeof want, given, (size_t)glen);
+    const char *sig = provider_util_header(req, header);
+    if (!sig) {
+        ingest_result_fail(res, 401, "missing_signature", "no %s header", header);
+        return false;
     }
-    return ok;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-bool provider_util_hex_decode(const char *hex, unsigned char *out, size_t outlen)
-{
-    if (strlen(hex) != 2 * outlen)
+    if (!provider_util_hmac_b64_matches(&keys, sig, req->body, req->body_len)) {
+        ingest_result_fail(res, 401, "bad_signature", "%s does not match the body", header);
         return false;
-    for (size_t i = 0; i < outlen; i++) {
-        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (unsigned char)(hi << 4 | lo);
     }
     return true;
+}
+
+hf_json provider_util_parse_body(const ingest_request *req, ingest_result *res)
+{
+    char err[200];
+    hf_json root = hf_json_parse(provider_util_body_text(req), req->body_len, err, sizeof err);
+    if (!root)
+        ingest_result_fail(res, 400, "malformed", "%s", err);
+    return root;
+}
+
+const char *provider_util_trim_blanks(const char *s, size_t *len)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    *len = n;
+    return s;
 }
 
 char *provider_util_time_normalise(const char *s)

@@ -36,13 +36,27 @@ const char *provider_util_body_text(const ingest_request *req);
 size_t provider_util_get_keys(const ingest_request *req, const char *path, const char *vals[2],
                               size_t lens[2]);
 
-/* True when sig_b64 is the base64 HMAC-SHA256 of body under any of keys. Every key is tried
- * (no early exit) and digests are compared in constant time. */
+/* True when given (given_len bytes) is the HMAC-SHA256 of body under any of keys. Every key is
+ * tried (no early exit) and digests are compared in constant time. */
+bool provider_util_hmac_matches(const provider_util_keys *keys, const unsigned char *given,
+                                size_t given_len, const unsigned char *body, size_t body_len);
+
+/* The same with the digest as base64 text (sig_b64). */
 bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,
                                     const unsigned char *body, size_t body_len);
 
-/* Decodes exactly 2*outlen hex digits (either case) into out; false on any other input. */
-bool provider_util_hex_decode(const char *hex, unsigned char *out, size_t outlen);
+/* Verifies a body signed as base64 HMAC-SHA256 in header with the secret at secret_path (Xero,
+ * QuickBooks). Fails res (503 missing_secret, 401 missing_signature or bad_signature) and returns
+ * false when it is not. */
+bool provider_util_signed_b64(const ingest_request *req, const char *secret_path,
+                              const char *header, ingest_result *res);
+
+/* The body parsed as JSON (free with hf_json_free); NULL after failing res with 400 "malformed"
+ * and the parser's reason. */
+hf_json provider_util_parse_body(const ingest_request *req, ingest_result *res);
+
+/* s without leading and trailing blanks (spaces, tabs): the start, and its length in *len. */
+const char *provider_util_trim_blanks(const char *s, size_t *len);
 
 /* The time s normalised to RFC 3339 UTC with milliseconds (malloc'd), or NULL if s is NULL or
  * does not parse. */

@@ -126,26 +126,11 @@ static void quickbooks_handle(const ingest_request *req, ingest_result *res)
 {
     if (!provider_util_require_post(req, res))
         return;
-    provider_util_keys keys;
-    if (!provider_util_load_keys(req, QBO_SECRET, &keys, res))
+    if (!provider_util_signed_b64(req, QBO_SECRET, QBO_SIGNATURE_HEADER, res))
         return;
-    const char *sig = provider_util_header(req, QBO_SIGNATURE_HEADER);
-    if (!sig) {
-        ingest_result_fail(res, 401, "missing_signature", "no %s header", QBO_SIGNATURE_HEADER);
+    hf_json root = provider_util_parse_body(req, res);
+    if (!root)
         return;
-    }
-    if (!provider_util_hmac_b64_matches(&keys, sig, req->body, req->body_len)) {
-        ingest_result_fail(res, 401, "bad_signature", "%s does not match the body",
-                           QBO_SIGNATURE_HEADER);
-        return;
-    }
-
-    char err[200];
-    hf_json root = hf_json_parse((const char *)req->body, req->body_len, err, sizeof err);
-    if (!root) {
-        ingest_result_fail(res, 400, "malformed", "%s", err);
-        return;
-    }
     bool ok;
     if (hf_json_is_array(root)) {
         ok = split_cloudevents(root, res);

@@ -223,14 +223,6 @@ static bool choose_key(const ingest_request *req, const twilio_delivery *d, twil
     return true;
 }
 
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (unsigned char)tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* For JSON bodies: the URL's bodySHA256 must be the SHA-256 of the raw body. */
 static bool body_hash_ok(const ingest_request *req, ingest_result *res)
 {
@@ -243,13 +235,7 @@ static bool body_hash_ok(const ingest_request *req, ingest_result *res)
         goto done;
     }
     unsigned char want[HF_SHA256_LEN], got[HF_SHA256_LEN];
-    bool hex_ok = p->value_len == 2 * HF_SHA256_LEN;
-    for (size_t i = 0; hex_ok && i < HF_SHA256_LEN; i++) {
-        int hi = hex_digit((unsigned char)p->value[2 * i]);
-        int lo = hex_digit((unsigned char)p->value[2 * i + 1]);
-        hex_ok = hi >= 0 && lo >= 0;
-        want[i] = (unsigned char)(hex_ok ? hi << 4 | lo : 0);
-    }
+    bool hex_ok = hf_hex_decode(p->value, p->value_len, want, sizeof want);
     hf_sha256(req->body, req->body_len, got);
     if (!hex_ok || !hf_ct_equal(got, sizeof got, want, sizeof want)) {
         ingest_result_fail(res, 401, "bad_signature", "bodySHA256 does not match the body");

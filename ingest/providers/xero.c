@@ -53,27 +53,12 @@ static void xero_handle(const ingest_request *req, ingest_result *res)
 {
     if (!provider_util_require_post(req, res))
         return;
-    provider_util_keys keys;
-    if (!provider_util_load_keys(req, XERO_SECRET, &keys, res))
-        return;
-    const char *sig = provider_util_header(req, XERO_SIGNATURE_HEADER);
-    if (!sig) {
-        ingest_result_fail(res, 401, "missing_signature", "no %s header", XERO_SIGNATURE_HEADER);
-        return;
-    }
     /* Intent-to-receive depends on exactly this: 401 for every incorrectly signed request. */
-    if (!provider_util_hmac_b64_matches(&keys, sig, req->body, req->body_len)) {
-        ingest_result_fail(res, 401, "bad_signature", "%s does not match the body",
-                           XERO_SIGNATURE_HEADER);
+    if (!provider_util_signed_b64(req, XERO_SECRET, XERO_SIGNATURE_HEADER, res))
         return;
-    }
-
-    char err[200];
-    hf_json root = hf_json_parse((const char *)req->body, req->body_len, err, sizeof err);
-    if (!root) {
-        ingest_result_fail(res, 400, "malformed", "%s", err);
+    hf_json root = provider_util_parse_body(req, res);
+    if (!root)
         return;
-    }
     hf_json events = hf_json_get(root, "events");
     if (!hf_json_is_array(events)) {
         ingest_result_fail(res, 400, "malformed", "body has no events array");

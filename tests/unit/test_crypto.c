@@ -380,6 +380,28 @@ static void test_hex_encode(void **state)
     assert_string_equal(out, "");
 }
 
+static void test_hex_decode(void **state)
+{
+    (void)state;
+    unsigned char out[6];
+    assert_true(hf_hex_decode("00017F80abFF", 12, out, sizeof out));
+    const unsigned char want[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xff};
+    assert_memory_equal(out, want, sizeof want);
+    /* Only exactly 2 * outlen hex digits. */
+    assert_false(hf_hex_decode("00017F80abF", 11, out, sizeof out));
+    assert_false(hf_hex_decode("00017F80abFF00", 14, out, sizeof out));
+    assert_false(hf_hex_decode("00017F80abFg", 12, out, sizeof out));
+    assert_false(hf_hex_decode(" 0017F80abFF", 12, out, sizeof out));
+    assert_true(hf_hex_decode("", 0, out, 0));
+    for (int c = 0; c < 256; c++) {
+        int want_digit = c >= '0' && c <= '9'   ? c - '0'
+                         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                : -1;
+        assert_int_equal(hf_hex_digit(c), want_digit);
+    }
+}
+
 static void test_ct_equal(void **state)
 {
     (void)state;
@@ -504,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_base64_decode_rejects_malformed_input),
         cmocka_unit_test(test_base64_decode_respects_output_capacity),
         cmocka_unit_test(test_hex_encode),
+        cmocka_unit_test(test_hex_decode),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_random_bytes_differ),
         cmocka_unit_test(test_aead_round_trip),
