@@ -35,11 +35,18 @@ typedef struct container {
 
 typedef struct frame {
     yajl_val node;
-    size_t vbase, kbase; /* where this container's values and keys start on the stacks */
+    size_t base;     /* where this container's members start on the member stack */
+    const char *key; /* objects: the key read last, waiting for its value */
 } frame;
 
-/* The parse in progress: the arena, the open containers, and the values and keys of those
- * containers waiting for their closing bracket. */
+/* A value of an open container, with its key when the container is an object. */
+typedef struct member {
+    const char *key;
+    yajl_val value;
+} member;
+
+/* The parse in progress: the arena, the open containers, and the members of those containers
+ * waiting for their closing bracket. */
 typedef struct parse_ctx {
     yajl_handle h;
     const char *text;
@@ -47,11 +54,9 @@ typedef struct parse_ctx {
     bool have_root;
     frame open[HF_JSON_MAX_DEPTH];
     int depth;
-    yajl_val *vals;
-    const char **keys;
-    size_t nvals, nkeys, vcap, kcap;
-    yajl_val vinline[INLINE_SLOTS];
-    const char *kinline[INLINE_SLOTS];
+    member *members;
+    size_t nmembers, mcap;
+    member minline[INLINE_SLOTS];
     const char *why; /* set when a callback stops the parse */
     size_t where;
 } parse_ctx;
@@ -137,17 +142,17 @@ static int stop(parse_ctx *p, const char *why, size_t back)
     return 0;
 }
 
-static void push(void ***stack, size_t *n, size_t *cap, void *inline_slots, void *v)
+static void push_member(parse_ctx *p, const char *key, yajl_val value)
 {
-    if (*n == *cap) {
-        void **grown = xmalloc(*cap * 2 * sizeof *grown);
-        memcpy(grown, *stack, *n * sizeof *grown);
-        if (*stack != inline_slots)
-            free(*stack);
-        *stack = grown;
-        *cap *= 2;
+    if (p->nmembers == p->mcap) {
+        member *grown = xmalloc(p->mcap * 2 * sizeof *grown);
+        memcpy(grown, p->members, p->nmembers * sizeof *grown);
+        if (p->members != p->minline)
+            free(p->members);
+        p->members = grown;
+        p->mcap *= 2;
     }
-    (*stack)[(*n)++] = v;
+    p->members[p->nmembers++] = (member){key, value};
 }
 
 /* The root's place: first in the first chunk, with room for a container's prefix. */
@@ -167,7 +172,9 @@ static yajl_val add_value(parse_ctx *p, yajl_type type)
     } else {
         v = is_container ? &((container *)arena_alloc(p, sizeof(container)))->v
                          : arena_alloc(p, sizeof *v);
-        push((void ***)&p->vals, &p->nvals, &p->vcap, p->vinline, v);
+        frame *parent = &p->open[p->depth - 1];
+        push_member(p, parent->key, v);
+        parent->key = NULL;
     }
     memset(v, 0, sizeof *v);
     v->type = type;
@@ -244,12 +251,10 @@ static int open_container(parse_ctx *p, yajl_type type)
 {
     if (p->depth == HF_JSON_MAX_DEPTH)
         return stop(p, "nested deeper than " HF_JSON_STR(HF_JSON_MAX_DEPTH) " levels", 1);
-    frame *f = &p->open[p->depth++];
-    f->node = add_value(p, type);
+    yajl_val node = add_value(p, type);
     /* yajl has consumed the opening bracket when it calls back. */
-    container_of(f->node)->text = p->text + yajl_get_bytes_consumed(p->h) - 1;
-    f->vbase = p->nvals;
-    f->kbase = p->nkeys;
+    container_of(node)->text = p->text + yajl_get_bytes_consumed(p->h) - 1;
+    p->open[p->depth++] = (frame){node, p->nmembers, NULL};
     return 1;
 }
 
@@ -269,7 +274,7 @@ static int on_map_key(void *ctx, const unsigned char *s, size_t n)
     char *copy = arena_string(p, s, n);
     if (!copy)
         return 0;
-    push((void ***)&p->keys, &p->nkeys, &p->kcap, p->kinline, copy);
+    p->open[p->depth - 1].key = copy;
     return 1;
 }
 
@@ -279,23 +284,23 @@ static int close_container(parse_ctx *p)
     frame *f = &p->open[--p->depth];
     container *c = container_of(f->node);
     c->len = (size_t)(p->text + yajl_get_bytes_consumed(p->h) - c->text);
-    size_t n = p->nvals - f->vbase;
+    size_t n = p->nmembers - f->base;
+    const member *m = p->members + f->base;
     yajl_val *values = n ? arena_alloc(p, n * sizeof *values) : NULL;
-    if (n)
-        memcpy(values, p->vals + f->vbase, n * sizeof *values);
-    p->nvals = f->vbase;
+    for (size_t i = 0; i < n; i++)
+        values[i] = m[i].value;
     if (f->node->type == yajl_t_array) {
         f->node->u.array.values = values;
         f->node->u.array.len = n;
     } else {
         const char **keys = n ? arena_alloc(p, n * sizeof *keys) : NULL;
-        if (n)
-            memcpy(keys, p->keys + f->kbase, n * sizeof *keys);
-        p->nkeys = f->kbase;
+        for (size_t i = 0; i < n; i++)
+            keys[i] = m[i].key;
         f->node->u.object.keys = keys;
         f->node->u.object.values = values;
         f->node->u.object.len = n;
     }
+    p->nmembers = f->base;
     return 1;
 }
 
@@ -350,10 +355,9 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
     p->why = NULL;
     p->have_root = false;
     p->depth = 0;
-    p->vals = p->vinline;
-    p->keys = p->kinline;
-    p->nvals = p->nkeys = 0;
-    p->vcap = p->kcap = INLINE_SLOTS;
+    p->members = p->minline;
+    p->nmembers = 0;
+    p->mcap = INLINE_SLOTS;
     /* Room for the root and, for typical documents, everything else in one chunk. */
     size_t first = ALIGN8(sizeof(container)) + (len < 512 ? 1024 : 2 * len);
     p->head = p->cur = chunk_new(first);
@@ -374,10 +378,8 @@ hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
     else
         yajl_reason(p, text, len, err, errlen);
     yajl_free(p->h);
-    if (p->vals != p->vinline)
-        free(p->vals);
-    if (p->keys != p->kinline)
-        free(p->keys);
+    if (p->members != p->minline)
+        free(p->members);
     if (!root)
         arena_free(p->head);
     return root;
