@@ -228,7 +228,7 @@ static bool nonempty_string(hf_json v)
     return s && *s;
 }
 
-/* Parses and checks one envelope; on failure sets dead_reason. */
+/* Parses and checks one envelope; on failure sets dead_reason and leaves env NULL. */
 static void item_parse(item *it)
 {
     const rd_kafka_message_t *m = it->msg;
@@ -248,12 +248,12 @@ static void item_parse(item *it)
         if (!nonempty_string(hf_json_get(it->env, required[i]))) {
             snprintf(it->dead_reason, sizeof it->dead_reason,
                      "envelope field \"%s\" is missing or not a string", required[i]);
-            return;
+            goto bad;
         }
     }
     if (!hf_json_is_object(hf_json_get(it->env, "payload"))) {
         snprintf(it->dead_reason, sizeof it->dead_reason, "envelope payload is not an object");
-        return;
+        goto bad;
     }
     it->id = hf_json_str(hf_json_get(it->env, "id"));
     it->provider = hf_json_str(hf_json_get(it->env, "provider"));
@@ -265,6 +265,12 @@ static void item_parse(item *it)
     it->ordering_key = resource && *resource
                            ? xasprintf("%s:%s:%s", it->provider, it->account, resource)
                            : xasprintf("event:%s", it->id);
+    return;
+bad:
+    /* No env means "dead-letter this one" to the rest of intake: without it the batch would
+     * try to record an event with no id. */
+    hf_json_free(it->env);
+    it->env = NULL;
 }
 
 static void dead_letter(engine_intake *in, item *it)

@@ -130,6 +130,28 @@ def test_poison_message_goes_to_the_dead_letter_topic(stack):
     stack.wait_run(event)
 
 
+def test_envelope_missing_a_field_is_dead_lettered_with_that_reason(stack):
+    # Valid JSON, but no id: dead-lettered up front for what is wrong with it, not after the
+    # database refuses a batch with a NULL id.
+    env = ('{"provider":"meta","event":"message","native_type":"message","account":"104877",'
+           '"resource":null,"occurred_at":"2026-11-27T10:00:00.000Z","received_at":'
+           '"2026-11-27T10:00:00.000Z","request_id":"t","payload":{"tag":"no-id-%d"}}'
+           % time.time_ns())
+    stack.broker.produce_sync("hookflow.webhooks.messaging", env.encode(), key=b"meta:104877")
+    good = stack.send("pickup after the envelope without id")
+    stack.wait_run(good, timeout=60)
+
+    def dead():
+        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
+            v = json.loads(m.value)
+            if 'field "id" is missing' in v["reason"]:
+                return v
+        return None
+    v = harness.wait_until(dead, timeout=30, what="the envelope without id in the dead-letter topic")
+    assert v["topic"] == "hookflow.webhooks.messaging"
+    assert "database rejected" not in v["reason"]
+
+
 def test_metrics_and_health(stack):
     w = stack.workers[0]
     assert harness.http("GET", w.ops + "/healthz")[0] == 200
