@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "crypto.h"
-#include "json.h"
 #include "provider.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -21,38 +21,6 @@
 #define FUZZ_NOW_TEXT "1700000000000"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
-static void check(int ok)
-{
-    if (!ok)
-        abort();
-}
-
-static void check_result(const ingest_result *res)
-{
-    check(res->status >= 200 && res->status < 600);
-    check(res->reason != NULL);
-    check(res->response_body == NULL);
-    if (res->status < 200 || res->status > 299)
-        check(res->nevents == 0);
-    for (size_t i = 0; i < res->nevents; i++) {
-        const ingest_event *e = &res->events[i];
-        check(e->id && e->native_type && e->account && e->payload);
-        check(strncmp(e->id, "hubspot:", 8) == 0);
-        hf_json v = hf_json_parse(e->payload, strlen(e->payload), NULL, 0);
-        check(v != NULL && hf_json_is_object(v));
-        hf_json_free(v);
-    }
-}
 
 /* Reference decoding of HubSpot's listed escapes, written independently of the module's. */
 static char *reference_decode(const char *url)
@@ -80,18 +48,6 @@ static char *reference_decode(const char *url)
             hf_buf_putc(&out, *p++);
     }
     return hf_buf_steal(&out);
-}
-
-/* Splits the first line off *rest into a malloc'd string (stops at a NUL). */
-static char *take_line(const uint8_t **rest, size_t *rest_len)
-{
-    const uint8_t *nl = memchr(*rest, '\n', *rest_len);
-    size_t n = nl ? (size_t)(nl - *rest) : *rest_len;
-    char *line = xstrndup((const char *)*rest, strnlen((const char *)*rest, n));
-    size_t used = nl ? n + 1 : n;
-    *rest += used;
-    *rest_len -= used;
-    return line;
 }
 
 static void sign_v3(const char *secret, const char *url, const unsigned char *body, size_t len,
@@ -140,10 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static hf_secrets *keys, *no_keys;
     if (!keys) {
-        keys = hf_secrets_new();
-        hf_secrets_set(keys, "hubspot/client_secret", FUZZ_SECRET, strlen(FUZZ_SECRET));
-        hf_secrets_set(keys, "hubspot/client_secret.previous", FUZZ_OLD_SECRET,
-                       strlen(FUZZ_OLD_SECRET));
+        keys = pr_secrets("hubspot/client_secret", FUZZ_SECRET, FUZZ_OLD_SECRET);
         no_keys = hf_secrets_new();
     }
     if (size < 1)
@@ -154,18 +107,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char *ts = NULL, *url = NULL, *fuzzed_sig = NULL, *decoded = NULL;
     if (mode == FUZZED_TS)
-        ts = take_line(&rest, &rest_len);
+        ts = pr_take_line(&rest, &rest_len);
     else if (mode == FUZZED_URL)
-        url = take_line(&rest, &rest_len);
+        url = pr_take_line(&rest, &rest_len);
     else if (mode == FUZZED_SIG)
-        fuzzed_sig = take_line(&rest, &rest_len);
+        fuzzed_sig = pr_take_line(&rest, &rest_len);
     if (!ts)
         ts = xstrdup(FUZZ_NOW_TEXT);
     if (!url)
         url = xstrdup(FUZZ_URL);
-    unsigned char *body = xmalloc(rest_len ? rest_len : 1);
-    if (rest_len)
-        memcpy(body, rest, rest_len);
+    unsigned char *body = pr_copy_body(rest, rest_len);
 
     char sig[128] = "";
     const char *headers[8] = {NULL};
@@ -207,37 +158,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     headers[h] = NULL;
 
-    ingest_request req = {
-        .method = mode == GET ? "GET" : "POST",
-        .path = "/api/integrations/webhooks/hubspot",
-        .public_url = url,
-        .body = body,
-        .body_len = rest_len,
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = FUZZ_NOW,
-        .secrets = mode == NO_SECRET ? no_keys : keys,
-    };
     ingest_result res;
-    memset(&res, 0, sizeof res);
-    ingest_provider_hubspot.handle(&req, &res);
-    check_result(&res);
+    pr_call(&ingest_provider_hubspot, mode == GET ? "GET" : "POST", PR_PATH("hubspot"), NULL, url,
+            body, rest_len, headers, mode == NO_SECRET ? no_keys : keys, FUZZ_NOW, &res);
+    pr_check_result(&res, "hubspot:");
     switch (mode) {
     case V3:
     case V3_OLD:
     case V1:
     case V2_OLD:
     case FUZZED_URL: /* the module must decode the URL exactly as the reference does */
-        check(res.status == 200 || res.status == 400);
+        pr_check(res.status == 200 || res.status == 400);
         break;
     case UNSIGNED:
-        check(res.status == 401 && strcmp(res.reason, "missing_signature") == 0);
+        pr_check(res.status == 401 && strcmp(res.reason, "missing_signature") == 0);
         break;
     case NO_SECRET:
-        check(res.status == 503);
+        pr_check(res.status == 503);
         break;
     case GET:
-        check(res.status == 405);
+        pr_check(res.status == 405);
         break;
     case FUZZED_TS:
     case FUZZED_SIG:

@@ -12,6 +12,7 @@
 #include "crypto.h"
 #include "json.h"
 #include "provider.h"
+#include "provider_request.h"
 #include "providers/form.h"
 #include "secrets.h"
 #include "util.h"
@@ -28,52 +29,23 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
-static void check(int ok)
-{
-    if (!ok)
-        abort();
-}
-
 /* Invariants every provider result must hold, plus Twilio's one event per delivery. */
 static void check_result(const ingest_result *res)
 {
-    check(res->status >= 200 && res->status < 600);
-    check(res->reason != NULL);
+    pr_check_status(res);
     if (res->status < 200 || res->status > 299) {
-        check(res->nevents == 0 && res->response_body == NULL);
+        pr_check(res->response_body == NULL);
         return;
     }
-    check(res->nevents == 1);
+    pr_check(res->nevents == 1);
+    pr_check_events(res, "twilio:");
     const ingest_event *e = &res->events[0];
-    check(e->id && e->native_type && e->account && e->payload && !e->occurred_at);
-    check(strncmp(e->id, "twilio:", 7) == 0 && e->account[0]);
+    pr_check(!e->occurred_at && e->account[0]);
     if (strcmp(e->native_type, "inbound") == 0)
-        check(res->response_body && strcmp(res->response_body, TWIML) == 0 &&
-              strcmp(res->response_type, "text/xml") == 0);
+        pr_check(res->response_body && strcmp(res->response_body, TWIML) == 0 &&
+                 strcmp(res->response_type, "text/xml") == 0);
     else
-        check(strncmp(e->native_type, "status.", 7) == 0 && res->response_body == NULL);
-    hf_json v = hf_json_parse(e->payload, strlen(e->payload), NULL, 0);
-    check(v != NULL && hf_json_is_object(v));
-    hf_json_free(v);
-}
-
-static char *take_line(const uint8_t **rest, size_t *len)
-{
-    const uint8_t *nl = memchr(*rest, '\n', *len);
-    size_t n = nl ? (size_t)(nl - *rest) : *len;
-    char *line = xstrndup((const char *)*rest, strnlen((const char *)*rest, n));
-    *rest += nl ? n + 1 : n;
-    *len -= nl ? n + 1 : n;
-    return line;
+        pr_check(strncmp(e->native_type, "status.", 7) == 0 && res->response_body == NULL);
 }
 
 /* base64 MAC over url + the form's sorted, deduplicated name+value pairs (none for JSON). */
@@ -124,8 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static hf_secrets *keys, *no_keys;
     if (!keys) {
-        keys = hf_secrets_new();
-        hf_secrets_set(keys, "twilio/auth_token", FUZZ_TOKEN, strlen(FUZZ_TOKEN));
+        keys = pr_secrets("twilio/auth_token", FUZZ_TOKEN, NULL);
         hf_secrets_set(keys, "twilio/accounts/" FUZZ_SID "/auth_token", FUZZ_ACCOUNT_TOKEN,
                        strlen(FUZZ_ACCOUNT_TOKEN));
         hf_secrets_set(keys, "twilio/webhook_keys/fuzz", FUZZ_RULE_KEY, strlen(FUZZ_RULE_KEY));
@@ -142,10 +113,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *lines[4] = {NULL, NULL, NULL, NULL};
     if (mode == 4)
         for (size_t i = 0; i < 4; i++)
-            lines[i] = take_line(&rest, &rest_len);
-    unsigned char *body = xmalloc(rest_len ? rest_len : 1);
-    if (rest_len)
-        memcpy(body, rest, rest_len);
+            lines[i] = pr_take_line(&rest, &rest_len);
+    unsigned char *body = pr_copy_body(rest, rest_len);
 
     char sig[64] = "", url[256];
     snprintf(url, sizeof url, "%s", FUZZ_URL);
@@ -190,34 +159,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode == 5)
         headers[2] = NULL; /* no signature header */
     const char *q = strchr(url, '?');
-    ingest_request req = {
-        .method = mode == 6 ? "GET" : "POST",
-        .path = "/api/integrations/webhooks/twilio",
-        .query = q ? q + 1 : NULL,
-        .public_url = url,
-        .body = body,
-        .body_len = rest_len,
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = 1776138612000LL,
-        .secrets = mode == 5 && flag ? no_keys : keys,
-    };
     ingest_result res;
-    memset(&res, 0, sizeof res);
-    ingest_provider_twilio.handle(&req, &res);
+    pr_call(&ingest_provider_twilio, mode == 6 ? "GET" : "POST", PR_PATH("twilio"),
+            q ? q + 1 : NULL, url, body, rest_len, headers, mode == 5 && flag ? no_keys : keys,
+            1776138612000LL, &res);
     check_result(&res);
     switch (mode) {
     case 0:
     case 1:
     case 2:
     case 3:
-        check(res.status == 200 || res.status == 400);
+        pr_check(res.status == 200 || res.status == 400);
         break;
     case 5:
-        check(flag ? res.status == 503 : strcmp(res.reason, "missing_signature") == 0);
+        pr_check(flag ? res.status == 503 : strcmp(res.reason, "missing_signature") == 0);
         break;
     case 6:
-        check(res.status == 405);
+        pr_check(res.status == 405);
         break;
     default:
         break;

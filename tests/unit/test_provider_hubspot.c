@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -51,32 +52,12 @@
     "\"object\":{\"objectId\":904,\"objectType\":\"CONTACT\"},\"fields\":{\"email\":"              \
     "\"a@b.com\"}}"
 
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
 static void call_at(const char *method, const char *url, const char *body,
                     const char *const *headers, const hf_secrets *secrets, int64_t now_ms,
                     ingest_result *res)
 {
-    ingest_request req = {
-        .method = method,
-        .path = "/webhook_uri",
-        .public_url = url,
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = now_ms,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_hubspot.handle(&req, res);
+    pr_call(&ingest_provider_hubspot, method, "/webhook_uri", NULL, url, body, strlen(body),
+            headers, secrets, now_ms, res);
 }
 
 static void call(const char *method, const char *body, const char *const *headers,
@@ -91,9 +72,7 @@ static void sign_v3(const char *secret, const char *url, const char *body, const
 {
     hf_buf msg = {0};
     hf_buf_printf(&msg, "POST%s%s%s", url, body, ts);
-    unsigned char mac[HF_SHA256_LEN];
-    hf_hmac_sha256(secret, strlen(secret), msg.data, msg.len, mac);
-    hf_base64_encode(mac, sizeof mac, sig);
+    pr_hmac_b64(secret, msg.data, msg.len, sig);
     hf_buf_free(&msg);
 }
 
@@ -109,21 +88,7 @@ static void call_v3(const char *body, const char *secret, const hf_secrets *s, i
 
 static hf_secrets *store(const char *current, const char *previous)
 {
-    hf_secrets *s = hf_secrets_new();
-    if (current)
-        hf_secrets_set(s, "hubspot/client_secret", current, strlen(current));
-    if (previous)
-        hf_secrets_set(s, "hubspot/client_secret.previous", previous, strlen(previous));
-    return s;
-}
-
-static void assert_rejected(ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
-    assert_true(res->detail[0] != '\0');
+    return pr_secrets("hubspot/client_secret", current, previous);
 }
 
 /* The vector body is not JSON, so a verified vector request ends as 400 malformed; 401 would
@@ -136,13 +101,13 @@ static void test_v1_v2_vectors(void **state)
 
     const char *v1[] = {"X-HubSpot-Signature", VEC_V1, "X-HubSpot-Signature-Version", "v1", NULL};
     call("POST", VEC_BODY, v1, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     /* No version header means v1. */
     const char *v1_default[] = {"X-HubSpot-Signature", VEC_V1, NULL};
     call("POST", VEC_BODY, v1_default, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     /* Upper-case hex is the same digest. */
@@ -151,42 +116,42 @@ static void test_v1_v2_vectors(void **state)
         upper[i] = (VEC_V1[i] >= 'a' && VEC_V1[i] <= 'f') ? (char)(VEC_V1[i] - 32) : VEC_V1[i];
     const char *v1_upper[] = {"X-HubSpot-Signature", upper, NULL};
     call("POST", VEC_BODY, v1_upper, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     const char *v2[] = {"X-HubSpot-Signature", VEC_V2_POST, "X-HubSpot-Signature-Version", "v2",
                         NULL};
     call("POST", VEC_BODY, v2, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     /* The v2 signature is not a v1 signature, and vice versa. */
     const char *v2_as_v1[] = {"X-HubSpot-Signature", VEC_V2_POST, NULL};
     call("POST", VEC_BODY, v2_as_v1, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     const char *v1_as_v2[] = {"X-HubSpot-Signature", VEC_V1, "X-HubSpot-Signature-Version", "v2",
                               NULL};
     call("POST", VEC_BODY, v1_as_v2, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     /* v2 covers the URL. */
     call_at("POST", "https://www.example.com/other_uri", VEC_BODY, v2, s, NOW, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     /* The GET vector is correctly signed, but webhooks are POSTs: GET is 405 before anything. */
     const char *v2_get[] = {"X-HubSpot-Signature", VEC_V2_GET, "X-HubSpot-Signature-Version", "v2",
                             NULL};
     call("GET", "", v2_get, s, &res);
-    assert_rejected(&res, 405, "method_not_allowed");
+    pr_assert_rejected(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
 
     const char *unknown[] = {"X-HubSpot-Signature", VEC_V1, "X-HubSpot-Signature-Version", "v9",
                              NULL};
     call("POST", VEC_BODY, unknown, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -227,22 +192,22 @@ static void test_v3_vector(void **state)
     ingest_result res;
     /* now pinned just after the vector's timestamp: verified, then the body is not JSON. */
     call_at("POST", VEC_URL, VEC_BODY, v3, s, 15000000 + 1000, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
     call_at("POST", VEC_URL, VEC_BODY, v3, s, 15000000 - 300000, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     /* One bit off in the body. */
     call_at("POST", VEC_URL, "{'example_field':'example_valuf'}", v3, s, 15000000, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     /* The timestamp is signed: a fresh timestamp on the old signature fails. */
     const char *v3_other_ts[] = {"X-HubSpot-Signature-v3", VEC_V3, "X-HubSpot-Request-Timestamp",
                                  "15000001", NULL};
     call_at("POST", VEC_URL, VEC_BODY, v3_other_ts, s, 15000000, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -255,15 +220,15 @@ static void test_v3_stale_timestamp(void **state)
                         NULL};
     ingest_result res;
     call_at("POST", VEC_URL, VEC_BODY, v3, s, 15000000 + 300001, &res);
-    assert_rejected(&res, 401, "stale_timestamp");
+    pr_assert_rejected(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
     /* From the future as well. */
     call_at("POST", VEC_URL, VEC_BODY, v3, s, 15000000 - 300001, &res);
-    assert_rejected(&res, 401, "stale_timestamp");
+    pr_assert_rejected(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
     /* A real clock against the 1970 vector. */
     call_at("POST", VEC_URL, VEC_BODY, v3, s, NOW, &res);
-    assert_rejected(&res, 401, "stale_timestamp");
+    pr_assert_rejected(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
 
     static const char *const bad_ts[] = {"",           "abc",       "-15000000",
@@ -272,12 +237,12 @@ static void test_v3_stale_timestamp(void **state)
         const char *headers[] = {"X-HubSpot-Signature-v3", VEC_V3, "X-HubSpot-Request-Timestamp",
                                  bad_ts[i], NULL};
         call_at("POST", VEC_URL, VEC_BODY, headers, s, 15000000, &res);
-        assert_rejected(&res, 401, "stale_timestamp");
+        pr_assert_rejected(&res, 401, "stale_timestamp");
         ingest_result_free(&res);
     }
     const char *no_ts[] = {"X-HubSpot-Signature-v3", VEC_V3, NULL};
     call_at("POST", VEC_URL, VEC_BODY, no_ts, s, 15000000, &res);
-    assert_rejected(&res, 401, "stale_timestamp");
+    pr_assert_rejected(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -402,7 +367,7 @@ static void test_workflow_object(void **state)
 
     /* No portal id anywhere: refused rather than filed under an unknown account. */
     call_v3("{\"callbackId\":\"ap-1\",\"fields\":{}}", VEC_SECRET, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -416,7 +381,7 @@ static void test_tampered_body(void **state)
     *strstr(tampered, "62515") = '7';
     ingest_result res;
     call("POST", tampered, v1, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
     hf_secrets_free(s);
@@ -428,11 +393,11 @@ static void test_wrong_key(void **state)
     hf_secrets *s = store(VEC_SECRET, NULL);
     ingest_result res;
     call_v3(BATCH, "not-the-client-secret", s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     const char *garbage[] = {"X-HubSpot-Signature", "zz", NULL};
     call("POST", BATCH, garbage, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -445,10 +410,10 @@ static void test_missing_signature(void **state)
     const char *only_ts[] = {"X-HubSpot-Request-Timestamp", NOW_TEXT, "X-HubSpot-Signature-Version",
                              "v1", NULL};
     call("POST", BATCH, only_ts, s, &res);
-    assert_rejected(&res, 401, "missing_signature");
+    pr_assert_rejected(&res, 401, "missing_signature");
     ingest_result_free(&res);
     call("POST", BATCH, NULL, s, &res);
-    assert_rejected(&res, 401, "missing_signature");
+    pr_assert_rejected(&res, 401, "missing_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -460,7 +425,7 @@ static void test_missing_secret(void **state)
     hf_secrets_set(s, "hubspot/client_id", "some-client-id", 14);
     ingest_result res;
     call_v3(BATCH, VEC_SECRET, s, &res);
-    assert_rejected(&res, 503, "missing_secret");
+    pr_assert_rejected(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "hubspot/client_secret is not configured");
     ingest_result_free(&res);
     hf_secrets_free(s);
@@ -503,7 +468,7 @@ static void test_signed_malformed(void **state)
     for (size_t i = 0; i < HF_ARRAY_LEN(bodies); i++) {
         ingest_result res;
         call_v3(bodies[i], VEC_SECRET, s, &res);
-        assert_rejected(&res, 400, "malformed");
+        pr_assert_rejected(&res, 400, "malformed");
         ingest_result_free(&res);
     }
     hf_secrets_free(s);
@@ -516,7 +481,7 @@ static void test_get_is_405(void **state)
     const char *v1[] = {"X-HubSpot-Signature", NODE_V1, NULL};
     ingest_result res;
     call("GET", NODE_V1_BODY, v1, s, &res);
-    assert_rejected(&res, 405, "method_not_allowed");
+    pr_assert_rejected(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }

@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
 #include "json.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -46,32 +47,11 @@
 
 #define FLOW_SECRET "flow-secret-0123456789"
 
-/* A request's headers: a NULL-terminated name, value, name, value... list. */
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
 static void call_at(const char *method, const char *body, const char *const *headers,
                     const hf_secrets *secrets, int64_t now_ms, ingest_result *res)
 {
-    ingest_request req = {
-        .method = method,
-        .path = "/api/integrations/webhooks/klaviyo",
-        .public_url = "https://hooks.example.com/api/integrations/webhooks/klaviyo",
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = now_ms,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_klaviyo.handle(&req, res);
+    pr_call(&ingest_provider_klaviyo, method, PR_PATH("klaviyo"), NULL, PR_URL("klaviyo"), body,
+            strlen(body), headers, secrets, now_ms, res);
 }
 
 /* hex HMAC-SHA256(key, body + ts) */
@@ -80,9 +60,7 @@ static void sign(const char *key, const char *body, const char *ts, char hex[65]
     hf_buf msg = {0};
     hf_buf_puts(&msg, body);
     hf_buf_puts(&msg, ts);
-    unsigned char mac[HF_SHA256_LEN];
-    hf_hmac_sha256(key, strlen(key), msg.data, msg.len, mac);
-    hf_hex_encode(mac, sizeof mac, hex);
+    pr_hmac_hex(key, msg.data, msg.len, hex);
     hf_buf_free(&msg);
 }
 
@@ -95,22 +73,6 @@ static void call_system(const char *body, const char *key, const char *ts, const
     const char *headers[] = {
         "Klaviyo-Signature", sig, "Klaviyo-Timestamp", ts, "Klaviyo-Webhook-Id", webhook_id, NULL};
     call_at("POST", body, headers, secrets, now_ms, res);
-}
-
-static hf_secrets *secrets_with(const char *path, const char *value)
-{
-    hf_secrets *s = hf_secrets_new();
-    if (path)
-        hf_secrets_set(s, path, value, strlen(value));
-    return s;
-}
-
-static void assert_failed(const ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
 }
 
 static void assert_event(const ingest_event *e, const char *id, const char *native,
@@ -136,7 +98,7 @@ static void assert_event(const ingest_event *e, const char *id, const char *nati
 
 static void test_published_vector(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/webhook_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", VEC_SECRET, NULL);
     const char *headers[] = {
         "Klaviyo-Signature", VEC_SIG, "Klaviyo-Timestamp", VEC_TS, "Klaviyo-Webhook-Id",
         VEC_WEBHOOK_ID,      NULL};
@@ -162,14 +124,14 @@ static void test_published_vector(void **state)
     wrong[10] = wrong[10] == '0' ? '1' : '0';
     headers[1] = wrong;
     call_at("POST", VEC_BODY, headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_batch_splits_into_events(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/webhook_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", VEC_SECRET, NULL);
     ingest_result res;
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
     assert_int_equal(res.status, 200);
@@ -201,7 +163,7 @@ static void test_batch_splits_into_events(void **state)
 
 static void test_rejections(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/webhook_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", VEC_SECRET, NULL);
     ingest_result res;
 
     /* Tampered body: signed over BATCH, delivered with one byte changed. */
@@ -213,38 +175,38 @@ static void test_rejections(void **state)
         "Klaviyo-Signature", sig, "Klaviyo-Timestamp", VEC_TS, "Klaviyo-Webhook-Id",
         VEC_WEBHOOK_ID,      NULL};
     call_at("POST", tampered, headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
 
     /* The signature covers the timestamp too. */
     headers[3] = "Tue, 14 Apr 2026 03:50:13 GMT";
     call_at("POST", BATCH, headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     /* Wrong key. */
     call_system(BATCH, "not-the-secret", VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     /* Missing timestamp / webhook id headers. */
     const char *no_ts[] = {"Klaviyo-Signature", sig, "Klaviyo-Webhook-Id", VEC_WEBHOOK_ID, NULL};
     call_at("POST", BATCH, no_ts, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     assert_non_null(strstr(res.detail, "Klaviyo-Timestamp"));
     ingest_result_free(&res);
     const char *no_id[] = {"Klaviyo-Signature", sig, "Klaviyo-Timestamp", VEC_TS, NULL};
     call_at("POST", BATCH, no_id, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     ingest_result_free(&res);
 
     /* Stale: 5 min + 1 s late, and as far early; exactly 5 min is still fine. */
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS + 301000, &res);
-    assert_failed(&res, 401, "stale_timestamp");
+    pr_assert_failed(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS - 301000, &res);
-    assert_failed(&res, 401, "stale_timestamp");
+    pr_assert_failed(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS + 300000, &res);
     assert_int_equal(res.status, 200);
@@ -252,54 +214,54 @@ static void test_rejections(void **state)
 
     /* A validly signed timestamp that is no date. */
     call_system(BATCH, VEC_SECRET, "yesterday", VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "stale_timestamp");
+    pr_assert_failed(&res, 401, "stale_timestamp");
     ingest_result_free(&res);
 
     /* Webhook id header differs from meta.klaviyo_webhook_id. */
     call_system(BATCH, VEC_SECRET, VEC_TS, "01KP4928STE8FKCWB6WDHZ4ZB8", s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     assert_string_equal(res.detail, "webhook id mismatch");
     ingest_result_free(&res);
 
     /* Signed but malformed. */
     call_system("{\"data\":[", VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_true(strlen(res.detail) > 0);
     ingest_result_free(&res);
     call_system("{\"data\":[{\"external_id\":\"x\"}]," META_PART "}", VEC_SECRET, VEC_TS,
                 VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "data[0].topic is missing");
     ingest_result_free(&res);
     call_system("{\"data\":{}," META_PART "}", VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS,
                 &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     /* A later bad item drops the events of the earlier good ones. */
     call_system("{\"data\":[" ITEM1 ",7]," META_PART "}", VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s,
                 VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
 
     /* GET is not a Klaviyo method. */
     call_at("GET", "", headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 405, "method_not_allowed");
+    pr_assert_failed(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_missing_secret(void **state)
 {
-    hf_secrets *s = secrets_with(NULL, NULL);
+    hf_secrets *s = pr_secrets(NULL, NULL, NULL);
     ingest_result res;
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "klaviyo/webhook_secret is not configured");
     ingest_result_free(&res);
     /* Without Klaviyo-Signature it is a flow webhook, whose secret is missing too. */
     const char *headers[] = {"X-Hookflow-Flow-Secret", FLOW_SECRET, NULL};
     call_at("POST", "{\"account_id\":\"A\"}", headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "klaviyo/flow_secret is not configured");
     ingest_result_free(&res);
     hf_secrets_free(s);
@@ -307,7 +269,7 @@ static void test_missing_secret(void **state)
 
 static void test_previous_secret_accepted(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/webhook_secret", "the-new-secret");
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", "the-new-secret", NULL);
     hf_secrets_set(s, "klaviyo/webhook_secret.previous", VEC_SECRET, strlen(VEC_SECRET));
     ingest_result res;
     call_system(BATCH, VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
@@ -322,7 +284,7 @@ static void test_previous_secret_accepted(void **state)
 
 static void test_timestamp_formats(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/webhook_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", VEC_SECRET, NULL);
     const char *good[] = {"2026-04-14T03:50:12Z", "2026-04-14T05:50:12+02:00",
                           "2026-04-14T03:50:12.999+00:00", "1776138612", "1776138612000"};
     for (size_t i = 0; i < HF_ARRAY_LEN(good); i++) {
@@ -340,7 +302,7 @@ static void test_timestamp_formats(void **state)
     for (size_t i = 0; i < HF_ARRAY_LEN(bad); i++) {
         ingest_result res;
         call_system(VEC_BODY, VEC_SECRET, bad[i], VEC_WEBHOOK_ID, s, VEC_NOW_MS, &res);
-        assert_failed(&res, 401, "stale_timestamp");
+        pr_assert_failed(&res, 401, "stale_timestamp");
         ingest_result_free(&res);
     }
     hf_secrets_free(s);
@@ -355,7 +317,7 @@ static void test_timestamp_formats(void **state)
 
 static void test_flow_webhooks(void **state)
 {
-    hf_secrets *s = secrets_with("klaviyo/flow_secret", FLOW_SECRET);
+    hf_secrets *s = pr_secrets("klaviyo/flow_secret", FLOW_SECRET, NULL);
     hf_secrets_set(s, "klaviyo/flow_secret.previous", "older-flow-secret", 17);
     const char *headers[] = {"X-Hookflow-Flow-Secret", FLOW_SECRET, "X-Hookflow-Account",
                              "ACCT_HDR", NULL};
@@ -385,30 +347,30 @@ static void test_flow_webhooks(void **state)
     /* Wrong or missing secret header. */
     headers[1] = "flow-secret-0123456788";
     call_at("POST", FLOW1, headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     headers[1] = FLOW_SECRET "x";
     call_at("POST", FLOW1, headers, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     const char *none[] = {"X-Hookflow-Account", "ACCT_HDR", NULL};
     call_at("POST", FLOW1, none, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     ingest_result_free(&res);
 
     /* Authentic but malformed: no account anywhere, not an object, bad JSON. */
     const char *no_account[] = {"X-Hookflow-Flow-Secret", FLOW_SECRET, NULL};
     call_at("POST", FLOW2, no_account, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_at("POST", "[" FLOW1 ",\"x\"]", no_account, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_at("POST", "42", no_account, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_at("POST", "{\"a\":", no_account, s, VEC_NOW_MS, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }

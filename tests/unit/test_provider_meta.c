@@ -10,8 +10,9 @@
 #include <string.h>
 
 #include "crypto.h"
-#include "json.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -58,73 +59,21 @@
 
 #define VERIFY_TOKEN "verify-me-123"
 
-/* A request's headers: a NULL-terminated name, value, name, value... list. */
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
 static void call(const char *method, const char *query, const char *body,
                  const char *const *headers, const hf_secrets *secrets, ingest_result *res)
 {
-    ingest_request req = {
-        .method = method,
-        .path = "/api/integrations/webhooks/meta",
-        .query = query,
-        .public_url = "https://hooks.example.com/api/integrations/webhooks/meta",
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = 1776138612000LL,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_meta.handle(&req, res);
+    pr_call(&ingest_provider_meta, method, PR_PATH("meta"), query, PR_URL("meta"), body,
+            strlen(body), headers, secrets, 1776138612000LL, res);
 }
 
 /* POSTs body signed under key ("sha256=" + lowercase hex). */
 static void call_signed(const char *body, const char *key, const hf_secrets *secrets,
                         ingest_result *res)
 {
-    unsigned char mac[HF_SHA256_LEN];
-    hf_hmac_sha256(key, strlen(key), body, strlen(body), mac);
     char header[7 + 2 * HF_SHA256_LEN + 1] = "sha256=";
-    hf_hex_encode(mac, sizeof mac, header + 7);
+    pr_hmac_hex(key, body, strlen(body), header + 7);
     const char *headers[] = {"X-Hub-Signature-256", header, NULL};
     call("POST", NULL, body, headers, secrets, res);
-}
-
-static hf_secrets *secrets_with(const char *path, const char *value)
-{
-    hf_secrets *s = hf_secrets_new();
-    if (path)
-        hf_secrets_set(s, path, value, strlen(value));
-    return s;
-}
-
-static void assert_failed(const ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
-}
-
-static void assert_event(const ingest_event *e, const char *id, const char *native,
-                         const char *account, const char *resource, const char *occurred_at,
-                         const char *payload)
-{
-    assert_string_equal(e->id, id);
-    assert_string_equal(e->native_type, native);
-    assert_string_equal(e->account, account);
-    assert_string_equal(e->resource, resource);
-    assert_string_equal(e->occurred_at, occurred_at);
-    assert_string_equal(e->payload, payload);
 }
 
 /* The payload is the messaging item exactly as Meta sent it: spacing, escapes and number text
@@ -132,7 +81,7 @@ static void assert_event(const ingest_event *e, const char *id, const char *nati
 static void test_payload_is_the_item_as_sent(void **state)
 {
     (void)state;
-    hf_secrets *s = secrets_with("meta/app_secret", "k");
+    hf_secrets *s = pr_secrets("meta/app_secret", "k", NULL);
 #define SPACED_ITEM                                                                                \
     "{ \"sender\": {\"id\": \"U9\"},\n  \"recipient\": {\"id\": \"77\"}, \"timestamp\": "          \
     "1.776138600E12,"                                                                              \
@@ -151,15 +100,15 @@ static void test_payload_is_the_item_as_sent(void **state)
 
 static void test_published_vector(void **state)
 {
-    hf_secrets *s = secrets_with("meta/app_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("meta/app_secret", VEC_SECRET, NULL);
     const char *headers[] = {"X-Hub-Signature-256", VEC_SIG, NULL};
     ingest_result res;
     call("POST", NULL, VEC_BODY, headers, s, &res);
     assert_int_equal(res.status, 200);
     assert_string_equal(res.reason, "accepted");
     assert_int_equal(res.nevents, 1);
-    assert_event(&res.events[0], "meta:m_1", "message", "PAGE_ID", "psid:PSID",
-                 "2016-03-23T00:25:52.478Z", VEC_ITEM);
+    pr_assert_event(&res.events[0], "meta:m_1", "message", "PAGE_ID", "psid:PSID",
+                    "2016-03-23T00:25:52.478Z", VEC_ITEM);
     assert_null(res.response_body);
     ingest_result_free(&res);
 
@@ -177,32 +126,33 @@ static void test_published_vector(void **state)
     /* Without the "sha256=" prefix it is not Meta's header format. */
     headers[1] = &VEC_SIG[7];
     call("POST", NULL, VEC_BODY, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_batch_splits_into_events(void **state)
 {
-    hf_secrets *s = secrets_with("meta/app_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("meta/app_secret", VEC_SECRET, NULL);
     ingest_result res;
     call_signed(BATCH, VEC_SECRET, s, &res);
     assert_int_equal(res.status, 200);
     assert_int_equal(res.nevents, 7);
-    assert_event(&res.events[0], "meta:m_A", "message", "123456", "psid:U1",
-                 "2026-04-14T03:50:00.000Z", M1);
-    assert_event(&res.events[1], M2_ID, "delivery", "123456", "psid:U1", "2026-04-14T03:50:01.000Z",
-                 M2);
-    assert_event(&res.events[2], "meta:m_P", "postback", "789", "psid:U2",
-                 "2026-04-14T03:50:02.000Z", M3);
-    assert_event(&res.events[3], M4_ID, "read", "789", "psid:U2", "2026-04-14T03:50:03.000Z", M4);
+    pr_assert_event(&res.events[0], "meta:m_A", "message", "123456", "psid:U1",
+                    "2026-04-14T03:50:00.000Z", M1);
+    pr_assert_event(&res.events[1], M2_ID, "delivery", "123456", "psid:U1",
+                    "2026-04-14T03:50:01.000Z", M2);
+    pr_assert_event(&res.events[2], "meta:m_P", "postback", "789", "psid:U2",
+                    "2026-04-14T03:50:02.000Z", M3);
+    pr_assert_event(&res.events[3], M4_ID, "read", "789", "psid:U2", "2026-04-14T03:50:03.000Z",
+                    M4);
     /* An echo is sent by the page; its conversation is the recipient's. */
-    assert_event(&res.events[4], "meta:m_E", "message_echo", "789", "psid:U2",
-                 "2026-04-14T03:50:04.000Z", M5);
-    assert_event(&res.events[5], M6_ID, "reaction", "789", "psid:U2", "2026-04-14T03:50:05.000Z",
-                 M6);
-    assert_event(&res.events[6], M7_ID, "unknown", "789", "psid:U2", "2026-04-14T03:50:06.000Z",
-                 M7);
+    pr_assert_event(&res.events[4], "meta:m_E", "message_echo", "789", "psid:U2",
+                    "2026-04-14T03:50:04.000Z", M5);
+    pr_assert_event(&res.events[5], M6_ID, "reaction", "789", "psid:U2", "2026-04-14T03:50:05.000Z",
+                    M6);
+    pr_assert_event(&res.events[6], M7_ID, "unknown", "789", "psid:U2", "2026-04-14T03:50:06.000Z",
+                    M7);
 
     /* The same batch again: the same ids. */
     ingest_result again;
@@ -217,53 +167,53 @@ static void test_batch_splits_into_events(void **state)
 
 static void test_rejections(void **state)
 {
-    hf_secrets *s = secrets_with("meta/app_secret", VEC_SECRET);
+    hf_secrets *s = pr_secrets("meta/app_secret", VEC_SECRET, NULL);
     ingest_result res;
     /* Tampered body under the vector's signature. */
     const char *headers[] = {"X-Hub-Signature-256", VEC_SIG, NULL};
     char *tampered = xstrdup(VEC_BODY);
     *strstr(tampered, "hi") = 'H';
     call("POST", NULL, tampered, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
     /* Wrong key, missing header, legacy SHA-1 header alone. */
     call_signed(VEC_BODY, "another-secret", s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     call("POST", NULL, VEC_BODY, NULL, s, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     ingest_result_free(&res);
     const char *sha1[] = {"X-Hub-Signature", "sha1=0000000000000000000000000000000000000000", NULL};
     call("POST", NULL, VEC_BODY, sha1, s, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     ingest_result_free(&res);
     /* Signed but malformed. */
     call_signed("{\"object\":\"page\",\"entry\":[{]}", VEC_SECRET, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_true(strlen(res.detail) > 0);
     ingest_result_free(&res);
     call_signed("{\"object\":\"page\"}", VEC_SECRET, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "entry is missing");
     ingest_result_free(&res);
     call_signed("{\"object\":\"page\",\"entry\":[{\"messaging\":[]}]}", VEC_SECRET, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "entry[0].id is missing");
     ingest_result_free(&res);
     call_signed("{\"object\":\"page\",\"entry\":[{\"id\":\"1\",\"messaging\":[" M1 ",3]}]}",
                 VEC_SECRET, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     /* Other methods. */
     call("PUT", NULL, VEC_BODY, headers, s, &res);
-    assert_failed(&res, 405, "method_not_allowed");
+    pr_assert_failed(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 
     hf_secrets *empty = hf_secrets_new();
     call("POST", NULL, VEC_BODY, headers, empty, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "meta/app_secret is not configured");
     ingest_result_free(&res);
     hf_secrets_free(empty);
@@ -271,7 +221,7 @@ static void test_rejections(void **state)
 
 static void test_previous_secret_accepted(void **state)
 {
-    hf_secrets *s = secrets_with("meta/app_secret", "rotated-secret");
+    hf_secrets *s = pr_secrets("meta/app_secret", "rotated-secret", NULL);
     hf_secrets_set(s, "meta/app_secret.previous", VEC_SECRET, strlen(VEC_SECRET));
     const char *headers[] = {"X-Hub-Signature-256", VEC_SIG, NULL};
     ingest_result res;
@@ -284,7 +234,7 @@ static void test_previous_secret_accepted(void **state)
 
 static void test_handshake(void **state)
 {
-    hf_secrets *s = secrets_with("meta/verify_token", VERIFY_TOKEN);
+    hf_secrets *s = pr_secrets("meta/verify_token", VERIFY_TOKEN, NULL);
     ingest_result res;
     call("GET", "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=" VERIFY_TOKEN, "",
          NULL, s, &res);
@@ -312,7 +262,7 @@ static void test_handshake(void **state)
     };
     for (size_t i = 0; i < HF_ARRAY_LEN(bad); i++) {
         call("GET", bad[i], "", NULL, s, &res);
-        assert_failed(&res, 403, "bad_verify_token");
+        pr_assert_failed(&res, 403, "bad_verify_token");
         ingest_result_free(&res);
     }
     hf_secrets_free(s);
@@ -320,7 +270,7 @@ static void test_handshake(void **state)
     hf_secrets *empty = hf_secrets_new();
     call("GET", "hub.mode=subscribe&hub.challenge=1&hub.verify_token=" VERIFY_TOKEN, "", NULL,
          empty, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "meta/verify_token is not configured");
     ingest_result_free(&res);
     hf_secrets_free(empty);

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
-#include "json.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -47,74 +47,26 @@
     "\"intuitaccountid\":\"9341453098765432\",\"data\":{\"changed\":[\"DisplayName\"]}}"
 #define CLOUDEVENTS "[" CE1 "," CE2 "]"
 
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
+#define NOW 1700000000000LL
 
 static void call(const char *method, const char *body, const char *const *headers,
                  const hf_secrets *secrets, ingest_result *res)
 {
-    ingest_request req = {
-        .method = method,
-        .path = "/api/integrations/webhooks/quickbooks",
-        .public_url = "https://hooks.example.com/api/integrations/webhooks/quickbooks",
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = 1700000000000LL,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_quickbooks.handle(&req, res);
+    pr_call(&ingest_provider_quickbooks, method, PR_PATH("quickbooks"), NULL, PR_URL("quickbooks"),
+            body, strlen(body), headers, secrets, NOW, res);
 }
 
 /* Calls handle() with body signed under key (NULL: no signature header). */
 static void call_signed(const char *body, const char *key, const hf_secrets *secrets,
                         ingest_result *res)
 {
-    unsigned char mac[HF_SHA256_LEN];
-    char sig[64];
-    hf_hmac_sha256(key ? key : "", key ? strlen(key) : 0, body, strlen(body), mac);
-    hf_base64_encode(mac, sizeof mac, sig);
-    const char *headers[] = {"intuit-signature", sig, NULL};
-    call("POST", body, key ? headers : NULL, secrets, res);
+    pr_call_signed_b64(&ingest_provider_quickbooks, "intuit-signature", body, key, secrets, NOW,
+                       res);
 }
 
 static hf_secrets *store(const char *current, const char *previous)
 {
-    hf_secrets *s = hf_secrets_new();
-    if (current)
-        hf_secrets_set(s, "quickbooks/verifier_token", current, strlen(current));
-    if (previous)
-        hf_secrets_set(s, "quickbooks/verifier_token.previous", previous, strlen(previous));
-    return s;
-}
-
-static void assert_rejected(ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
-    assert_true(res->detail[0] != '\0');
-}
-
-static void assert_event(const ingest_event *e, const char *id, const char *native,
-                         const char *account, const char *resource, const char *occurred_at,
-                         const char *payload)
-{
-    assert_string_equal(e->id, id);
-    assert_string_equal(e->native_type, native);
-    assert_string_equal(e->account, account);
-    assert_string_equal(e->resource, resource);
-    assert_string_equal(e->occurred_at, occurred_at);
-    assert_string_equal(e->payload, payload);
+    return pr_secrets("quickbooks/verifier_token", current, previous);
 }
 
 static void test_sdk_vector(void **state)
@@ -128,16 +80,16 @@ static void test_sdk_vector(void **state)
     assert_string_equal(res.reason, "accepted");
     assert_null(res.response_body);
     assert_int_equal(res.nevents, 1);
-    assert_event(&res.events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d", "Customer.Create",
-                 "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
-                 "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
-                 "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
+    pr_assert_event(&res.events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d",
+                    "Customer.Create", "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
+                    "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
+                    "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
     ingest_result_free(&res);
 
     /* The SDK test's must-fail signature. */
     const char *bad[] = {"intuit-signature", "1234", NULL};
     call("POST", SDK_BODY, bad, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -147,19 +99,19 @@ static void assert_legacy_batch(const ingest_result *res)
     assert_int_equal(res->status, 200);
     assert_string_equal(res->reason, "accepted");
     assert_int_equal(res->nevents, 3);
-    assert_event(&res->events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d", "Customer.Create",
-                 "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
-                 "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
-                 "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
-    assert_event(&res->events[1], "quickbooks:80e04774dcd7710c2f2d86ee14ffbc75", "Invoice.Update",
-                 "1185883450", "Invoice:130", "2024-02-01T07:30:00.123Z",
-                 "{\"realmId\":\"1185883450\",\"name\":\"Invoice\",\"id\":\"130\",\"operation\":"
-                 "\"Update\",\"lastUpdated\":\"2024-01-31T23:30:00.123-08:00\"}");
-    assert_event(&res->events[2], "quickbooks:8584f0e68bc7cf11dc69ee994c24e0e2",
-                 "SalesReceipt.Delete", "9130357992111111", "SalesReceipt:42",
-                 "2024-02-01T08:00:00.000Z",
-                 "{\"realmId\":\"9130357992111111\",\"name\":\"SalesReceipt\",\"id\":\"42\","
-                 "\"operation\":\"Delete\",\"lastUpdated\":\"2024-02-01T08:00:00Z\"}");
+    pr_assert_event(&res->events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d",
+                    "Customer.Create", "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
+                    "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
+                    "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
+    pr_assert_event(&res->events[1], "quickbooks:80e04774dcd7710c2f2d86ee14ffbc75",
+                    "Invoice.Update", "1185883450", "Invoice:130", "2024-02-01T07:30:00.123Z",
+                    "{\"realmId\":\"1185883450\",\"name\":\"Invoice\",\"id\":\"130\",\"operation\":"
+                    "\"Update\",\"lastUpdated\":\"2024-01-31T23:30:00.123-08:00\"}");
+    pr_assert_event(&res->events[2], "quickbooks:8584f0e68bc7cf11dc69ee994c24e0e2",
+                    "SalesReceipt.Delete", "9130357992111111", "SalesReceipt:42",
+                    "2024-02-01T08:00:00.000Z",
+                    "{\"realmId\":\"9130357992111111\",\"name\":\"SalesReceipt\",\"id\":\"42\","
+                    "\"operation\":\"Delete\",\"lastUpdated\":\"2024-02-01T08:00:00Z\"}");
 }
 
 static void test_legacy_batch_spans_realms(void **state)
@@ -182,12 +134,12 @@ static void test_cloudevents_batch(void **state)
     assert_int_equal(res.status, 200);
     assert_string_equal(res.reason, "accepted");
     assert_int_equal(res.nevents, 2);
-    assert_event(&res.events[0], "quickbooks:88cd52aa-33b6-4351-9aa6-1e7e2a1b7c11",
-                 "qbo.salesreceipt.created.v1", "310687", "salesreceipt:1234",
-                 "2025-09-10T21:31:25.179Z", CE1);
-    assert_event(&res.events[1], "quickbooks:b2f9a1c0-7d2e-4f4a-9c1b-0e5d6f7a8b9c",
-                 "qbo.customer.updated.v1", "9341453098765432", "customer:58",
-                 "2025-09-10T21:31:26.000Z", CE2);
+    pr_assert_event(&res.events[0], "quickbooks:88cd52aa-33b6-4351-9aa6-1e7e2a1b7c11",
+                    "qbo.salesreceipt.created.v1", "310687", "salesreceipt:1234",
+                    "2025-09-10T21:31:25.179Z", CE1);
+    pr_assert_event(&res.events[1], "quickbooks:b2f9a1c0-7d2e-4f4a-9c1b-0e5d6f7a8b9c",
+                    "qbo.customer.updated.v1", "9341453098765432", "customer:58",
+                    "2025-09-10T21:31:26.000Z", CE2);
     ingest_result_free(&res);
 
     /* No entity id or an unparsable time: the event is kept, without resource / time. */
@@ -280,7 +232,7 @@ static void test_tampered_body(void **state)
     *strstr(tampered, "Create") = 'c';
     ingest_result res;
     call("POST", tampered, headers, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
     hf_secrets_free(s);
@@ -292,7 +244,7 @@ static void test_wrong_key(void **state)
     hf_secrets *s = store(KEY, NULL);
     ingest_result res;
     call_signed(LEGACY_BATCH, "not-the-verifier-token", s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -303,7 +255,7 @@ static void test_missing_signature(void **state)
     hf_secrets *s = store(KEY, NULL);
     ingest_result res;
     call_signed(LEGACY_BATCH, NULL, s, &res);
-    assert_rejected(&res, 401, "missing_signature");
+    pr_assert_rejected(&res, 401, "missing_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -314,7 +266,7 @@ static void test_missing_secret(void **state)
     hf_secrets *s = hf_secrets_new();
     ingest_result res;
     call_signed(LEGACY_BATCH, KEY, s, &res);
-    assert_rejected(&res, 503, "missing_secret");
+    pr_assert_rejected(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "quickbooks/verifier_token is not configured");
     ingest_result_free(&res);
     hf_secrets_free(s);
@@ -355,7 +307,7 @@ static void test_signed_malformed(void **state)
     for (size_t i = 0; i < HF_ARRAY_LEN(bodies); i++) {
         ingest_result res;
         call_signed(bodies[i], KEY, s, &res);
-        assert_rejected(&res, 400, "malformed");
+        pr_assert_rejected(&res, 400, "malformed");
         ingest_result_free(&res);
     }
     hf_secrets_free(s);
@@ -368,7 +320,7 @@ static void test_get_is_405(void **state)
     const char *headers[] = {"intuit-signature", SDK_SIG, NULL};
     ingest_result res;
     call("GET", SDK_BODY, headers, s, &res);
-    assert_rejected(&res, 405, "method_not_allowed");
+    pr_assert_rejected(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }

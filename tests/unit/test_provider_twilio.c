@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -66,35 +67,13 @@
 #define FORM_TYPE "application/x-www-form-urlencoded"
 #define TWIML "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>"
 
-/* A request's headers: a NULL-terminated name, value, name, value... list. */
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
-
 /* public_url is url; the query is whatever follows its '?'. */
 static void call(const char *method, const char *url, const char *body, const char *const *headers,
                  const hf_secrets *secrets, ingest_result *res)
 {
     const char *q = strchr(url, '?');
-    ingest_request req = {
-        .method = method,
-        .path = "/api/integrations/webhooks/twilio",
-        .query = q ? q + 1 : NULL,
-        .public_url = url,
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = 1776138612000LL,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_twilio.handle(&req, res);
+    pr_call(&ingest_provider_twilio, method, PR_PATH("twilio"), q ? q + 1 : NULL, url, body,
+            strlen(body), headers, secrets, 1776138612000LL, res);
 }
 
 /* A form POST with signature sig (NULL: no signature header). */
@@ -107,91 +86,75 @@ static void call_form(const char *url, const char *body, const char *sig, const 
     call("POST", url, body, headers, secrets, res);
 }
 
-static hf_secrets *secrets_with(const char *path, const char *value)
-{
-    hf_secrets *s = hf_secrets_new();
-    if (path)
-        hf_secrets_set(s, path, value, strlen(value));
-    return s;
-}
-
-static void assert_failed(const ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
-}
-
 static void test_published_form_vectors(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", VEC_TOKEN);
+    hf_secrets *s = pr_secrets("twilio/auth_token", VEC_TOKEN, NULL);
     ingest_result res;
     /* The vectors carry no AccountSid: a verified request then fails as malformed (400), an
      * unverified one as 401, which tells the two apart. */
     call_form(VEC_URL, VEC_FORM, VEC_SIG, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "AccountSid is missing");
     ingest_result_free(&res);
     /* Signed with :443, received without it, and the reverse. */
     call_form(VEC_URL, VEC_FORM, VEC_SIG_443, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_form(VEC_URL_443, VEC_FORM, VEC_SIG, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_form(VEC_URL_443, VEC_FORM, VEC_SIG_443, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     /* Parameter order in the body does not matter; a changed value does. */
     call_form(VEC_URL,
               "To=%2B18005551212&From=%2B14158675309&Digits=1234&Caller=%2B14158675309&CallSid="
               "CA1234567890ABCDE",
               VEC_SIG, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     call_form(VEC_URL,
               "CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1235&From=%2B14158675309&To="
               "%2B18005551212",
               VEC_SIG, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* Another port is not the default one: neither variant matches. */
     call_form("https://mycompany.com:8443/myapp.php?foo=1&bar=2", VEC_FORM, VEC_SIG, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* The URL is signed too. */
     call_form("https://mycompany.com/myapp.php?foo=1&bar=3", VEC_FORM, VEC_SIG, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_published_json_vector(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", VEC_TOKEN);
+    hf_secrets *s = pr_secrets("twilio/auth_token", VEC_TOKEN, NULL);
     const char *headers[] = {"Content-Type", "application/json; charset=utf-8",
                              "X-Twilio-Signature", VEC_JSON_SIG, NULL};
     ingest_result res;
     call("POST", VEC_URL "&bodySHA256=" VEC_JSON_HASH, VEC_JSON, headers, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "AccountSid is missing");
     ingest_result_free(&res);
     /* The body must hash to bodySHA256. */
     call("POST", VEC_URL "&bodySHA256=" VEC_JSON_HASH, "{\"property\": \"value\"}", headers, s,
          &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* A JSON body with no bodySHA256 is not covered by the signature at all. */
     call("POST", VEC_URL, VEC_JSON, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_inbound_message(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     ingest_result res;
     call_form(URL, INBOUND, INBOUND_SIG_MAIN, s, &res);
     assert_int_equal(res.status, 200);
@@ -219,7 +182,7 @@ static void test_inbound_message(void **state)
 
 static void test_status_callback(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     ingest_result res;
     call_form(URL, STATUS, STATUS_SIG, s, &res);
     assert_int_equal(res.status, 200);
@@ -237,7 +200,7 @@ static void test_status_callback(void **state)
 
 static void test_repeated_parameters(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     ingest_result res;
     call_form(URL, REPEATED, REPEATED_SIG, s, &res);
     assert_int_equal(res.status, 200);
@@ -257,14 +220,14 @@ static void test_repeated_parameters(void **state)
               "AccountSid=" SID
               "&MessageSid=SM0003&MediaUrl=https%3A%2F%2Fm%2Fb&From=%2B14155550100",
               REPEATED_SIG, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_derived_id_without_message_sid(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     ingest_result res;
     call_form(URL, NO_SID, NO_SID_SIG, s, &res);
     assert_int_equal(res.status, 200);
@@ -276,7 +239,7 @@ static void test_derived_id_without_message_sid(void **state)
 
 static void test_per_account_token_preferred(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     hf_secrets_set(s, "twilio/accounts/" SID "/auth_token", "acct-token", 10);
     ingest_result res;
     call_form(URL, INBOUND, INBOUND_SIG_ACCT, s, &res);
@@ -285,10 +248,10 @@ static void test_per_account_token_preferred(void **state)
     ingest_result_free(&res);
     /* The account has its own token: the main one no longer signs for it. */
     call_form(URL, INBOUND, INBOUND_SIG_MAIN, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* Another account falls back to the main token. */
-    hf_secrets *main_only = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *main_only = pr_secrets("twilio/auth_token", "main-token", NULL);
     hf_secrets_set(main_only, "twilio/accounts/ACother/auth_token", "acct-token", 10);
     call_form(URL, INBOUND, INBOUND_SIG_MAIN, main_only, &res);
     assert_int_equal(res.status, 200);
@@ -297,7 +260,7 @@ static void test_per_account_token_preferred(void **state)
     hf_secrets_set(main_only, "twilio/accounts/../auth_token", "acct-token", 10);
     call_form(URL, "AccountSid=..%2F..&MessageSid=SM9", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=", main_only,
               &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(main_only);
     hf_secrets_free(s);
@@ -305,7 +268,7 @@ static void test_per_account_token_preferred(void **state)
 
 static void test_previous_token_accepted(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     hf_secrets_set(s, "twilio/auth_token.previous", "old-token", 9);
     ingest_result res;
     call_form(URL, INBOUND, INBOUND_SIG_OLD, s, &res);
@@ -319,7 +282,7 @@ static void test_previous_token_accepted(void **state)
 
 static void test_webhook_rule_key(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/webhook_keys/rule1", "rule-key");
+    hf_secrets *s = pr_secrets("twilio/webhook_keys/rule1", "rule-key", NULL);
     const char *headers[] = {"Content-Type",
                              FORM_TYPE,
                              "X-Twilio-Signature",
@@ -336,29 +299,29 @@ static void test_webhook_rule_key(void **state)
     headers[3] = INBOUND_SIG_MAIN;
     hf_secrets_set(s, "twilio/auth_token", "main-token", 10);
     call("POST", URL, INBOUND, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* Unknown rule key, unsafe name, unknown algorithm. */
     headers[3] = INBOUND_SIG_RULE;
     headers[5] = "key=rule2,algorithm=HMAC_SHA256";
     call("POST", URL, INBOUND, headers, s, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "twilio/webhook_keys/rule2 is not configured");
     ingest_result_free(&res);
     headers[5] = "key=../auth_token,algorithm=HMAC_SHA256";
     call("POST", URL, INBOUND, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     headers[5] = "key=rule1,algorithm=HMAC_MD5";
     call("POST", URL, INBOUND, headers, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
 
 static void test_json_body(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     const char *headers[] = {"Content-Type", "application/json", "X-Twilio-Signature", JSON_SIG,
                              NULL};
     ingest_result res;
@@ -374,45 +337,45 @@ static void test_json_body(void **state)
 
 static void test_rejections(void **state)
 {
-    hf_secrets *s = secrets_with("twilio/auth_token", "main-token");
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
     ingest_result res;
     /* Tampered body. */
     char *tampered = xstrdup(INBOUND);
     tampered[strlen(tampered) - 1] = '2';
     call_form(URL, tampered, INBOUND_SIG_MAIN, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
     /* Wrong key. */
     call_form(URL, INBOUND, INBOUND_SIG_ACCT, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* Not base64, or the wrong length. */
     call_form(URL, INBOUND, "not base64!", s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     call_form(URL, INBOUND, INBOUND_SIG_RULE, s, &res);
-    assert_failed(&res, 401, "bad_signature");
+    pr_assert_failed(&res, 401, "bad_signature");
     ingest_result_free(&res);
     /* Missing header. */
     call_form(URL, INBOUND, NULL, s, &res);
-    assert_failed(&res, 401, "missing_signature");
+    pr_assert_failed(&res, 401, "missing_signature");
     ingest_result_free(&res);
     /* GET is not accepted. */
     call("GET", URL "?" INBOUND, "", NULL, s, &res);
-    assert_failed(&res, 405, "method_not_allowed");
+    pr_assert_failed(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     /* A content type that cannot be verified. */
     const char *xml[] = {"Content-Type", "text/xml", "X-Twilio-Signature", INBOUND_SIG_MAIN, NULL};
     call("POST", URL, INBOUND, xml, s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 
     /* No token at all. */
     hf_secrets *empty = hf_secrets_new();
     call_form(URL, INBOUND, INBOUND_SIG_MAIN, empty, &res);
-    assert_failed(&res, 503, "missing_secret");
+    pr_assert_failed(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "twilio/auth_token is not configured");
     ingest_result_free(&res);
     hf_secrets_free(empty);
@@ -421,10 +384,10 @@ static void test_rejections(void **state)
 static void test_signed_but_malformed(void **state)
 {
     /* Invalid UTF-8 in a value, signed with token 12345 (HMAC computed with Python). */
-    hf_secrets *s = secrets_with("twilio/auth_token", VEC_TOKEN);
+    hf_secrets *s = pr_secrets("twilio/auth_token", VEC_TOKEN, NULL);
     ingest_result res;
     call_form(VEC_URL, "AccountSid=AC1&Body=%FF", "un9Kt/6hXebTn2JDPvNm6iOtCKA=", s, &res);
-    assert_failed(&res, 400, "malformed");
+    pr_assert_failed(&res, 400, "malformed");
     assert_string_equal(res.detail, "parameter 2 is not valid UTF-8");
     ingest_result_free(&res);
     hf_secrets_free(s);

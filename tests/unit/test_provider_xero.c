@@ -9,8 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crypto.h"
 #include "provider.h"
+#include "provider_assert.h"
+#include "provider_request.h"
 #include "secrets.h"
 #include "util.h"
 
@@ -48,63 +49,25 @@
     "{\"events\":[" EV1 "," EV2 "," EV3 "],\"firstEventSequence\":1,\"lastEventSequence\":3,"      \
     "\"entropy\":\"ZXQMRZHCPUTRRLFNHLFA\"}"
 
-/* A request's headers: a NULL-terminated name, value, name, value... list. */
-static const char *table_header(const ingest_request *req, const char *name)
-{
-    const char *const *kv = req->header_ctx;
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        if (hf_strieq(kv[i], name))
-            return kv[i + 1];
-    return NULL;
-}
+#define NOW 1700000000000LL
 
 static void call(const char *method, const char *body, const char *const *headers,
                  const hf_secrets *secrets, ingest_result *res)
 {
-    ingest_request req = {
-        .method = method,
-        .path = "/api/integrations/webhooks/xero",
-        .public_url = "https://hooks.example.com/api/integrations/webhooks/xero",
-        .body = (const unsigned char *)body,
-        .body_len = strlen(body),
-        .header = table_header,
-        .header_ctx = (void *)headers,
-        .now_ms = 1700000000000LL,
-        .secrets = secrets,
-    };
-    memset(res, 0, sizeof *res);
-    ingest_provider_xero.handle(&req, res);
+    pr_call(&ingest_provider_xero, method, PR_PATH("xero"), NULL, PR_URL("xero"), body,
+            strlen(body), headers, secrets, NOW, res);
 }
 
 /* Calls handle() with body signed under key (NULL: no signature header). */
 static void call_signed(const char *body, const char *key, const hf_secrets *secrets,
                         ingest_result *res)
 {
-    unsigned char mac[HF_SHA256_LEN];
-    char sig[64];
-    hf_hmac_sha256(key ? key : "", key ? strlen(key) : 0, body, strlen(body), mac);
-    hf_base64_encode(mac, sizeof mac, sig);
-    const char *headers[] = {"X-Xero-Signature", sig, NULL};
-    call("POST", body, key ? headers : NULL, secrets, res);
+    pr_call_signed_b64(&ingest_provider_xero, "X-Xero-Signature", body, key, secrets, NOW, res);
 }
 
 static hf_secrets *store(const char *current, const char *previous)
 {
-    hf_secrets *s = hf_secrets_new();
-    if (current)
-        hf_secrets_set(s, "xero/webhook_key", current, strlen(current));
-    if (previous)
-        hf_secrets_set(s, "xero/webhook_key.previous", previous, strlen(previous));
-    return s;
-}
-
-static void assert_rejected(ingest_result *res, int status, const char *reason)
-{
-    assert_int_equal(res->status, status);
-    assert_string_equal(res->reason, reason);
-    assert_int_equal(res->nevents, 0);
-    assert_null(res->response_body);
-    assert_true(res->detail[0] != '\0');
+    return pr_secrets("xero/webhook_key", current, previous);
 }
 
 static void test_itr_vector_signed(void **state)
@@ -131,17 +94,17 @@ static void test_itr_vector_bad_signature(void **state)
                            "YeRCwNl/cf7Wwt8bUMCqvKF6V2eoosfmJrRLcBPSquQ=", NULL};
     ingest_result res;
     call("POST", ITR_BODY, wrong, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     const char *garbage[] = {"x-xero-signature", "not base64!", NULL};
     call("POST", ITR_BODY, garbage, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
 
     const char *empty[] = {"x-xero-signature", "", NULL};
     call("POST", ITR_BODY, empty, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -211,16 +174,14 @@ static void test_tampered_body(void **state)
 {
     (void)state;
     hf_secrets *s = store(KEY, NULL);
-    unsigned char mac[HF_SHA256_LEN];
     char sig[64];
-    hf_hmac_sha256(KEY, strlen(KEY), BATCH, strlen(BATCH), mac);
-    hf_base64_encode(mac, sizeof mac, sig);
+    pr_hmac_b64(KEY, BATCH, strlen(BATCH), sig);
     char *tampered = xstrdup(BATCH);
     tampered[strlen(tampered) - 3] ^= 1; /* one bit in the entropy */
     const char *headers[] = {"x-xero-signature", sig, NULL};
     ingest_result res;
     call("POST", tampered, headers, s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     free(tampered);
     hf_secrets_free(s);
@@ -232,7 +193,7 @@ static void test_wrong_key(void **state)
     hf_secrets *s = store(KEY, NULL);
     ingest_result res;
     call_signed(BATCH, "some-other-key", s, &res);
-    assert_rejected(&res, 401, "bad_signature");
+    pr_assert_rejected(&res, 401, "bad_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -243,7 +204,7 @@ static void test_missing_signature(void **state)
     hf_secrets *s = store(KEY, NULL);
     ingest_result res;
     call_signed(BATCH, NULL, s, &res);
-    assert_rejected(&res, 401, "missing_signature");
+    pr_assert_rejected(&res, 401, "missing_signature");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -255,12 +216,12 @@ static void test_missing_secret(void **state)
     hf_secrets_set(s, "quickbooks/verifier_token", KEY, strlen(KEY));
     ingest_result res;
     call_signed(BATCH, KEY, s, &res);
-    assert_rejected(&res, 503, "missing_secret");
+    pr_assert_rejected(&res, 503, "missing_secret");
     assert_string_equal(res.detail, "xero/webhook_key is not configured");
     ingest_result_free(&res);
     /* An unsigned request is not accepted either. */
     call_signed(ITR_BODY, NULL, s, &res);
-    assert_rejected(&res, 503, "missing_secret");
+    pr_assert_rejected(&res, 503, "missing_secret");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -292,15 +253,15 @@ static void test_signed_malformed_json(void **state)
     hf_secrets *s = store(KEY, NULL);
     ingest_result res;
     call_signed("{\"events\":[{\"tenantId\":", KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     call_signed("[1,2,3]", KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     call_signed("{\"events\":{}}", KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -314,18 +275,18 @@ static void test_event_missing_field_rejects_delivery(void **state)
     call_signed("{\"events\":[" EV1 ",{\"resourceId\":\"x\",\"eventType\":\"CREATE\","
                 "\"eventCategory\":\"INVOICE\"}]}",
                 KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     assert_non_null(strstr(res.detail, "tenantId"));
     ingest_result_free(&res);
 
     call_signed("{\"events\":[" EV1 ",\"INVOICE\"]}", KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
 
     call_signed("{\"events\":[{\"resourceId\":\"x\",\"eventType\":\"CREATE\",\"eventCategory\":"
                 "\"INVOICE\",\"tenantId\":7}]}",
                 KEY, s, &res);
-    assert_rejected(&res, 400, "malformed");
+    pr_assert_rejected(&res, 400, "malformed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
@@ -337,10 +298,10 @@ static void test_get_is_405(void **state)
     const char *headers[] = {"x-xero-signature", ITR_SIG, NULL};
     ingest_result res;
     call("GET", ITR_BODY, headers, s, &res);
-    assert_rejected(&res, 405, "method_not_allowed");
+    pr_assert_rejected(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     call("PUT", ITR_BODY, headers, s, &res);
-    assert_rejected(&res, 405, "method_not_allowed");
+    pr_assert_rejected(&res, 405, "method_not_allowed");
     ingest_result_free(&res);
     hf_secrets_free(s);
 }
