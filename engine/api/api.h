@@ -65,6 +65,13 @@ char *api_query_param(const api_ctx *c, const char *name);
 int api_audit(api_ctx *c, const char *action, const char *subject_type, const char *subject_id,
               const char *detail_json);
 
+/* api_audit, then COMMIT of the handler's transaction. 0 when both succeeded; otherwise -1 with
+ * one line in err (for api_reply_internal) and the transaction rolled back. Either way the
+ * transaction is over when it returns. */
+HF_MUST_CHECK int api_audit_commit(api_ctx *c, const char *action, const char *subject_type,
+                                   const char *subject_id, const char *detail_json, char *err,
+                                   size_t errlen);
+
 /* True when s is a canonical uuid (so it can be passed to ::uuid without a SQL error). */
 bool api_is_uuid(const char *s);
 
@@ -83,6 +90,10 @@ const char *api_header(const api_ctx *c, const char *name);
  * {"error":"unknown_field","detail":"unknown field(s): a, b","fields":["a","b"]} and returns
  * false; true when every member is allowed (or obj is not an object). */
 bool api_check_members(api_ctx *c, hf_json obj, const char *const *allowed);
+/* The request's JSON body in *out, NULL when there is none. Replies 400 and returns -1 when it
+ * is not an object, has a member outside allowed (api_check_members) or has one member twice;
+ * 0 otherwise. */
+int api_body_object(api_ctx *c, const char *const *allowed, hf_json *out);
 
 /* ---- handlers (the engine/api .c files). Paths below are under /api. ---------------------- */
 /* catalog_api.c */

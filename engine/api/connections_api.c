@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "config.h"
 #include "connectors/connector.h"
 #include "crypto.h"
@@ -47,16 +48,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-/* Base64url without padding. out holds hf_base64_len(n) bytes. */
-static void b64url(const unsigned char *in, size_t n, char *out)
-{
-    size_t len = hf_base64_encode(in, n, out);
-    while (len > 0 && out[len - 1] == '=')
-        out[--len] = '\0';
-    for (size_t i = 0; i < len; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-}
-
 static char *bytea_hex(const unsigned char *p, size_t n)
 {
     char *out = xmalloc(2 * n + 3);
@@ -76,7 +67,7 @@ static unsigned char *bytea_bytes(const char *text, size_t *len)
         return NULL;
     unsigned char *out = xmalloc(hex / 2 + 1);
     for (size_t i = 0; i < hex / 2; i++) {
-        int hi = text[2 + 2 * i], lo = text[3 + 2 * i];
+        int hi = (unsigned char)text[2 + 2 * i], lo = (unsigned char)text[3 + 2 * i];
         hi = isdigit(hi) ? hi - '0' : (hi >= 'a' && hi <= 'f') ? hi - 'a' + 10 : -1;
         lo = isdigit(lo) ? lo - '0' : (lo >= 'a' && lo <= 'f') ? lo - 'a' + 10 : -1;
         if (hi < 0 || lo < 0) {
@@ -174,41 +165,6 @@ static void beta_message(hf_buf *out, const hf_connector *k)
                   "%s is in Beta: a support approval is required before enabling it in "
                   "production",
                   hf_connector_id(k));
-}
-
-/* The request's JSON body (the server parsed it and made sure it is an object) in *out, NULL
- * when there is none. Replies 400 and returns -1 when it has a member outside allowed or one
- * member twice. */
-static int body_object(api_ctx *c, const char *const *allowed, hf_json *out)
-{
-    *out = NULL;
-    if (!c->json)
-        return 0;
-    if (!hf_json_is_object(c->json)) {
-        api_reply_error(c, 400, "invalid_body", "the body must be a JSON object");
-        return -1;
-    }
-    if (!api_check_members(c, c->json, allowed))
-        return -1;
-    /* {"from":"failed_node","from":"start"} means nothing definite: refuse it. */
-    for (size_t i = 0; i < hf_json_len(c->json); i++) {
-        const char *a, *b;
-        (void)hf_json_member(c->json, i, &a);
-        for (size_t j = i + 1; j < hf_json_len(c->json); j++) {
-            (void)hf_json_member(c->json, j, &b);
-            if (strcmp(a, b) == 0) {
-                hf_buf d = {0};
-                hf_buf_puts(&d, "the field \"");
-                hf_buf_put_quoted(&d, a, 60);
-                hf_buf_puts(&d, "\" appears more than once");
-                api_reply_error(c, 400, "duplicate_field", d.data);
-                hf_buf_free(&d);
-                return -1;
-            }
-        }
-    }
-    *out = c->json;
-    return 0;
 }
 
 /* A string member (NULL when absent or null); -1 after a 400 when it has another type. */
@@ -802,8 +758,11 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
         }
         goto internal;
     }
-    if (PQntuples(res) != 1)
+    if (PQntuples(res) != 1) {
+        snprintf(err, sizeof err, "store connection: the %s returned %d rows",
+                 conn_id[0] ? "UPDATE" : "INSERT", PQntuples(res));
         goto internal;
+    }
     snprintf(conn_id, sizeof conn_id, "%s", PQgetvalue(res, 0, 0));
 
     hf_buf_puts(&detail, "{\"connector\":");
@@ -815,15 +774,10 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
     hf_buf_putc(&detail, '}');
     PQclear(res);
     res = NULL;
-    if (api_audit(c, "integration.connected", "connection", conn_id, detail.data) != 0) {
-        snprintf(err, sizeof err, "audit failed");
+    in_tx = false; /* api_audit_commit ends it, whatever the outcome */
+    if (api_audit_commit(c, "integration.connected", "connection", conn_id, detail.data, err,
+                         sizeof err) != 0)
         goto internal;
-    }
-    if (hf_pg_commit(c->db, err, sizeof err) != HF_PG_OK) {
-        in_tx = false;
-        goto internal;
-    }
-    in_tx = false;
     hf_log_kv(HF_LOG_INFO, "api.connection_stored", "connector", id, "account", n->account,
               "status", status, "via", n->via, "user", n->user, NULL);
     rc = 0;
@@ -879,7 +833,7 @@ void api_integrations_oauth_start(api_ctx *c)
         api_reply_error(c, 400, "oauth_not_supported", d);
         return;
     }
-    if (body_object(c, allowed, &body) != 0)
+    if (api_body_object(c, allowed, &body) != 0)
         return;
     const char *account = NULL;
     if (body_string(c, body, "account", &account) != 0)
@@ -927,10 +881,10 @@ void api_integrations_oauth_start(api_ctx *c)
     char state[64], verifier[64], challenge[64], hash_hex[2 * HF_SHA256_LEN + 1];
     hf_random_bytes(state_raw, sizeof state_raw);
     hf_random_bytes(verifier_raw, sizeof verifier_raw);
-    b64url(state_raw, sizeof state_raw, state);
-    b64url(verifier_raw, sizeof verifier_raw, verifier); /* 43 characters, RFC 7636 */
+    api_base64url_encode(state_raw, sizeof state_raw, state);
+    api_base64url_encode(verifier_raw, sizeof verifier_raw, verifier); /* 43 characters, RFC 7636 */
     hf_sha256(verifier, strlen(verifier), challenge_raw);
-    b64url(challenge_raw, sizeof challenge_raw, challenge);
+    api_base64url_encode(challenge_raw, sizeof challenge_raw, challenge);
     hf_sha256(state, strlen(state), state_hash);
     hf_hex_encode(state_hash, sizeof state_hash, hash_hex);
     state_bytea = xasprintf("\\x%s", hash_hex);
@@ -989,15 +943,10 @@ void api_integrations_oauth_start(api_ctx *c)
     hf_buf_puts(&detail, ",\"redirect_uri\":");
     hf_json_append_cstr(&detail, redirect_uri);
     hf_buf_putc(&detail, '}');
-    if (api_audit(c, "integration.oauth_started", "connector", id, detail.data) != 0) {
-        snprintf(err, sizeof err, "audit failed");
+    in_tx = false; /* api_audit_commit ends it, whatever the outcome */
+    if (api_audit_commit(c, "integration.oauth_started", "connector", id, detail.data, err,
+                         sizeof err) != 0)
         goto internal;
-    }
-    if (hf_pg_commit(c->db, err, sizeof err) != HF_PG_OK) {
-        in_tx = false;
-        goto internal;
-    }
-    in_tx = false;
 
     hf_buf_puts(&url, authorize);
     hf_buf_putc(&url, strchr(authorize, '?') ? '&' : '?');
@@ -1312,7 +1261,7 @@ void api_integrations_credentials(api_ctx *c)
         api_reply_error(c, 400, "credentials_not_supported", d);
         return;
     }
-    if (body_object(c, allowed, &body) != 0)
+    if (api_body_object(c, allowed, &body) != 0)
         return;
     const char *sid = NULL, *token = NULL;
     if (!body) {
@@ -1430,16 +1379,10 @@ static void set_enabled(api_ctx *c, bool enable)
             hf_json_append_cstr(&detail, PQgetvalue(res, r, 0));
     }
     hf_buf_puts(&detail, "]}");
-    if (api_audit(c, enable ? "integration.enabled" : "integration.disabled", "connector", id,
-                  detail.data) != 0) {
-        snprintf(err, sizeof err, "audit failed");
+    in_tx = false; /* api_audit_commit ends it, whatever the outcome */
+    if (api_audit_commit(c, enable ? "integration.enabled" : "integration.disabled", "connector",
+                         id, detail.data, err, sizeof err) != 0)
         goto internal;
-    }
-    if (hf_pg_commit(c->db, err, sizeof err) != HF_PG_OK) {
-        in_tx = false;
-        goto internal;
-    }
-    in_tx = false;
     reply_view(c, 200, k, c->who.tenant_id, c->who.environment, NULL);
     goto done;
 internal:
@@ -1522,7 +1465,7 @@ void api_integrations_approve(api_ctx *c)
         api_reply_error(c, 400, "not_beta", d);
         return;
     }
-    if (body_object(c, allowed, &body) != 0)
+    if (api_body_object(c, allowed, &body) != 0)
         return;
     const char *note = NULL;
     if (body_string(c, body, "note", &note) != 0)
@@ -1547,15 +1490,10 @@ void api_integrations_approve(api_ctx *c)
     else
         hf_buf_puts(&detail, "null");
     hf_buf_putc(&detail, '}');
-    if (api_audit(c, "integration.approved", "connector", id, detail.data) != 0) {
-        snprintf(err, sizeof err, "audit failed");
+    in_tx = false; /* api_audit_commit ends it, whatever the outcome */
+    if (api_audit_commit(c, "integration.approved", "connector", id, detail.data, err,
+                         sizeof err) != 0)
         goto internal;
-    }
-    if (hf_pg_commit(c->db, err, sizeof err) != HF_PG_OK) {
-        in_tx = false;
-        goto internal;
-    }
-    in_tx = false;
     reply_view(c, 200, k, c->who.tenant_id, c->who.environment, NULL);
     goto done;
 internal:

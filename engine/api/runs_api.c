@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "crypto.h"
 #include "json.h"
 #include "log.h"
@@ -78,12 +79,8 @@ static char *cursor_encode(const char *created_at, const char *id)
 {
     char *plain = xasprintf("%s|%s", created_at, id);
     size_t n = strlen(plain);
-    char *out = xmalloc(hf_base64_len(n) + 1);
-    size_t len = hf_base64_encode((const unsigned char *)plain, n, out);
-    while (len > 0 && out[len - 1] == '=')
-        out[--len] = '\0';
-    for (size_t i = 0; i < len; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    char *out = xmalloc(4 * (n / 3 + 1) + 1);
+    api_base64url_encode((const unsigned char *)plain, n, out);
     free(plain);
     return out;
 }
@@ -129,43 +126,6 @@ static bool cursor_decode(const char *cursor, char created_at[48], char id[40])
     memcpy(created_at, plain, (size_t)(bar - (char *)plain) + 1);
     memcpy(id, bar + 1, strlen(bar + 1) + 1); /* a uuid: 36 characters */
     return true;
-}
-
-/* ---- JSON bodies -------------------------------------------------------------------------- */
-
-/* The request's JSON body (the server parsed it and made sure it is an object) in *out, NULL
- * when there is none. Replies 400 and returns -1 when it has a member outside allowed or one
- * member twice. */
-static int body_object(api_ctx *c, const char *const *allowed, hf_json *out)
-{
-    *out = NULL;
-    if (!c->json)
-        return 0;
-    if (!hf_json_is_object(c->json)) {
-        api_reply_error(c, 400, "invalid_body", "the body must be a JSON object");
-        return -1;
-    }
-    if (!api_check_members(c, c->json, allowed))
-        return -1;
-    /* {"from":"failed_node","from":"start"} means nothing definite: refuse it. */
-    for (size_t i = 0; i < hf_json_len(c->json); i++) {
-        const char *a, *b;
-        (void)hf_json_member(c->json, i, &a);
-        for (size_t j = i + 1; j < hf_json_len(c->json); j++) {
-            (void)hf_json_member(c->json, j, &b);
-            if (strcmp(a, b) == 0) {
-                hf_buf d = {0};
-                hf_buf_puts(&d, "the field \"");
-                hf_buf_put_quoted(&d, a, 60);
-                hf_buf_puts(&d, "\" appears more than once");
-                api_reply_error(c, 400, "duplicate_field", d.data);
-                hf_buf_free(&d);
-                return -1;
-            }
-        }
-    }
-    *out = c->json;
-    return 0;
 }
 
 /* clang-format off */
@@ -401,7 +361,7 @@ void api_runs_retry(api_ctx *c)
         api_reply_not_found(c, "run");
         return;
     }
-    if (body_object(c, allowed, &body) != 0)
+    if (api_body_object(c, allowed, &body) != 0)
         return;
     const char *from = "failed_node";
     hf_json fv = hf_json_get(body, "from");
@@ -416,10 +376,8 @@ void api_runs_retry(api_ctx *c)
     }
     bool from_start = strcmp(from, "start") == 0;
 
-    if (hf_pg_begin(c->db, err, sizeof err) != HF_PG_OK) {
-        api_reply_internal(c, err);
-        goto done;
-    }
+    if (hf_pg_begin(c->db, err, sizeof err) != HF_PG_OK)
+        goto internal;
     in_tx = true;
     const char *p1[] = {run_id, c->who.tenant_id};
     /* The row lock keeps a worker (which claims with SKIP LOCKED) and a second retry away until
@@ -429,10 +387,8 @@ void api_runs_retry(api_ctx *c)
                    "  w.current_version, w.deleted_at IS NOT NULL, r.workflow_id "
                    "FROM runs r JOIN workflows w ON w.id = r.workflow_id "
                    "WHERE r.id = $1 AND r.tenant_id = $2 FOR UPDATE OF r",
-                   2, p1, &res, err, sizeof err) != HF_PG_OK) {
-        api_reply_internal(c, err);
-        goto done;
-    }
+                   2, p1, &res, err, sizeof err) != HF_PG_OK)
+        goto internal;
     if (PQntuples(res) == 0) {
         api_reply_not_found(c, "run");
         goto done;
@@ -469,10 +425,8 @@ void api_runs_retry(api_ctx *c)
         if (hf_pg_exec(c->db,
                        "SELECT node_id FROM node_attempts WHERE run_id = $1 "
                        "AND status <> 'succeeded' ORDER BY id DESC LIMIT 1",
-                       1, p2, &res, err, sizeof err) != HF_PG_OK) {
-            api_reply_internal(c, err);
-            goto done;
-        }
+                       1, p2, &res, err, sizeof err) != HF_PG_OK)
+            goto internal;
         if (PQntuples(res) > 0)
             failed_node = xstrdup(PQgetvalue(res, 0, 0));
         PQclear(res);
@@ -485,10 +439,8 @@ void api_runs_retry(api_ctx *c)
                            "       THEN v.definition->'nodes' ELSE '[]'::jsonb END) n "
                            "WHERE v.workflow_id = $1 AND v.version = $2::int "
                            "  AND n->>'id' = $3",
-                           3, p3, &res, err, sizeof err) != HF_PG_OK) {
-                api_reply_internal(c, err);
-                goto done;
-            }
+                           3, p3, &res, err, sizeof err) != HF_PG_OK)
+                goto internal;
             if (PQntuples(res) == 0) {
                 hf_buf d = {0};
                 hf_buf_puts(&d, "node \"");
@@ -522,10 +474,8 @@ void api_runs_retry(api_ctx *c)
                    "SELECT id, run_id, $3::int, node_id, attempt, status, input, output,"
                    "  http_status, duration_ms, error, idempotency_key, started_at, finished_at "
                    "FROM moved",
-                   3, p4, &res, err, sizeof err) != HF_PG_OK) {
-        api_reply_internal(c, err);
-        goto done;
-    }
+                   3, p4, &res, err, sizeof err) != HF_PG_OK)
+        goto internal;
     const char *moved = PQcmdTuples(res);
     long long nmoved = 0;
     (void)hf_parse_ll(moved, &nmoved);
@@ -546,10 +496,8 @@ void api_runs_retry(api_ctx *c)
             "                           THEN r.context->'nodes' ELSE '{}'::jsonb END) e"
             "      WHERE e.value->>'status' = 'succeeded'), '{}'::jsonb)) END "
             "WHERE r.id = $1 RETURNING " RUN_SUMMARY_JSON "::text",
-            5, p5, &res, err, sizeof err) != HF_PG_OK) {
-        api_reply_internal(c, err);
-        goto done;
-    }
+            5, p5, &res, err, sizeof err) != HF_PG_OK)
+        goto internal;
     if (PQntuples(res) != 1) {
         api_reply_internal(c, "retry: the run vanished inside its transaction");
         goto done;
@@ -567,19 +515,15 @@ void api_runs_retry(api_ctx *c)
     hf_buf_puts(&detail, ",\"previous_error\":");
     hf_json_append_cstr(&detail, old_error);
     hf_buf_puts(&detail, "}");
-    if (api_audit(c, "run.retried", "run", run_id, detail.data) != 0) {
-        api_reply_internal(c, "retry: audit failed");
-        goto done;
-    }
-    if (hf_pg_commit(c->db, err, sizeof err) != HF_PG_OK) {
-        in_tx = false;
-        api_reply_internal(c, err);
-        goto done;
-    }
-    in_tx = false;
+    in_tx = false; /* api_audit_commit ends it, whatever the outcome */
+    if (api_audit_commit(c, "run.retried", "run", run_id, detail.data, err, sizeof err) != 0)
+        goto internal;
     hf_log_kv(HF_LOG_INFO, "api.run_retried", "run", run_id, "from", from, "generation", new_gen,
               "user", c->who.user, NULL);
     api_reply_json(c, 202, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+    goto done;
+internal:
+    api_reply_internal(c, err);
 done:
     if (in_tx)
         hf_pg_rollback(c->db);

@@ -365,6 +365,38 @@ bool api_check_members(api_ctx *c, hf_json obj, const char *const *allowed)
     return clean;
 }
 
+int api_body_object(api_ctx *c, const char *const *allowed, hf_json *out)
+{
+    *out = NULL;
+    if (!c->json)
+        return 0;
+    if (!hf_json_is_object(c->json)) {
+        api_reply_error(c, 400, "invalid_body", "the body must be a JSON object");
+        return -1;
+    }
+    if (!api_check_members(c, c->json, allowed))
+        return -1;
+    /* {"from":"failed_node","from":"start"} means nothing definite: refuse it. */
+    for (size_t i = 0; i < hf_json_len(c->json); i++) {
+        const char *a, *b;
+        (void)hf_json_member(c->json, i, &a);
+        for (size_t j = i + 1; j < hf_json_len(c->json); j++) {
+            (void)hf_json_member(c->json, j, &b);
+            if (strcmp(a, b) == 0) {
+                hf_buf d = {0};
+                hf_buf_puts(&d, "the field \"");
+                hf_buf_put_quoted(&d, a, 60);
+                hf_buf_puts(&d, "\" appears more than once");
+                api_reply_error(c, 400, "duplicate_field", d.data);
+                hf_buf_free(&d);
+                return -1;
+            }
+        }
+    }
+    *out = c->json;
+    return 0;
+}
+
 int api_audit(api_ctx *c, const char *action, const char *subject_type, const char *subject_id,
               const char *detail_json)
 {
@@ -389,6 +421,20 @@ int api_audit(api_ctx *c, const char *action, const char *subject_type, const ch
         return -1;
     }
     return 0;
+}
+
+int api_audit_commit(api_ctx *c, const char *action, const char *subject_type,
+                     const char *subject_id, const char *detail_json, char *err, size_t errlen)
+{
+    if (api_audit(c, action, subject_type, subject_id, detail_json) != 0) {
+        hf_err(err, errlen, "audit failed");
+        hf_pg_rollback(c->db);
+        return -1;
+    }
+    if (hf_pg_commit(c->db, err, errlen) == HF_PG_OK)
+        return 0;
+    hf_pg_rollback(c->db); /* a no-op unless the failed COMMIT left the transaction open */
+    return -1;
 }
 
 /* ---- database sessions --------------------------------------------------------------------- */

@@ -212,6 +212,22 @@ static bool body_bool(api_ctx *c, hf_json body, const char *key, int *out)
     return true;
 }
 
+/* The body of a create or update: only name, definition and enabled; name and enabled are
+ * optional, the definition is required (missing: the 400's detail when it is absent). The
+ * definition, or NULL after a 400. */
+static hf_json body_workflow(api_ctx *c, const char *missing, const char **name, int *enabled)
+{
+    static const char *const allowed[] = {"name", "definition", "enabled", NULL};
+    bool ok;
+    hf_json body = body_object(c, allowed, true, &ok);
+    if (!body || !body_name(c, body, name) || !body_bool(c, body, "enabled", enabled))
+        return NULL;
+    hf_json defv = hf_json_get(body, "definition");
+    if (!defv)
+        api_reply_error(c, 400, "invalid_field", missing);
+    return defv;
+}
+
 /* A definition from a body: compact text and the parsed, checked graph. */
 typedef struct definition {
     hf_buf text;
@@ -427,18 +443,11 @@ static bool require_valid(api_ctx *c, const char *text, size_t len)
 
 void api_workflows_create(api_ctx *c)
 {
-    static const char *const allowed[] = {"name", "definition", "enabled", NULL};
-    bool ok;
-    hf_json body = body_object(c, allowed, true, &ok);
     const char *name = NULL;
     int enabled = -1;
-    if (!body || !body_name(c, body, &name) || !body_bool(c, body, "enabled", &enabled))
+    hf_json defv = body_workflow(c, "definition is required", &name, &enabled);
+    if (!defv)
         return;
-    hf_json defv = hf_json_get(body, "definition");
-    if (!defv) {
-        api_reply_error(c, 400, "invalid_field", "definition is required");
-        return;
-    }
     definition d;
     if (!definition_load(c, defv, &d)) {
         definition_free(&d);
@@ -659,20 +668,15 @@ static bool workflow_save(api_ctx *c, const char *id, PGresult *cur, const defin
 
 void api_workflows_update(api_ctx *c)
 {
-    static const char *const allowed[] = {"name", "definition", "enabled", NULL};
     const char *id = workflow_id_param(c);
-    bool ok;
-    hf_json body = id ? body_object(c, allowed, true, &ok) : NULL;
     const char *name = NULL;
     int enabled = -1;
-    if (!body || !body_name(c, body, &name) || !body_bool(c, body, "enabled", &enabled))
+    hf_json defv =
+        id ? body_workflow(c, "definition is required (PUT saves a new version of the definition)",
+                           &name, &enabled)
+           : NULL;
+    if (!defv)
         return;
-    hf_json defv = hf_json_get(body, "definition");
-    if (!defv) {
-        api_reply_error(c, 400, "invalid_field",
-                        "definition is required (PUT saves a new version of the definition)");
-        return;
-    }
     definition d;
     PGresult *cur = NULL;
     if (!definition_load(c, defv, &d) || !db_begin(c) || !(cur = workflow_lock(c, id, d.text.data)))
