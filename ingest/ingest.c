@@ -246,12 +246,8 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
             hf_counter_add(p->slot->events, p->nevents);
             hf_log_kv(HF_LOG_DEBUG, "webhook.accepted", "request_id", p->request_id, "provider",
                       p->slot->provider->id, NULL);
-            if (wants_empty_bodies(p->slot) || !p->response_body)
-                hf_http_reply(p->req, 200, p->response_type, p->response_body,
-                              p->response_body ? strlen(p->response_body) : 0);
-            else
-                hf_http_reply(p->req, 200, p->response_type, p->response_body,
-                              strlen(p->response_body));
+            const char *body = wants_empty_bodies(p->slot) ? NULL : p->response_body;
+            hf_http_reply(p->req, 200, p->response_type, body, body ? strlen(body) : 0);
         }
     }
     pending_free(p);
@@ -437,19 +433,11 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
     if (s->cfg->public_base_url[0]) {
         hf_buf_puts(public_url, s->cfg->public_base_url);
     } else {
-        const char *host = evhttp_request_get_host(req);
+        /* The Host header as sent: evhttp_request_get_host() drops its port, and a signature
+         * over the URL covers the port the platform called. */
+        const char *host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
         hf_buf_puts(public_url, "http://");
         hf_buf_puts(public_url, host ? host : "localhost");
-        int port = evhttp_uri_get_port(uri);
-        if (port > 0 && (!host || !strchr(host, ':'))) {
-            char digits[8];
-            int n = 0;
-            for (int v = port; v > 0 && n < 6; v /= 10)
-                digits[n++] = (char)('0' + v % 10);
-            hf_buf_putc(public_url, ':');
-            while (n > 0)
-                hf_buf_putc(public_url, digits[--n]);
-        }
     }
     hf_buf_puts(public_url, raw_uri);
 

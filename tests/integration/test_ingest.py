@@ -264,6 +264,27 @@ def test_twilio_inbound_gets_twiml(broker, ingest):
     assert got[0][1]["payload"]["Body"] == "Where is my driver?"
 
 
+def test_twilio_without_public_base_url_signs_over_the_host_and_port_called(broker):
+    # Without HOOKFLOW_PUBLIC_BASE_URL the URL is http:// + the Host header as sent, port
+    # included (the platform signed the port it called).
+    i = Ingest(broker, env={"HOOKFLOW_PUBLIC_BASE_URL": ""}, name="ingest-no-public-url")
+    try:
+        sid = "SM" + uuid.uuid4().hex
+        params = {"MessageSid": sid, "AccountSid": "AC" + "2" * 32, "From": "+14155550100",
+                  "To": "+14155550199", "Body": "port check", "NumMedia": "0"}
+        url = f"http://127.0.0.1:{i.port}/api/integrations/webhooks/twilio"
+        body, headers = signing.twilio_form(SECRETS["twilio/auth_token"], url, params)
+        status, _, resp = i.post("twilio", body, headers)
+        assert status == 200, resp
+        # Signed over the URL without the port: refused.
+        body, headers = signing.twilio_form(SECRETS["twilio/auth_token"],
+                                            "http://127.0.0.1/api/integrations/webhooks/twilio",
+                                            dict(params, MessageSid=sid + "x"))
+        assert i.post("twilio", body, headers)[0] == 401
+    finally:
+        assert i.proc.stop() == 0, i.proc.tail()
+
+
 # ---------------------------------------------------------------------------------------------
 # Rejections produce nothing
 
