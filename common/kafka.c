@@ -2,6 +2,7 @@
  * probe, configured from HOOKFLOW_KAFKA_* (librdkafka properties pass through). */
 #include "kafka.h"
 
+#include <ctype.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,9 +33,32 @@ typedef struct apply_ctx {
     size_t errlen;
 } apply_ctx;
 
+/* Settings hookflow's guarantees rest on (every acknowledged event in Kafka; offsets committed
+ * only after PostgreSQL): a HOOKFLOW_KAFKA_* variable may not change them. */
+static const char *const fixed_properties[] = {
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+};
+
 static int apply_one(const char *prop, const char *value, void *arg)
 {
     apply_ctx *ctx = arg;
+    for (size_t i = 0; i < HF_ARRAY_LEN(fixed_properties); i++) {
+        if (strcmp(prop, fixed_properties[i]) == 0) {
+            char name[64];
+            size_t n = 0;
+            for (const char *c = prop; *c && n < sizeof name - 1; c++)
+                name[n++] = *c == '.' ? '_' : (char)toupper((unsigned char)*c);
+            name[n] = '\0';
+            return hf_err(ctx->err, ctx->errlen,
+                          "HOOKFLOW_KAFKA_%s cannot be set: hookflow's delivery guarantees "
+                          "depend on %s",
+                          name, prop);
+        }
+    }
     char errstr[256];
     if (rd_kafka_conf_set(ctx->conf, prop, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
         return hf_err(ctx->err, ctx->errlen, "HOOKFLOW_KAFKA_* property %s: %s", prop, errstr);

@@ -14,6 +14,9 @@ CASES = [
      'hookflow-ingest: HOOKFLOW_INGEST_THREADS="lots" is not a whole number'),
     (["hookflow-ingest"], {"HOOKFLOW_INGEST_ACK_TIMEOUT_MS": "10"},
      "hookflow-ingest: HOOKFLOW_INGEST_ACK_TIMEOUT_MS=10 is out of range (50..60000)"),
+    (["hookflow-ingest"], {"HOOKFLOW_KAFKA_ACKS": "1"},
+     "hookflow-ingest: HOOKFLOW_KAFKA_ACKS cannot be set: hookflow's delivery guarantees depend "
+     "on acks"),
     (["hookflow-ingest"], {"HOOKFLOW_INGEST_LINGER_MS": "1e3"},
      'hookflow-ingest: HOOKFLOW_INGEST_LINGER_MS="1e3" is not a decimal number (e.g. 0.5)'),
     (["hookflow-ingest"], {"HOOKFLOW_LOG_FORMAT": "xml"},
