@@ -572,50 +572,85 @@ static bool valid_slug(const char *s)
     return true;
 }
 
-static int parse_branch(apply_ctx *c, hf_json v, const char *path, branch_spec *b)
+/* Parses v, the element i of a list, into list[i] (a *_spec whose path is already set; the
+ * elements before it are parsed, so that a name listed twice can be caught). */
+typedef int (*element_parser)(apply_ctx *c, hf_json v, const char *path, void *list, size_t i);
+
+/* Parses the array arr (NULL: none), the member key of path, into a new array of elements of
+ * size bytes with one zeroed element to spare. Every *_spec starts with its char *path, which is
+ * set here. Does nothing more once *rc is not 0, and stops at the first failure; *n counts the
+ * elements begun, so that document_free frees what a failure leaves. */
+static void *parse_list(apply_ctx *c, const char *path, const char *key, hf_json arr, size_t size,
+                        element_parser parse, size_t *n, int *rc)
+{
+    char *list_path = path_key(path, key);
+    char *list = xcalloc(hf_json_len(arr) + 1, size);
+    for (size_t i = 0; *rc == 0 && i < hf_json_len(arr); i++) {
+        char *element_path = path_index(list_path, i);
+        *(char **)(list + i * size) = element_path;
+        (*n)++;
+        *rc = parse(c, hf_json_at(arr, i), element_path, list, i);
+    }
+    free(list_path);
+    return list;
+}
+
+/* Fails on the element at path whose member key has the value of an earlier one (at prev). */
+static int fail_twice(apply_ctx *c, const char *path, const char *key, const char *value,
+                      const char *prev)
+{
+    char *p = path_key(path, key);
+    char q[QUOTE_MAX + 16];
+    int rc = fail(c, p, "%s is listed twice (also %s)", quote(q, sizeof q, value), prev);
+    free(p);
+    return rc;
+}
+
+static int parse_role(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
+{
+    static const char *const members[] = {"subject", "role", NULL};
+    static const char *const roles[] = {"admin", "member", "viewer", NULL};
+    role_spec *all = list, *r = &all[i];
+    if (check_object(c, v, path, members) != 0 ||
+        get_string(c, v, path, "subject", true, &r->subject) != 0 ||
+        get_string(c, v, path, "role", true, &r->role) != 0)
+        return -1;
+    char *p = path_key(path, "role");
+    int rc = check_choice(c, p, r->role, roles);
+    free(p);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+        if (strcmp(all[j].subject, r->subject) == 0) {
+            p = path_key(path, "subject");
+            char q[QUOTE_MAX + 16];
+            rc = fail(c, p, "%s already has a role in this branch (%s)",
+                      quote(q, sizeof q, r->subject), all[j].path);
+            free(p);
+        }
+    return rc;
+}
+
+static int parse_branch(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
 {
     static const char *const members[] = {"branch", "name", "roles", NULL};
-    static const char *const roles[] = {"admin", "member", "viewer", NULL};
-    static const char *const role_members[] = {"subject", "role", NULL};
+    branch_spec *all = list, *b = &all[i];
     hf_json arr = NULL;
     if (check_object(c, v, path, members) != 0 ||
         get_string(c, v, path, "branch", true, &b->branch) != 0 ||
         get_opt_text(c, v, path, "name", &b->name) != 0 ||
         get_array(c, v, path, "roles", false, &arr) != 0)
         return -1;
-    char *rpath = path_key(path, "roles");
     int rc = 0;
-    b->roles = xcalloc(hf_json_len(arr) + 1, sizeof *b->roles);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(arr); i++) {
-        role_spec *r = &b->roles[b->nroles++];
-        r->path = path_index(rpath, i);
-        hf_json rv = hf_json_at(arr, i);
-        rc = check_object(c, rv, r->path, role_members);
-        if (rc == 0)
-            rc = get_string(c, rv, r->path, "subject", true, &r->subject);
-        if (rc == 0)
-            rc = get_string(c, rv, r->path, "role", true, &r->role);
-        if (rc == 0) {
-            char *p = path_key(r->path, "role");
-            rc = check_choice(c, p, r->role, roles);
-            free(p);
-        }
-        for (size_t j = 0; rc == 0 && j + 1 < b->nroles; j++)
-            if (strcmp(b->roles[j].subject, r->subject) == 0) {
-                char *p = path_key(r->path, "subject");
-                char q[QUOTE_MAX + 16];
-                rc = fail(c, p, "%s already has a role in this branch (%s)",
-                          quote(q, sizeof q, r->subject), b->roles[j].path);
-                free(p);
-            }
-    }
-    free(rpath);
+    b->roles = parse_list(c, path, "roles", arr, sizeof *b->roles, parse_role, &b->nroles, &rc);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+        if (strcmp(all[j].branch, b->branch) == 0)
+            rc = fail_twice(c, path, "branch", b->branch, all[j].path);
     return rc;
 }
 
-static int parse_approval(apply_ctx *c, hf_json v, const char *path, approval_spec *a)
+static int parse_approval(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
 {
     static const char *const members[] = {"connector", "approved_by", "note", NULL};
+    approval_spec *all = list, *a = &all[i];
     const hf_connector *k = NULL;
     if (check_object(c, v, path, members) != 0 ||
         get_string(c, v, path, "connector", true, &a->connector) != 0 ||
@@ -625,14 +660,18 @@ static int parse_approval(apply_ctx *c, hf_json v, const char *path, approval_sp
     char *p = path_key(path, "connector");
     int rc = find_connector(c, p, a->connector, &k);
     free(p);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+        if (strcmp(all[j].connector, a->connector) == 0)
+            rc = fail_twice(c, path, "connector", a->connector, all[j].path);
     return rc;
 }
 
-static int parse_connection(apply_ctx *c, hf_json v, const char *path, connection_spec *k)
+static int parse_connection(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
 {
     static const char *const members[] = {"connector",    "account",       "status",     "scopes",
                                           "access_token", "refresh_token", "expires_at", NULL};
     static const char *const statuses[] = {"pending", "active", "disabled", NULL};
+    connection_spec *k = (connection_spec *)list + i;
     hf_json scopes = NULL;
     if (check_object(c, v, path, members) != 0 ||
         get_string(c, v, path, "connector", true, &k->connector) != 0 ||
@@ -652,11 +691,11 @@ static int parse_connection(apply_ctx *c, hf_json v, const char *path, connectio
         free(p);
     }
     if (rc == 0 && scopes) {
-        for (size_t i = 0; rc == 0 && i < hf_json_len(scopes); i++) {
-            hf_json s = hf_json_at(scopes, i);
+        for (size_t j = 0; rc == 0 && j < hf_json_len(scopes); j++) {
+            hf_json s = hf_json_at(scopes, j);
             if (!YAJL_IS_STRING(s) || !*hf_json_str(s)) {
                 char *sp = path_key(path, "scopes");
-                p = path_index(sp, i);
+                p = path_index(sp, j);
                 rc = fail(c, p, "must be a non-empty string");
                 free(p);
                 free(sp);
@@ -669,9 +708,10 @@ static int parse_connection(apply_ctx *c, hf_json v, const char *path, connectio
     return rc;
 }
 
-static int parse_workflow(apply_ctx *c, hf_json v, const char *path, workflow_spec *w)
+static int parse_workflow(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
 {
     static const char *const members[] = {"name", "enabled", "definition", NULL};
+    workflow_spec *all = list, *w = &all[i];
     if (check_object(c, v, path, members) != 0 ||
         get_string(c, v, path, "name", false, &w->name) != 0)
         return -1;
@@ -740,11 +780,11 @@ static int parse_workflow(apply_ctx *c, hf_json v, const char *path, workflow_sp
         free(tpath);
     }
     char *npath = path_key(dpath, "nodes");
-    for (size_t i = 0; rc == 0 && i < parsed->nnodes; i++) {
-        if (parsed->nodes[i].type != WF_ACTION)
+    for (size_t n = 0; rc == 0 && n < parsed->nnodes; n++) {
+        if (parsed->nodes[n].type != WF_ACTION)
             continue;
-        char *p = path_index(npath, i); /* wf_def keeps the nodes in document order */
-        rc = check_action_node(c, &parsed->nodes[i], p);
+        char *p = path_index(npath, n); /* wf_def keeps the nodes in document order */
+        rc = check_action_node(c, &parsed->nodes[n], p);
         free(p);
     }
     free(npath);
@@ -753,15 +793,20 @@ static int parse_workflow(apply_ctx *c, hf_json v, const char *path, workflow_sp
     if (parsed)
         wf_free(parsed);
     free(dpath);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+        if (strcmp(all[j].name, w->name) == 0)
+            rc = fail(c, path, "a second workflow named %s (also %s)",
+                      quote(q1, sizeof q1, w->name), all[j].path);
     return rc;
 }
 
-static int parse_tenant(apply_ctx *c, hf_json v, const char *path, tenant_spec *t)
+static int parse_tenant(apply_ctx *c, hf_json v, const char *path, void *list, size_t i)
 {
     static const char *const members[] = {
         "slug",        "name",      "environment", "branches", "support_approvals",
         "connections", "workflows", NULL};
     static const char *const environments[] = {"production", "sandbox", NULL};
+    tenant_spec *all = list, *t = &all[i];
     hf_json branches = NULL, approvals = NULL, connections = NULL, workflows = NULL;
     if (check_object(c, v, path, members) != 0 ||
         get_string(c, v, path, "slug", true, &t->slug) != 0 ||
@@ -792,59 +837,17 @@ static int parse_tenant(apply_ctx *c, hf_json v, const char *path, tenant_spec *
     }
 
     int rc = 0;
-    p = path_key(path, "branches");
-    t->branches = xcalloc(hf_json_len(branches) + 1, sizeof *t->branches);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(branches); i++) {
-        branch_spec *b = &t->branches[t->nbranches++];
-        b->path = path_index(p, i);
-        rc = parse_branch(c, hf_json_at(branches, i), b->path, b);
-        for (size_t j = 0; rc == 0 && j + 1 < t->nbranches; j++)
-            if (strcmp(t->branches[j].branch, b->branch) == 0) {
-                char *bp = path_key(b->path, "branch");
-                rc = fail(c, bp, "%s is listed twice (also %s)", quote(q, sizeof q, b->branch),
-                          t->branches[j].path);
-                free(bp);
-            }
-    }
-    free(p);
-
-    p = path_key(path, "support_approvals");
-    t->approvals = xcalloc(hf_json_len(approvals) + 1, sizeof *t->approvals);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(approvals); i++) {
-        approval_spec *a = &t->approvals[t->napprovals++];
-        a->path = path_index(p, i);
-        rc = parse_approval(c, hf_json_at(approvals, i), a->path, a);
-        for (size_t j = 0; rc == 0 && j + 1 < t->napprovals; j++)
-            if (strcmp(t->approvals[j].connector, a->connector) == 0) {
-                char *ap = path_key(a->path, "connector");
-                rc = fail(c, ap, "%s is listed twice (also %s)", quote(q, sizeof q, a->connector),
-                          t->approvals[j].path);
-                free(ap);
-            }
-    }
-    free(p);
-
-    p = path_key(path, "connections");
-    t->connections = xcalloc(hf_json_len(connections) + 1, sizeof *t->connections);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(connections); i++) {
-        connection_spec *k = &t->connections[t->nconnections++];
-        k->path = path_index(p, i);
-        rc = parse_connection(c, hf_json_at(connections, i), k->path, k);
-    }
-    free(p);
-
-    p = path_key(path, "workflows");
-    t->workflows = xcalloc(hf_json_len(workflows) + 1, sizeof *t->workflows);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(workflows); i++) {
-        workflow_spec *w = &t->workflows[t->nworkflows++];
-        w->path = path_index(p, i);
-        rc = parse_workflow(c, hf_json_at(workflows, i), w->path, w);
-        for (size_t j = 0; rc == 0 && j + 1 < t->nworkflows; j++)
-            if (strcmp(t->workflows[j].name, w->name) == 0)
-                rc = fail(c, w->path, "a second workflow named %s (also %s)",
-                          quote(q, sizeof q, w->name), t->workflows[j].path);
-    }
-    free(p);
+    t->branches = parse_list(c, path, "branches", branches, sizeof *t->branches, parse_branch,
+                             &t->nbranches, &rc);
+    t->approvals = parse_list(c, path, "support_approvals", approvals, sizeof *t->approvals,
+                              parse_approval, &t->napprovals, &rc);
+    t->connections = parse_list(c, path, "connections", connections, sizeof *t->connections,
+                                parse_connection, &t->nconnections, &rc);
+    t->workflows = parse_list(c, path, "workflows", workflows, sizeof *t->workflows, parse_workflow,
+                              &t->nworkflows, &rc);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+        if (strcmp(all[j].slug, t->slug) == 0)
+            rc = fail_twice(c, path, "slug", t->slug, all[j].path);
     return rc;
 }
 
@@ -856,20 +859,8 @@ static int parse_document(apply_ctx *c, hf_json root, document_spec *doc)
         get_array(c, root, "", "tenants", true, &tenants) != 0)
         return -1;
     int rc = 0;
-    doc->tenants = xcalloc(hf_json_len(tenants) + 1, sizeof *doc->tenants);
-    for (size_t i = 0; rc == 0 && i < hf_json_len(tenants); i++) {
-        tenant_spec *t = &doc->tenants[doc->ntenants++];
-        t->path = path_index("tenants", i);
-        rc = parse_tenant(c, hf_json_at(tenants, i), t->path, t);
-        char q[QUOTE_MAX + 16];
-        for (size_t j = 0; rc == 0 && j + 1 < doc->ntenants; j++)
-            if (strcmp(doc->tenants[j].slug, t->slug) == 0) {
-                char *p = path_key(t->path, "slug");
-                rc = fail(c, p, "%s is listed twice (also %s)", quote(q, sizeof q, t->slug),
-                          doc->tenants[j].path);
-                free(p);
-            }
-    }
+    doc->tenants = parse_list(c, "", "tenants", tenants, sizeof *doc->tenants, parse_tenant,
+                              &doc->ntenants, &rc);
     /* UNIQUE (connector, account) spans tenants: one account belongs to one tenant. */
     for (size_t i = 0; rc == 0 && i < doc->ntenants; i++)
         for (size_t k = 0; rc == 0 && k < doc->tenants[i].nconnections; k++) {

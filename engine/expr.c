@@ -182,32 +182,12 @@ static bool is_digit(char c)
 }
 
 /* True if s (n bytes) is well-formed UTF-8: shortest forms, no surrogates, at most U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t n)
+static bool utf8_valid(const char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        unsigned c = s[i], cp, min;
-        size_t len;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i < len)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        size_t len = hf_utf8_char_len(s + i, n - i);
+        if (len == 0)
             return false;
         i += len;
     }
@@ -339,7 +319,7 @@ static int lex_string(parser *p, size_t start)
         }
         i += 2;
     }
-    if (!utf8_valid((const unsigned char *)b.data, b.len)) {
+    if (!utf8_valid(b.data, b.len)) {
         perr(p, start, "string is not valid UTF-8");
         goto fail;
     }

@@ -132,6 +132,14 @@ char *connector_url(const char *base, const char *fmt, ...)
     return hf_buf_steal(&url);
 }
 
+void connector_url_account(hf_buf *url, const char *base, const char *prefix, const char *account)
+{
+    char *start = connector_url(base, "%s", prefix);
+    hf_buf_puts(url, start);
+    free(start);
+    connector_url_escape(url, account);
+}
+
 static bool unreserved(unsigned char c)
 {
     return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
@@ -385,6 +393,18 @@ void connector_output_opt_raw(connector_output *o, const char *key, const char *
         connector_output_key(o, key);
         hf_buf_puts(o->buf, json);
     }
+}
+
+void connector_output_opt_nested(connector_output *o, const char *key, const char *inner,
+                                 const char *s)
+{
+    if (!s)
+        return;
+    connector_output nested;
+    connector_output_key(o, key);
+    connector_output_begin(&nested, o->buf);
+    connector_output_opt_str(&nested, inner, s);
+    connector_output_end(&nested);
 }
 
 void connector_output_string(connector_output *o, const char *key, hf_json v)

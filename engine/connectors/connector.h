@@ -124,6 +124,9 @@ void connector_request_body(connector_request *out, hf_buf *body);
 
 /* base without trailing slashes + the formatted path, e.g. connector_url(base, "/v3/%s", x). */
 char *connector_url(const char *base, const char *fmt, ...) HF_PRINTF(2, 3);
+/* Appends base without trailing slashes + prefix + account percent-encoded to url, for URLs
+ * that name the account in their path (the caller appends the rest). */
+void connector_url_account(hf_buf *url, const char *base, const char *prefix, const char *account);
 /* Percent-encodes s for a URL path segment or query value (RFC 3986 unreserved kept). */
 void connector_url_escape(hf_buf *out, const char *s);
 /* Appends name=value to an application/x-www-form-urlencoded body ('&' between pairs; space as
@@ -173,6 +176,9 @@ void connector_output_key(connector_output *o, const char *key);
 /* "key":"s" / "key":<json text> only when s / json is not NULL. */
 void connector_output_opt_str(connector_output *o, const char *key, const char *s);
 void connector_output_opt_raw(connector_output *o, const char *key, const char *json);
+/* "key":{"inner":"s"} only when s is not NULL. */
+void connector_output_opt_nested(connector_output *o, const char *key, const char *inner,
+                                 const char *s);
 /* v as a string (numbers as their text), else null. */
 void connector_output_string(connector_output *o, const char *key, hf_json v);
 void connector_output_cstr(connector_output *o, const char *key, const char *s);

@@ -22,6 +22,30 @@ static int identity(hf_json p, const char **email, const char **phone, char *err
     return 0;
 }
 
+/* A JSON:API resource being written: {"data":{"type":type,"attributes":{...}}}. */
+typedef struct resource {
+    connector_output doc, data, attrs;
+} resource;
+
+/* Opens a resource of this type on b; returns its attributes object to write the members into. */
+static connector_output *resource_begin(resource *r, hf_buf *b, const char *type)
+{
+    connector_output_begin(&r->doc, b);
+    connector_output_key(&r->doc, "data");
+    connector_output_begin(&r->data, b);
+    connector_output_opt_str(&r->data, "type", type);
+    connector_output_key(&r->data, "attributes");
+    connector_output_begin(&r->attrs, b);
+    return &r->attrs;
+}
+
+static void resource_end(resource *r)
+{
+    connector_output_end(&r->attrs);
+    connector_output_end(&r->data);
+    connector_output_end(&r->doc);
+}
+
 /* {"data":{"type":"event","attributes":{properties, metric, profile, value, unique_id, time}}}.
  * Without a unique_id the idempotency key stands in: Klaviyo records an event only once per
  * unique_id (for the profile and metric), so an engine retry cannot count it twice. */
@@ -39,48 +63,25 @@ static int event_body(hf_json p, const char *idempotency_key, hf_buf *b, char *e
     if (!unique_id && idempotency_key && idempotency_key[0])
         unique_id = idempotency_key;
 
-    connector_output doc, data, attrs, metric_doc, metric_data, metric_attrs, profile_doc,
-        profile_data, profile_attrs;
-    connector_output_begin(&doc, b);
-    connector_output_key(&doc, "data");
-    connector_output_begin(&data, b);
-    connector_output_opt_str(&data, "type", "event");
-    connector_output_key(&data, "attributes");
-    connector_output_begin(&attrs, b);
-    connector_output_key(&attrs, "properties");
+    resource event, metric_res, profile;
+    connector_output *attrs = resource_begin(&event, b, "event");
+    connector_output_key(attrs, "properties");
     if (props)
         hf_json_serialize(props, b);
     else
         hf_buf_puts(b, "{}"); /* Klaviyo requires the member */
-    connector_output_key(&attrs, "metric");
-    connector_output_begin(&metric_doc, b);
-    connector_output_key(&metric_doc, "data");
-    connector_output_begin(&metric_data, b);
-    connector_output_opt_str(&metric_data, "type", "metric");
-    connector_output_key(&metric_data, "attributes");
-    connector_output_begin(&metric_attrs, b);
-    connector_output_opt_str(&metric_attrs, "name", metric);
-    connector_output_end(&metric_attrs);
-    connector_output_end(&metric_data);
-    connector_output_end(&metric_doc);
-    connector_output_key(&attrs, "profile");
-    connector_output_begin(&profile_doc, b);
-    connector_output_key(&profile_doc, "data");
-    connector_output_begin(&profile_data, b);
-    connector_output_opt_str(&profile_data, "type", "profile");
-    connector_output_key(&profile_data, "attributes");
-    connector_output_begin(&profile_attrs, b);
-    connector_output_opt_str(&profile_attrs, "email", email);
-    connector_output_opt_str(&profile_attrs, "phone_number", phone);
-    connector_output_end(&profile_attrs);
-    connector_output_end(&profile_data);
-    connector_output_end(&profile_doc);
-    connector_output_opt_raw(&attrs, "value", value);
-    connector_output_opt_str(&attrs, "unique_id", unique_id);
-    connector_output_opt_str(&attrs, "time", time);
-    connector_output_end(&attrs);
-    connector_output_end(&data);
-    connector_output_end(&doc);
+    connector_output_key(attrs, "metric");
+    connector_output_opt_str(resource_begin(&metric_res, b, "metric"), "name", metric);
+    resource_end(&metric_res);
+    connector_output_key(attrs, "profile");
+    connector_output *who = resource_begin(&profile, b, "profile");
+    connector_output_opt_str(who, "email", email);
+    connector_output_opt_str(who, "phone_number", phone);
+    resource_end(&profile);
+    connector_output_opt_raw(attrs, "value", value);
+    connector_output_opt_str(attrs, "unique_id", unique_id);
+    connector_output_opt_str(attrs, "time", time);
+    resource_end(&event);
     return 0;
 }
 
@@ -95,24 +96,17 @@ static int profile_body(hf_json p, hf_buf *b, char *err, size_t errlen)
         connector_param_string(p, NULL, "last_name", false, &last, err, errlen) ||
         connector_param_object(p, NULL, "properties", false, &props, err, errlen))
         return -1;
-    connector_output doc, data, attrs;
-    connector_output_begin(&doc, b);
-    connector_output_key(&doc, "data");
-    connector_output_begin(&data, b);
-    connector_output_opt_str(&data, "type", "profile");
-    connector_output_key(&data, "attributes");
-    connector_output_begin(&attrs, b);
-    connector_output_opt_str(&attrs, "email", email);
-    connector_output_opt_str(&attrs, "phone_number", phone);
-    connector_output_opt_str(&attrs, "first_name", first);
-    connector_output_opt_str(&attrs, "last_name", last);
+    resource profile;
+    connector_output *attrs = resource_begin(&profile, b, "profile");
+    connector_output_opt_str(attrs, "email", email);
+    connector_output_opt_str(attrs, "phone_number", phone);
+    connector_output_opt_str(attrs, "first_name", first);
+    connector_output_opt_str(attrs, "last_name", last);
     if (props) {
-        connector_output_key(&attrs, "properties");
+        connector_output_key(attrs, "properties");
         hf_json_serialize(props, b);
     }
-    connector_output_end(&attrs);
-    connector_output_end(&data);
-    connector_output_end(&doc);
+    resource_end(&profile);
     return 0;
 }
 

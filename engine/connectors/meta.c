@@ -50,26 +50,17 @@ static int meta_build(const char *action, hf_json params, const connector_conn *
         return hf_err(err, errlen, "param \"tag\" needs messaging_type MESSAGE_TAG");
 
     hf_buf body = {0};
-    connector_output doc, sub;
+    connector_output doc;
     connector_output_begin(&doc, &body);
-    connector_output_key(&doc, "recipient");
-    connector_output_begin(&sub, &body);
-    connector_output_opt_str(&sub, "id", recipient);
-    connector_output_end(&sub);
+    connector_output_opt_nested(&doc, "recipient", "id", recipient);
     connector_output_opt_str(&doc, "messaging_type", type);
-    connector_output_key(&doc, "message");
-    connector_output_begin(&sub, &body);
-    connector_output_opt_str(&sub, "text", text);
-    connector_output_end(&sub);
+    connector_output_opt_nested(&doc, "message", "text", text);
     connector_output_opt_str(&doc, "tag", tag);
     connector_output_end(&doc);
 
     hf_buf url = {0};
     const char *base = base_url ? base_url : engine_connector_base_url("meta");
-    char *prefix = connector_url(base, "/" GRAPH_VERSION "/");
-    hf_buf_puts(&url, prefix);
-    free(prefix);
-    connector_url_escape(&url, conn->account);
+    connector_url_account(&url, base, "/" GRAPH_VERSION "/", conn->account);
     hf_buf_puts(&url, "/messages");
 
     connector_request_start(out, "POST", hf_buf_steal(&url));

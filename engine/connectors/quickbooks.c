@@ -13,13 +13,7 @@
 /* "Name":{"value":"v"} when v is set. */
 static void ref(connector_output *o, const char *name, const char *value)
 {
-    if (!value)
-        return;
-    connector_output r;
-    connector_output_key(o, name);
-    connector_output_begin(&r, o->buf);
-    connector_output_opt_str(&r, "value", value);
-    connector_output_end(&r);
+    connector_output_opt_nested(o, name, "value", value);
 }
 
 /* "Line":[...] from lines[] objects with amount, item_id, description, quantity, unit_price. */
@@ -103,13 +97,7 @@ static int invoice_body(hf_json p, hf_buf *b, char *err, size_t errlen)
     ref(&o, "CustomerRef", customer);
     connector_output_opt_str(&o, "DueDate", due);
     ref(&o, "ClassRef", class_id);
-    if (email) {
-        connector_output addr;
-        connector_output_key(&o, "BillEmail");
-        connector_output_begin(&addr, b);
-        connector_output_opt_str(&addr, "Address", email);
-        connector_output_end(&addr);
-    }
+    connector_output_opt_nested(&o, "BillEmail", "Address", email);
     connector_output_opt_str(&o, "PrivateNote", note);
     connector_output_end(&o);
     return 0;
@@ -137,10 +125,7 @@ static int qbo_build(const char *action, hf_json params, const connector_conn *c
     }
     hf_buf url = {0};
     const char *base = base_url ? base_url : engine_connector_base_url("quickbooks");
-    char *prefix = connector_url(base, "/v3/company/");
-    hf_buf_puts(&url, prefix);
-    free(prefix);
-    connector_url_escape(&url, conn->account);
+    connector_url_account(&url, base, "/v3/company/", conn->account);
     hf_buf_printf(&url, "/%s?minorversion=" QBO_MINOR_VERSION, entity);
     char *key = connector_idempotency_key(idempotency_key, QBO_REQUESTID_MAX);
     if (key) {

@@ -58,10 +58,7 @@ static int twilio_build(const char *action, hf_json params, const connector_conn
 
     hf_buf url = {0};
     const char *base = base_url ? base_url : engine_connector_base_url("twilio");
-    char *prefix = connector_url(base, "/2010-04-01/Accounts/");
-    hf_buf_puts(&url, prefix);
-    free(prefix);
-    connector_url_escape(&url, conn->account);
+    connector_url_account(&url, base, "/2010-04-01/Accounts/", conn->account);
     hf_buf_puts(&url, "/Messages.json");
 
     connector_request_start(out, "POST", hf_buf_steal(&url));

@@ -29,14 +29,11 @@ static int invoice_body(hf_json p, hf_buf *b, char *err, size_t errlen)
         connector_param_string(p, NULL, "currency_code", false, &currency, err, errlen))
         return -1;
 
-    connector_output inv, contact_obj;
+    connector_output inv;
     hf_buf_puts(b, "{\"Invoices\":[");
     connector_output_begin(&inv, b);
     connector_output_opt_str(&inv, "Type", type);
-    connector_output_key(&inv, "Contact");
-    connector_output_begin(&contact_obj, b);
-    connector_output_opt_str(&contact_obj, "ContactID", contact);
-    connector_output_end(&contact_obj);
+    connector_output_opt_nested(&inv, "Contact", "ContactID", contact);
     connector_output_key(&inv, "LineItems");
     hf_buf_putc(b, '[');
     for (size_t i = 0; i < hf_json_len(lines); i++) {
@@ -118,17 +115,11 @@ static int payment_body(hf_json p, hf_buf *b, char *err, size_t errlen)
         connector_param_string(p, NULL, "date", false, &date, err, errlen) ||
         connector_param_string(p, NULL, "reference", false, &reference, err, errlen))
         return -1;
-    connector_output pay, ref;
+    connector_output pay;
     hf_buf_puts(b, "{\"Payments\":[");
     connector_output_begin(&pay, b);
-    connector_output_key(&pay, "Invoice");
-    connector_output_begin(&ref, b);
-    connector_output_opt_str(&ref, "InvoiceID", invoice);
-    connector_output_end(&ref);
-    connector_output_key(&pay, "Account");
-    connector_output_begin(&ref, b);
-    connector_output_opt_str(&ref, "Code", account);
-    connector_output_end(&ref);
+    connector_output_opt_nested(&pay, "Invoice", "InvoiceID", invoice);
+    connector_output_opt_nested(&pay, "Account", "Code", account);
     connector_output_opt_raw(&pay, "Amount", amount);
     connector_output_opt_str(&pay, "Date", date);
     connector_output_opt_str(&pay, "Reference", reference);
