@@ -102,32 +102,14 @@ static bool utf8_ok(const unsigned char *s, size_t n)
 {
     const unsigned char *end = s + n;
     while (s < end) {
-        unsigned c = *s, cp, min;
-        size_t len;
-        if (c < 0x80) {
-            s++;
-            /* Most text is ASCII: skip it eight bytes at a time. */
-            uint64_t w;
-            while (end - s >= 8 && (memcpy(&w, s, 8), (w & 0x8080808080808080ULL) == 0))
-                s += 8;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - s) < len)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        /* Most text is ASCII: skip it eight bytes at a time. */
+        uint64_t w;
+        while (end - s >= 8 && (memcpy(&w, s, 8), (w & 0x8080808080808080ULL) == 0))
+            s += 8;
+        if (s == end)
+            break;
+        size_t len = hf_utf8_char_len((const char *)s, (size_t)(end - s));
+        if (len == 0)
             return false;
         s += len;
     }
