@@ -1396,14 +1396,18 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     /* Finished attempts are written before new calls start, so attempt rows keep the order in
-     * which the nodes ran. */
+     * which the nodes ran: while a write fails, no new call starts (a crash would otherwise find
+     * the next call made but the step before it not recorded). */
     flush(ex);
     adopt_inbox(ex);
     if (atomic_exchange(&ex->want_claim, false))
         claim(ex);
-    flush(ex);
-    start_calls(ex);
-    flush(ex);
+    if (flush(ex) == 0) { /* 0: nothing is left unwritten */
+        start_calls(ex);
+        flush(ex);
+    } else {
+        schedule_tick(ex, 200);
+    }
     if (ex->stopping) {
         if ((ex->ncalls == 0 && ex->to_call.n == 0) || hf_now_ms() >= ex->stop_deadline_ms) {
             /* Cancelling calls still in flight runs their callbacks (treated as unknown
