@@ -4,7 +4,6 @@
  * next-run time, and finishes the run. Database writes are batched per loop tick. */
 #include "executor.h"
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <math.h>
 #include <pthread.h>
@@ -417,56 +416,6 @@ static token_entry *token_get(engine_executor *ex, const char *tenant_id, const 
     return t;
 }
 
-typedef struct sync_body {
-    hf_buf buf;
-} sync_body;
-
-static size_t sync_write(char *p, size_t size, size_t n, void *arg)
-{
-    sync_body *b = arg;
-    if (b->buf.len + size * n > (1u << 20))
-        return 0;
-    hf_buf_append(&b->buf, p, size * n);
-    return size * n;
-}
-
-/* One blocking request (token refresh only: rare, and it must hold the connection's row lock).
- * Returns the HTTP status (0 on transport failure) and the body in out. */
-static long sync_request(const connector_request *req, hf_buf *out, char *err, size_t errlen)
-{
-    CURL *c = curl_easy_init();
-    struct curl_slist *headers = NULL;
-    for (size_t i = 0; i < req->nheaders && req->headers[i]; i++)
-        headers = curl_slist_append(headers, req->headers[i]);
-    sync_body body = {{0}};
-    curl_easy_setopt(c, CURLOPT_URL, req->url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sync_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    if (req->body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
-    }
-    if (req->basic_user && req->basic_password) {
-        curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-        curl_easy_setopt(c, CURLOPT_USERNAME, req->basic_user);
-        curl_easy_setopt(c, CURLOPT_PASSWORD, req->basic_password);
-    }
-    long status = 0;
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    else
-        hf_err(err, errlen, "%s", curl_easy_strerror(rc));
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    *out = body.buf;
-    return status;
-}
-
 static char *secret_text(const hf_secrets *s, const char *connector, const char *name)
 {
     char path[128];
@@ -520,7 +469,7 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
                                      errlen) != 0)
         goto done;
     char herr[256] = "";
-    long status = sync_request(&req, &body, herr, sizeof herr);
+    long status = connector_perform(&req, 15000, &body, herr, sizeof herr);
     if (status < 200 || status > 299) {
         hf_err(err, errlen, "token refresh at %s failed: %s", connector,
                status ? "the platform refused it" : herr);

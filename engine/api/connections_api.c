@@ -20,7 +20,6 @@
  *  - Support staff: a verified token whose "sub" is a line of the secret api/support_users (one
  *    subject per line; blank lines and lines starting with '#' ignored; exact, case-sensitive
  *    match). The approval is for the tenant of that token. No role mapping is needed for it. */
-#include <curl/curl.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +40,6 @@
 #define OAUTH_STATE_BYTES 32
 #define PKCE_VERIFIER_BYTES 32
 #define PLATFORM_TIMEOUT_MS 10000L
-#define PLATFORM_MAX_BODY (1u << 20)
 #define SUPPORT_USERS_SECRET "api/support_users"
 #define KLAVIYO_REVISION "2024-10-15"
 #define NOTE_MAX 1000
@@ -361,72 +359,6 @@ void api_integrations_get(api_ctx *c)
 
 /* ---- calls to the platforms (admin path: one blocking call at a time, bounded) ------------ */
 
-typedef struct fetch_body {
-    hf_buf buf;
-    bool too_big;
-} fetch_body;
-
-static size_t fetch_write(char *p, size_t size, size_t n, void *arg)
-{
-    fetch_body *b = arg;
-    if (b->buf.len + size * n > PLATFORM_MAX_BODY) {
-        b->too_big = true;
-        return 0;
-    }
-    hf_buf_append(&b->buf, p, size * n);
-    return size * n;
-}
-
-/* Performs req (blocking, PLATFORM_TIMEOUT_MS, no redirects, http(s) only). Returns the HTTP
- * status with the body in *out (caller frees), or 0 with a transport error in err. The URL may
- * carry secrets (Meta's exchange): it is never logged or quoted. */
-static long platform_call(const connector_request *req, hf_buf *out, char *err, size_t errlen)
-{
-    CURL *curl = curl_easy_init();
-    struct curl_slist *headers = NULL;
-    fetch_body body = {{0}, false};
-    long status = 0;
-    if (!curl) {
-        hf_err(err, errlen, "cannot create an HTTP client");
-        *out = body.buf;
-        return 0;
-    }
-    for (size_t i = 0; i < req->nheaders && req->headers[i]; i++)
-        headers = curl_slist_append(headers, req->headers[i]);
-    curl_easy_setopt(curl, CURLOPT_URL, req->url);
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, PLATFORM_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, PLATFORM_TIMEOUT_MS / 2);
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, fetch_write);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    if (req->body) {
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
-        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
-    }
-    if (req->basic_user && req->basic_password) {
-        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-        curl_easy_setopt(curl, CURLOPT_USERNAME, req->basic_user);
-        curl_easy_setopt(curl, CURLOPT_PASSWORD, req->basic_password);
-    }
-    CURLcode rc = curl_easy_perform(curl);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    else if (body.too_big)
-        hf_err(err, errlen, "the answer is larger than %u bytes", PLATFORM_MAX_BODY);
-    else
-        hf_err(err, errlen, "%s", curl_easy_strerror(rc));
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-    *out = body.buf;
-    return status;
-}
-
 /* GET url with a bearer token (accept: the media type asked for; extra_header: one more header
  * line or NULL); the answer parsed as JSON in *answer (caller frees) when 2xx. Returns the HTTP
  * status (0: transport failure, err set). */
@@ -441,7 +373,7 @@ static long platform_get_json(const char *url, const char *token, const char *ac
     connector_request_header(&req, "Accept: %s", accept);
     if (extra_header)
         connector_request_header(&req, "%s", extra_header);
-    long status = platform_call(&req, &body, err, errlen);
+    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &body, err, errlen);
     if (status >= 200 && status <= 299)
         *answer = hf_json_parse(body.data ? body.data : "", body.len, NULL, 0);
     connector_request_free(&req);
@@ -1152,7 +1084,7 @@ void api_integrations_oauth_callback(api_ctx *c)
         goto done;
     }
     char terr[256] = "";
-    long status = platform_call(&req, &answer, terr, sizeof terr);
+    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &answer, terr, sizeof terr);
     if (status == 0) {
         hf_buf d = {0};
         hf_buf_printf(&d, "the %s token endpoint could not be reached: %s", id, terr);

@@ -3,6 +3,7 @@
 #include "connector.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -701,4 +702,72 @@ int engine_oauth_parse_token(const char *body, size_t len, char **access_token,
 done:
     hf_json_free(v);
     return rc;
+}
+
+/* ---- blocking calls ------------------------------------------------------------------------ */
+
+#define PERFORM_MAX_BODY (1u << 20)
+
+typedef struct perform_body {
+    hf_buf buf;
+    bool too_big;
+} perform_body;
+
+static size_t perform_write(char *p, size_t size, size_t n, void *arg)
+{
+    perform_body *b = arg;
+    if (b->buf.len + size * n > PERFORM_MAX_BODY) {
+        b->too_big = true;
+        return 0;
+    }
+    hf_buf_append(&b->buf, p, size * n);
+    return size * n;
+}
+
+long connector_perform(const connector_request *req, long timeout_ms, hf_buf *out, char *err,
+                       size_t errlen)
+{
+    CURL *curl = curl_easy_init();
+    struct curl_slist *headers = NULL;
+    perform_body body = {{0}, false};
+    long status = 0;
+    if (!curl) {
+        hf_err(err, errlen, "cannot create an HTTP client");
+        *out = body.buf;
+        return 0;
+    }
+    for (size_t i = 0; i < req->nheaders && req->headers[i]; i++)
+        headers = curl_slist_append(headers, req->headers[i]);
+    curl_easy_setopt(curl, CURLOPT_URL, req->url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req->method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms / 2);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, perform_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    if (req->body) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)req->body_len);
+    }
+    if (req->basic_user && req->basic_password) {
+        curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+        curl_easy_setopt(curl, CURLOPT_USERNAME, req->basic_user);
+        curl_easy_setopt(curl, CURLOPT_PASSWORD, req->basic_password);
+    }
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    else if (body.too_big)
+        hf_err(err, errlen, "the answer is larger than %u bytes", PERFORM_MAX_BODY);
+    else
+        hf_err(err, errlen, "%s", curl_easy_strerror(rc));
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    *out = body.buf;
+    return status;
 }

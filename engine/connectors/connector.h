@@ -33,6 +33,13 @@ typedef struct connector_request { /* built by a connector; free with connector_
  * it zeroed. NULL-safe; safe on a zeroed request. */
 void connector_request_free(connector_request *r);
 
+/* Performs req and waits for it (for the rare calls that must block: token refresh under a row
+ * lock, the OAuth code exchange): timeout_ms in all, no redirects, http(s) only, answers up to
+ * 1 MiB. Returns the HTTP status with the body in *out (caller frees), or 0 with the transport
+ * error in err. The URL may carry secrets: it is never logged or quoted. */
+long connector_perform(const connector_request *req, long timeout_ms, hf_buf *out, char *err,
+                       size_t errlen);
+
 /* OK: done (2xx). RETRY: transient: 408, 429, 5xx, and per platform what is known to be
  * transient (Meta is_transient/throttling codes; Xero and QuickBooks 409, a request with the same
  * idempotency key still in progress). AUTH: the token is invalid or expired (401, Meta
