@@ -400,17 +400,27 @@ void hf_http_reply_json(struct evhttp_request *req, int status, const char *json
     hf_http_reply(req, status, "application/json", json, len);
 }
 
+void hf_http_error_json(hf_buf *out, const char *error, const char *detail,
+                        const char *extra_members)
+{
+    hf_buf_puts(out, "{\"error\":");
+    hf_json_append_cstr(out, error);
+    if (detail && *detail) {
+        hf_buf_puts(out, ",\"detail\":");
+        hf_json_append_cstr(out, detail);
+    }
+    if (extra_members && *extra_members) {
+        hf_buf_putc(out, ',');
+        hf_buf_puts(out, extra_members);
+    }
+    hf_buf_putc(out, '}');
+}
+
 void hf_http_reply_error(struct evhttp_request *req, int status, const char *error,
                          const char *detail)
 {
     hf_buf b = {0};
-    hf_buf_puts(&b, "{\"error\":");
-    hf_json_append_cstr(&b, error);
-    if (detail && *detail) {
-        hf_buf_puts(&b, ",\"detail\":");
-        hf_json_append_cstr(&b, detail);
-    }
-    hf_buf_puts(&b, "}");
+    hf_http_error_json(&b, error, detail, NULL);
     hf_http_reply_json(req, status, b.data, b.len);
     hf_buf_free(&b);
 }

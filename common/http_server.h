@@ -41,6 +41,10 @@ void hf_http_server_free(hf_http_server *s);
 
 /* Replies with a JSON body (Content-Type application/json). */
 void hf_http_reply_json(struct evhttp_request *req, int status, const char *json, size_t len);
+/* Appends the JSON error body {"error":error[,"detail":detail][,extra_members]}; detail and
+ * extra_members (pre-rendered "name":value pairs) are left out when NULL or empty. */
+void hf_http_error_json(hf_buf *out, const char *error, const char *detail,
+                        const char *extra_members);
 /* Replies {"error": error, "detail": detail} (detail may be NULL). */
 void hf_http_reply_error(struct evhttp_request *req, int status, const char *error,
                          const char *detail);

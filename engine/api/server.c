@@ -261,17 +261,7 @@ void api_reply_error_with(api_ctx *c, int status, const char *error, const char 
                           const char *extra_members)
 {
     hf_buf b = {0};
-    hf_buf_puts(&b, "{\"error\":");
-    hf_json_append_cstr(&b, error);
-    if (detail && *detail) {
-        hf_buf_puts(&b, ",\"detail\":");
-        hf_json_append_cstr(&b, detail);
-    }
-    if (extra_members && *extra_members) {
-        hf_buf_putc(&b, ',');
-        hf_buf_puts(&b, extra_members);
-    }
-    hf_buf_putc(&b, '}');
+    hf_http_error_json(&b, error, detail, extra_members);
     api_reply_json(c, status, b.data, b.len);
     hf_buf_free(&b);
 }
