@@ -47,6 +47,15 @@ bool hf_log_format_parse(const char *s, hf_log_format *out)
     return true;
 }
 
+void hf_log_init_from_config(const char *program, const char *level_text, const char *format_text)
+{
+    hf_log_level level = HF_LOG_INFO;
+    hf_log_format format = HF_LOG_JSON;
+    (void)hf_log_level_parse(level_text, &level);
+    (void)hf_log_format_parse(format_text, &format);
+    hf_log_init(program, level, format);
+}
+
 void hf_log_init(const char *program, hf_log_level level, hf_log_format format)
 {
     snprintf(g_log.program, sizeof g_log.program, "%s", program);

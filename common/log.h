@@ -13,6 +13,9 @@ bool hf_log_level_parse(const char *s, hf_log_level *out);
 bool hf_log_format_parse(const char *s, hf_log_format *out);
 
 void hf_log_init(const char *program, hf_log_level level, hf_log_format format);
+/* hf_log_init from the text of HOOKFLOW_LOG_LEVEL / HOOKFLOW_LOG_FORMAT (already checked by the
+ * config table; anything else falls back to info / json). */
+void hf_log_init_from_config(const char *program, const char *level, const char *format);
 bool hf_log_enabled(hf_log_level level);
 
 /* Sends log lines to fd instead of stderr (tests). */

@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -457,4 +459,16 @@ void hf_buf_put_quoted(hf_buf *out, const char *s, size_t max)
     }
     if (i < n)
         hf_buf_puts(out, "...");
+}
+
+void hf_signals_take(sigset_t *set, bool hup)
+{
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    sigemptyset(set);
+    for (size_t i = 0; i < (hup ? 3u : 2u); i++) {
+        signal(sigs[i], SIG_DFL);
+        sigaddset(set, sigs[i]);
+    }
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }

@@ -2,6 +2,7 @@
 #ifndef HF_UTIL_H
 #define HF_UTIL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -21,6 +22,11 @@ char *xasprintf(const char *fmt, ...) HF_PRINTF(1, 2);
 
 /* Prints "<prog>: <message>" to stderr and exits 1. Start-up only. */
 _Noreturn void hf_die(const char *fmt, ...) HF_PRINTF(1, 2);
+
+/* For a main thread that takes SIGTERM and SIGINT (and SIGHUP when hup) with sigwait: resets
+ * them to their defaults (an inherited SIG_IGN would hide them from sigwait), blocks them here
+ * and in every thread started later, fills *set with them, and ignores SIGPIPE. */
+void hf_signals_take(sigset_t *set, bool hup);
 
 /* Writes the formatted reason into err (if not NULL); always returns -1 for `return hf_err(...)`.
  */

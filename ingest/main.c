@@ -39,24 +39,11 @@ int main(int argc, char **argv)
         hf_config_free(ingest_config_items, ingest_config_nitems, &cfg);
         return 1;
     }
-    hf_log_level level = HF_LOG_INFO;
-    hf_log_format format = HF_LOG_JSON;
-    (void)hf_log_level_parse(cfg.log_level, &level);
-    (void)hf_log_format_parse(cfg.log_format, &format);
-    hf_log_init("hookflow-ingest", level, format);
+    hf_log_init_from_config("hookflow-ingest", cfg.log_level, cfg.log_format);
 
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigset_t sigs;
-    /* An inherited SIG_IGN would make sigwait() miss them: reset to the default first. */
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    hf_signals_take(&sigs, true);
 
     ingest_server *server = ingest_server_new(&cfg, err, sizeof err);
     if (!server) {

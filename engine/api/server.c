@@ -1186,20 +1186,10 @@ int engine_cmd_serve(int argc, char **argv)
         hf_config_free(api_config_items, ncfg, &cfg);
         return 1;
     }
-    hf_log_level level = HF_LOG_INFO;
-    hf_log_format format = HF_LOG_JSON;
-    (void)hf_log_level_parse(cfg.log_level, &level);
-    (void)hf_log_format_parse(cfg.log_format, &format);
-    hf_log_init("hookflow-engine", level, format);
+    hf_log_init_from_config("hookflow-engine", cfg.log_level, cfg.log_format);
 
     sigset_t sigs;
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    hf_signals_take(&sigs, false);
 
     int rc = 1;
     api_server s;
