@@ -689,9 +689,13 @@ void ingest_server_free(ingest_server *s)
 {
     if (!s)
         return;
-    /* The loops go first: no request may outlive the producer whose reports it waits for. */
-    hf_http_server_free(s->http);
+    /* The producer goes first, while the loops still run: its last delivery reports (flushed or
+     * purged) activate events on the loops' bases and answer their requests there. Freeing the
+     * loops first would leave a late report activating an event of a freed base. Requests
+     * still arriving meanwhile are refused without producing (draining). */
+    atomic_store(&s->draining, true);
     hf_producer_free(s->producer);
+    hf_http_server_free(s->http);
     for (size_t i = 0; i < NPROVIDERS; i++)
         free(s->slots[i].topic);
     hf_metrics_free(s->metrics);
