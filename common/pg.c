@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "log.h"
 
 /* Copies libpq's (possibly multi-line, tab-indented) message as one line: "\n\t" continuation
@@ -359,4 +360,27 @@ void hf_pg_array_free(hf_pg_array *a)
 {
     hf_buf_free(&a->text);
     a->n = 0;
+}
+
+char *hf_pg_bytea_text(const unsigned char *p, size_t n)
+{
+    char *out = xmalloc(2 * n + 3);
+    out[0] = '\\';
+    out[1] = 'x';
+    hf_hex_encode(p, n, out + 2);
+    return out;
+}
+
+unsigned char *hf_pg_bytea_decode(const char *text, size_t *len)
+{
+    if (!text || strncmp(text, "\\x", 2) != 0)
+        return NULL;
+    size_t hex = strlen(text + 2);
+    unsigned char *out = xmalloc(hex / 2 + 1);
+    if (hex % 2 || !hf_hex_decode(text + 2, hex, out, hex / 2)) {
+        free(out);
+        return NULL;
+    }
+    *len = hex / 2;
+    return out;
 }

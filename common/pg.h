@@ -83,4 +83,10 @@ const char *hf_pg_array_text(hf_pg_array *a);
 void hf_pg_array_reset(hf_pg_array *a);
 void hf_pg_array_free(hf_pg_array *a);
 
+/* bytea for a text parameter: "\x" + lowercase hex of p (malloc'd). */
+char *hf_pg_bytea_text(const unsigned char *p, size_t n);
+/* A bytea column in text format ("\x0a1b...") as bytes (malloc'd, length in *len); NULL when
+ * text is NULL or not in that format. */
+unsigned char *hf_pg_bytea_decode(const char *text, size_t *len);
+
 #endif

@@ -299,43 +299,13 @@ static void finish(run *r, const char *status, const char *error, int64_t next_r
 
 /* ---- tokens ------------------------------------------------------------------------------- */
 
-/* bytea in text format ("\x0a1b...") to bytes. */
-static unsigned char *bytea_decode(const char *text, size_t *len)
-{
-    if (!text || strncmp(text, "\\x", 2) != 0)
-        return NULL;
-    size_t hex = strlen(text + 2);
-    if (hex % 2)
-        return NULL;
-    unsigned char *out = xmalloc(hex / 2 + 1);
-    for (size_t i = 0; i < hex / 2; i++) {
-        unsigned v;
-        if (sscanf(text + 2 + 2 * i, "%2x", &v) != 1) {
-            free(out);
-            return NULL;
-        }
-        out[i] = (unsigned char)v;
-    }
-    *len = hex / 2;
-    return out;
-}
-
-static char *bytea_encode(const unsigned char *p, size_t n)
-{
-    char *out = xmalloc(2 * n + 3);
-    out[0] = '\\';
-    out[1] = 'x';
-    hf_hex_encode(p, n, out + 2);
-    return out;
-}
-
 static char *open_token(engine_executor *ex, const char *connector, const char *account,
                         const char *slot, const char *bytea)
 {
     if (!bytea || !*bytea || !ex->keys)
         return NULL;
     size_t n;
-    unsigned char *sealed = bytea_decode(bytea, &n);
+    unsigned char *sealed = hf_pg_bytea_decode(bytea, &n);
     if (!sealed)
         return NULL;
     char *context = engine_token_context(connector, account, slot);
@@ -487,7 +457,7 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     size_t alen, rlen;
     unsigned char *aseal = engine_token_seal(ex->keys, actx, access, &alen);
     unsigned char *rseal = engine_token_seal(ex->keys, rctx, new_refresh, &rlen);
-    char *ahex = bytea_encode(aseal, alen), *rhex = bytea_encode(rseal, rlen);
+    char *ahex = hf_pg_bytea_text(aseal, alen), *rhex = hf_pg_bytea_text(rseal, rlen);
     char secs[32];
     snprintf(secs, sizeof secs, "%lld", (long long)expires_in);
     const char *p2[] = {t->conn_id, ahex, rhex, secs};

@@ -46,38 +46,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static char *bytea_hex(const unsigned char *p, size_t n)
-{
-    char *out = xmalloc(2 * n + 3);
-    out[0] = '\\';
-    out[1] = 'x';
-    hf_hex_encode(p, n, out + 2);
-    return out;
-}
-
-/* bytea in text format ("\x0a1b...") to bytes; NULL when malformed. Caller frees. */
-static unsigned char *bytea_bytes(const char *text, size_t *len)
-{
-    if (!text || strncmp(text, "\\x", 2) != 0)
-        return NULL;
-    size_t hex = strlen(text + 2);
-    if (hex % 2)
-        return NULL;
-    unsigned char *out = xmalloc(hex / 2 + 1);
-    for (size_t i = 0; i < hex / 2; i++) {
-        int hi = (unsigned char)text[2 + 2 * i], lo = (unsigned char)text[3 + 2 * i];
-        hi = isdigit(hi) ? hi - '0' : (hi >= 'a' && hi <= 'f') ? hi - 'a' + 10 : -1;
-        lo = isdigit(lo) ? lo - '0' : (lo >= 'a' && lo <= 'f') ? lo - 'a' + 10 : -1;
-        if (hi < 0 || lo < 0) {
-            free(out);
-            return NULL;
-        }
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    *len = hex / 2;
-    return out;
-}
-
 /* The secret's current value as a string, or NULL. Caller frees (wipe first). */
 static char *secret_value(const hf_secrets *s, const char *path)
 {
@@ -639,11 +607,11 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
     size_t alen = 0, rlen = 0;
     actx = engine_token_context(id, n->account, "access");
     aseal = engine_token_seal(c->keys, actx, n->access, &alen);
-    ahex = bytea_hex(aseal, alen);
+    ahex = hf_pg_bytea_text(aseal, alen);
     if (n->refresh) {
         rctx = engine_token_context(id, n->account, "refresh");
         rseal = engine_token_seal(c->keys, rctx, n->refresh, &rlen);
-        rhex = bytea_hex(rseal, rlen);
+        rhex = hf_pg_bytea_text(rseal, rlen);
     }
     char expires[32];
     snprintf(expires, sizeof expires, "%lld", (long long)n->expires_in);
@@ -823,7 +791,7 @@ void api_integrations_oauth_start(api_ctx *c)
     vctx = engine_token_context(id, hash_hex, "pkce_verifier");
     size_t vlen = 0;
     vseal = engine_token_seal(c->keys, vctx, verifier, &vlen);
-    vhex = bytea_hex(vseal, vlen);
+    vhex = hf_pg_bytea_text(vseal, vlen);
     explicit_bzero(verifier, sizeof verifier);
     explicit_bzero(verifier_raw, sizeof verifier_raw);
 
@@ -1012,7 +980,7 @@ void api_integrations_oauth_callback(api_ctx *c)
     snprintf(c->who.user, sizeof c->who.user, "%s", PQgetvalue(res, 0, 2));
     snprintf(c->who.environment, sizeof c->who.environment, "%s", PQgetvalue(res, 0, 7));
     size_t vlen = 0;
-    vseal = bytea_bytes(PQgetvalue(res, 0, 3), &vlen);
+    vseal = hf_pg_bytea_decode(PQgetvalue(res, 0, 3), &vlen);
     redirect_uri = xstrdup(PQgetvalue(res, 0, 4));
     requested = xstrdup(PQgetvalue(res, 0, 5));
     named_account = PQgetisnull(res, 0, 6) ? NULL : xstrdup(PQgetvalue(res, 0, 6));

@@ -147,6 +147,29 @@ static void sqlstate_is_empty_without_a_server_error(void **state)
     PQclear(ok);
 }
 
+static void bytea_text_round_trips_and_malformed_text_is_refused(void **state)
+{
+    (void)state;
+    const unsigned char raw[] = {0x00, 0x0a, 0x1b, 0xff};
+    char *text = hf_pg_bytea_text(raw, sizeof raw);
+    assert_string_equal(text, "\\x000a1bff");
+    size_t n = 0;
+    unsigned char *back = hf_pg_bytea_decode(text, &n);
+    assert_non_null(back);
+    assert_int_equal(n, sizeof raw);
+    assert_memory_equal(back, raw, sizeof raw);
+    free(back);
+    free(text);
+    back = hf_pg_bytea_decode("\\x", &n);
+    assert_non_null(back);
+    assert_int_equal(n, 0);
+    free(back);
+    static const char *const bad[] = {"000a", "\\x0", "\\x0g", "\\x 0a", "x0a"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_null(hf_pg_bytea_decode(bad[i], &n));
+    assert_null(hf_pg_bytea_decode(NULL, &n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -156,6 +179,7 @@ int main(void)
         cmocka_unit_test(describe_names_host_port_and_database_only),
         cmocka_unit_test(lost_connection_is_classified_as_lost),
         cmocka_unit_test(sqlstate_is_empty_without_a_server_error),
+        cmocka_unit_test(bytea_text_round_trips_and_malformed_text_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
