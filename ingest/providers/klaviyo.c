@@ -348,20 +348,6 @@ done:
 /* ---- flow webhooks -------------------------------------------------------------------------- */
 
 /* Hashing both sides first makes the comparison independent of the secret's length. */
-static bool flow_secret_ok(const char *given, const char *const keys[2], const size_t lens[2],
-                           size_t nkeys)
-{
-    unsigned char want[HF_SHA256_LEN];
-    hf_sha256(given, strlen(given), want);
-    bool ok = false;
-    for (size_t i = 0; i < nkeys; i++) {
-        unsigned char got[HF_SHA256_LEN];
-        hf_sha256(keys[i], lens[i], got);
-        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
-    }
-    return ok;
-}
-
 static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_json obj, size_t idx)
 {
     if (!hf_json_is_object(obj)) {
@@ -407,19 +393,16 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
 
 static void handle_flow(const ingest_request *req, ingest_result *res)
 {
-    provider_util_keys secret;
-    if (!provider_util_load_keys(req, KLAVIYO_FLOW_SECRET, &secret, res))
+    provider_util_keys keys;
+    if (!provider_util_load_keys(req, KLAVIYO_FLOW_SECRET, &keys, res))
         return;
-    const char *const *keys = secret.vals;
-    const size_t *lens = secret.lens;
-    size_t nkeys = secret.n;
     const char *given = provider_util_header(req, "X-Hookflow-Flow-Secret");
     if (!given) {
         ingest_result_fail(res, 401, "missing_signature",
                            "neither Klaviyo-Signature nor X-Hookflow-Flow-Secret was sent");
         return;
     }
-    if (!flow_secret_ok(given, keys, lens, nkeys)) {
+    if (!provider_util_secret_matches(&keys, given, strlen(given))) {
         ingest_result_fail(res, 401, "bad_signature", "X-Hookflow-Flow-Secret does not match");
         return;
     }

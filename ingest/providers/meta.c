@@ -24,29 +24,11 @@ static const char *const meta_kinds[] = {"message",  "postback", "delivery", "re
 
 /* ---- handshake ------------------------------------------------------------------------------ */
 
-/* Hashing both sides first makes the comparison independent of the token's length. */
-static bool token_ok(const char *given, size_t given_len, const char *const keys[2],
-                     const size_t lens[2], size_t nkeys)
-{
-    unsigned char want[HF_SHA256_LEN];
-    hf_sha256(given, given_len, want);
-    bool ok = false;
-    for (size_t i = 0; i < nkeys; i++) {
-        unsigned char got[HF_SHA256_LEN];
-        hf_sha256(keys[i], lens[i], got);
-        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
-    }
-    return ok;
-}
-
 static void handle_handshake(const ingest_request *req, ingest_result *res)
 {
-    provider_util_keys secret;
-    if (!provider_util_load_keys(req, META_VERIFY_TOKEN, &secret, res))
+    provider_util_keys keys;
+    if (!provider_util_load_keys(req, META_VERIFY_TOKEN, &keys, res))
         return;
-    const char *const *keys = secret.vals;
-    const size_t *lens = secret.lens;
-    size_t nkeys = secret.n;
     ingest_form query = {0};
     ingest_form_parse(&query, req->query, req->query ? strlen(req->query) : 0);
     const ingest_form_param *mode = ingest_form_find(&query, "hub.mode");
@@ -56,7 +38,7 @@ static void handle_handshake(const ingest_request *req, ingest_result *res)
         ingest_result_fail(res, 403, "bad_verify_token", "hub.mode is not subscribe");
         goto done;
     }
-    if (!token || !token_ok(token->value, token->value_len, keys, lens, nkeys)) {
+    if (!token || !provider_util_secret_matches(&keys, token->value, token->value_len)) {
         ingest_result_fail(res, 403, "bad_verify_token", "hub.verify_token %s",
                            token ? "does not match" : "missing");
         goto done;

@@ -43,6 +43,21 @@ bool provider_util_hmac_matches(const provider_util_keys *keys, const unsigned c
     return ok;
 }
 
+bool provider_util_secret_matches(const provider_util_keys *keys, const char *given,
+                                  size_t given_len)
+{
+    /* Hashing both sides first makes the comparison independent of the secret's length. */
+    unsigned char want[HF_SHA256_LEN];
+    hf_sha256(given, given_len, want);
+    bool ok = false;
+    for (size_t i = 0; i < keys->n; i++) {
+        unsigned char got[HF_SHA256_LEN];
+        hf_sha256(keys->vals[i], keys->lens[i], got);
+        ok |= hf_ct_equal(got, sizeof got, want, sizeof want);
+    }
+    return ok;
+}
+
 bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,
                                     const unsigned char *body, size_t body_len)
 {

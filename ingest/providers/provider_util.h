@@ -41,6 +41,11 @@ size_t provider_util_get_keys(const ingest_request *req, const char *path, const
 bool provider_util_hmac_matches(const provider_util_keys *keys, const unsigned char *given,
                                 size_t given_len, const unsigned char *body, size_t body_len);
 
+/* True when given (given_len bytes) equals any of keys (a shared secret or verify token sent as
+ * is), compared in constant time whatever the lengths. */
+bool provider_util_secret_matches(const provider_util_keys *keys, const char *given,
+                                  size_t given_len);
+
 /* The same with the digest as base64 text (sig_b64). */
 bool provider_util_hmac_b64_matches(const provider_util_keys *keys, const char *sig_b64,
                                     const unsigned char *body, size_t body_len);
