@@ -25,6 +25,17 @@ def stack(postgres):
         assert not w.sanitizer_errors(), w.tail(80)
 
 
+def wait_dead_letter(stack, reason_part, what):
+    """The first dead letter whose reason contains reason_part (decoded), waiting up to 30 s."""
+    def dead():
+        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
+            v = json.loads(m.value)
+            if reason_part in v["reason"]:
+                return v
+        return None
+    return harness.wait_until(dead, timeout=30, what=f"{what} in the dead-letter topic")
+
+
 def test_signed_webhook_becomes_a_succeeded_run_and_the_fake_saw_the_call(stack):
     before = len(stack.fakes.requests("twilio"))
     event = stack.send("please schedule a pickup at 5pm")
@@ -117,13 +128,7 @@ def test_condition_takes_one_branch(stack):
 def test_poison_message_goes_to_the_dead_letter_topic(stack):
     stack.broker.produce_sync("hookflow.webhooks.messaging", b"this is not an envelope",
                               key=b"meta:104877")
-    def dead():
-        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
-            v = json.loads(m.value)
-            if "not JSON" in v["reason"]:
-                return v
-        return None
-    v = harness.wait_until(dead, timeout=30, what="the poison message in the dead-letter topic")
+    v = wait_dead_letter(stack, "not JSON", "the poison message")
     assert v["topic"] == "hookflow.webhooks.messaging"
     # The worker moved on: a later event still runs.
     event = stack.send("pickup after poison")
@@ -141,13 +146,7 @@ def test_envelope_missing_a_field_is_dead_lettered_with_that_reason(stack):
     good = stack.send("pickup after the envelope without id")
     stack.wait_run(good, timeout=60)
 
-    def dead():
-        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
-            v = json.loads(m.value)
-            if 'field "id" is missing' in v["reason"]:
-                return v
-        return None
-    v = harness.wait_until(dead, timeout=30, what="the envelope without id in the dead-letter topic")
+    v = wait_dead_letter(stack, 'field "id" is missing', "the envelope without id")
     assert v["topic"] == "hookflow.webhooks.messaging"
     assert "database rejected" not in v["reason"]
 
@@ -187,12 +186,6 @@ def test_event_the_database_rejects_is_dead_lettered_and_intake_moves_on(stack):
     good = stack.send("pickup after the bad one")
     stack.wait_run(good, timeout=60)
 
-    def dead():
-        for m in stack.broker.consume_all("hookflow.deadletter", idle=0.3):
-            v = json.loads(m.value)
-            if "database rejected" in v["reason"]:
-                return v
-        return None
-    v = harness.wait_until(dead, timeout=30, what="the rejected event in the dead-letter topic")
+    v = wait_dead_letter(stack, "database rejected", "the rejected event")
     assert v["topic"] == "hookflow.webhooks.messaging"
     assert stack.runs_for("meta:" + mid) == []
