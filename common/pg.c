@@ -213,6 +213,14 @@ const char *hf_pg_sqlstate(const PGresult *res)
     return state ? state : "";
 }
 
+bool hf_pg_refuses_data(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return false;
+    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+           strncmp(sqlstate, "54", 2) == 0;
+}
+
 /* Leaves a connection that a COPY statement put into copy mode usable again. */
 static void abandon_copy(PGconn *conn, ExecStatusType st)
 {

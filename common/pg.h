@@ -63,6 +63,12 @@ bool hf_pg_connection_lost(const PGconn *conn);
  * a success, or an error raised inside libpq). Valid as long as res. */
 const char *hf_pg_sqlstate(const PGresult *res);
 
+/* True when sqlstate says the server refused the statement's data rather than failed to run it:
+ * class 22 (data exception: a number out of range, text that is not valid UTF-8 or JSON), 23
+ * (integrity constraint) or 54 (program limit exceeded). Sending the same values again fails the
+ * same way, whereas other failures (lost connection, serialization, disk full) may pass later. */
+bool hf_pg_refuses_data(const char *sqlstate);
+
 /* Well-known SQLSTATEs callers branch on. */
 #define HF_PG_UNIQUE_VIOLATION "23505"
 #define HF_PG_SERIALIZATION_FAILURE "40001"

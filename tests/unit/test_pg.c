@@ -147,6 +147,22 @@ static void sqlstate_is_empty_without_a_server_error(void **state)
     PQclear(ok);
 }
 
+static void data_refusals_are_told_from_failures_that_may_pass(void **state)
+{
+    (void)state;
+    static const char *const refused[] = {"22003", "22P02", "22021", "22P05",
+                                          "23503", "23505", "54000"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        assert_true(hf_pg_refuses_data(refused[i]));
+    /* serialization, deadlock, disk full, too many connections, admin shutdown, read only,
+     * lock timeout, a libpq-side error (no SQLSTATE) and malformed values */
+    static const char *const may_pass[] = {"40001", "40P01", "53100", "53300",  "57P01", "25006",
+                                           "55P03", "",      "22",    "220030", "XX000"};
+    for (size_t i = 0; i < sizeof may_pass / sizeof may_pass[0]; i++)
+        assert_false(hf_pg_refuses_data(may_pass[i]));
+    assert_false(hf_pg_refuses_data(NULL));
+}
+
 static void bytea_text_round_trips_and_malformed_text_is_refused(void **state)
 {
     (void)state;
@@ -179,6 +195,7 @@ int main(void)
         cmocka_unit_test(describe_names_host_port_and_database_only),
         cmocka_unit_test(lost_connection_is_classified_as_lost),
         cmocka_unit_test(sqlstate_is_empty_without_a_server_error),
+        cmocka_unit_test(data_refusals_are_told_from_failures_that_may_pass),
         cmocka_unit_test(bytea_text_round_trips_and_malformed_text_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
