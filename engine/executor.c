@@ -64,6 +64,7 @@ typedef struct attempt_row { /* a finished attempt, inserted whole */
 } attempt_row;
 
 typedef struct attempt_update {
+    char run_id[40];
     long long id;
     char *status, *output, *error;
     int http_status, duration_ms;
@@ -74,6 +75,13 @@ typedef struct run_update {
     char *status, *context, *error;
     int64_t next_run_ms; /* 0: keep */
 } run_update;
+
+/* A run whose values PostgreSQL refused (a number beyond its range, text that is not UTF-8): its
+ * writes go without them, with the note as their error, and the run fails. */
+typedef struct refused_run {
+    char run_id[40];
+    char *note;
+} refused_run;
 
 typedef struct token_entry {
     char key[96]; /* tenant_id/connector */
@@ -128,6 +136,7 @@ struct engine_executor {
     VEC(attempt_update) updates;
     VEC(run_update) run_updates;
     VEC(run *) done_runs; /* finished, freed after the flush */
+    VEC(refused_run) refused;
 
     token_entry *tokens;
     unsigned housekeeping_ticks;
@@ -260,15 +269,16 @@ static void queue_row(engine_executor *ex, const run *r, size_t idx, int attempt
     VEC_PUSH(ex->rows, row);
 }
 
-static void queue_update(engine_executor *ex, long long id, const char *status, const char *output,
-                         const char *error, int http_status, int duration_ms)
+static void queue_update(engine_executor *ex, const run *r, long long id, const char *status,
+                         const char *output, const char *error, int http_status, int duration_ms)
 {
-    attempt_update u = {id,
-                        xstrdup(status),
-                        output ? xstrdup(output) : NULL,
-                        error ? xstrdup(error) : NULL,
-                        http_status,
-                        duration_ms};
+    attempt_update u = {.id = id,
+                        .status = xstrdup(status),
+                        .output = output ? xstrdup(output) : NULL,
+                        .error = error ? xstrdup(error) : NULL,
+                        .http_status = http_status,
+                        .duration_ms = duration_ms};
+    snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
     VEC_PUSH(ex->updates, u);
 }
 
@@ -758,15 +768,15 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     int http = (int)resp->status, dur = (int)resp->duration_ms;
     switch (out) {
     case OUT_OK:
-        queue_update(ex, r->attempt_id, "succeeded", output.data ? output.data : "{}", NULL, http,
-                     dur);
+        queue_update(ex, r, r->attempt_id, "succeeded", output.data ? output.data : "{}", NULL,
+                     http, dur);
         s->st = NS_DONE;
         s->output = output.data ? hf_buf_steal(&output) : xstrdup("{}");
         r->cursor++;
         advance(r);
         break;
     case OUT_AUTH:
-        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
         if (!r->auth_retried) {
             r->auth_retried = true;
             token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
@@ -778,7 +788,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         finish(r, "failed", "the platform rejected the connection's credentials", 0);
         break;
     case OUT_RETRY: {
-        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
         char labels[64];
         snprintf(labels, sizeof labels, "connector=\"%s\"", n->connector);
         hf_counter_add(hf_metrics_counter(ex->metrics, "hookflow_engine_node_retries_total",
@@ -800,14 +810,14 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         break;
     }
     case OUT_FAIL: {
-        queue_update(ex, r->attempt_id, "failed", NULL, err, http, dur);
+        queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
         char msg[640];
         snprintf(msg, sizeof msg, "node %s: %s", n->id, err);
         finish(r, "failed", msg, 0);
         break;
     }
     case OUT_UNKNOWN: {
-        queue_update(ex, r->attempt_id, "outcome_unknown", NULL, err, http, dur);
+        queue_update(ex, r, r->attempt_id, "outcome_unknown", NULL, err, http, dur);
         char msg[640];
         snprintf(msg, sizeof msg,
                  "node %s: the call's outcome is unknown (%s) and %s has no idempotency key; "
@@ -821,15 +831,17 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     schedule_soon(ex);
 }
 
-/* Records a 'running' attempt for every prepared call (so a crash mid-call is visible and the
- * next worker knows the idempotency key), commits, then sends them. */
-static void start_calls(engine_executor *ex)
+/* Records a 'running' attempt for the prepared calls in to_call[from, to) (so a crash mid-call
+ * is visible and the next worker knows the idempotency key), commits, then sends them. On failure
+ * nothing changes and *data_refused says whether PostgreSQL refused the values themselves. */
+static int start_range(engine_executor *ex, size_t from, size_t to, bool *data_refused, char *err,
+                       size_t errlen)
 {
-    if (ex->to_call.n == 0)
-        return;
     hf_pg_array runs = {0}, nodes = {0}, attempts = {0}, inputs = {0}, keys = {0};
-    for (size_t i = 0; i < ex->to_call.n; i++) {
+    for (size_t i = from; i < to; i++) {
         run *r = ex->to_call.v[i];
+        if (!r)
+            continue;
         const engine_connector *conn = engine_connector_find(connector_of(r, r->call_node));
         hf_pg_array_add(&runs, r->id);
         hf_pg_array_add(&nodes, r->def->nodes[r->call_node].id);
@@ -837,11 +849,12 @@ static void start_calls(engine_executor *ex)
         hf_pg_array_add(&inputs, r->call_input);
         hf_pg_array_add(&keys, conn && strcmp(conn->idempotency, "none") != 0 ? r->idem_key : NULL);
     }
+    if (runs.n == 0)
+        return HF_PG_OK;
     const char *params[] = {hf_pg_array_text(&runs), hf_pg_array_text(&nodes),
                             hf_pg_array_text(&attempts), hf_pg_array_text(&inputs),
                             hf_pg_array_text(&keys)};
     PGresult *res = NULL;
-    char err[512];
     int rc = hf_pg_exec(ex->db,
                         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
                         "idempotency_key) "
@@ -850,21 +863,20 @@ static void start_calls(engine_executor *ex)
                         "  WITH ORDINALITY AS u(run_id, node_id, attempt, input, key, ord) "
                         "ORDER BY u.ord ON CONFLICT (run_id, node_id, attempt) DO NOTHING "
                         "RETURNING id, run_id, node_id",
-                        5, params, &res, err, sizeof err);
+                        5, params, &res, err, errlen);
     hf_pg_array_free(&runs);
     hf_pg_array_free(&nodes);
     hf_pg_array_free(&attempts);
     hf_pg_array_free(&inputs);
     hf_pg_array_free(&keys);
     if (rc != HF_PG_OK) {
+        *data_refused = rc == HF_PG_ERR_SQL && hf_pg_refuses_data(hf_pg_sqlstate(res));
         PQclear(res);
-        atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
-        hf_log_kv(HF_LOG_WARN, "executor.start_calls_failed", "error", err, NULL);
-        return; /* kept queued: tried again next tick */
+        return rc;
     }
     for (int row = 0; row < PQntuples(res); row++) {
         const char *run_id = PQgetvalue(res, row, 1), *node_id = PQgetvalue(res, row, 2);
-        for (size_t i = 0; i < ex->to_call.n; i++) {
+        for (size_t i = from; i < to; i++) {
             run *r = ex->to_call.v[i];
             if (r && strcmp(r->id, run_id) == 0 &&
                 strcmp(r->def->nodes[r->call_node].id, node_id) == 0) {
@@ -891,16 +903,59 @@ static void start_calls(engine_executor *ex)
     PQclear(res);
     /* A call whose attempt row already existed belongs to a run another worker took over after
      * this one's lease ran out: let it go. */
-    for (size_t i = 0; i < ex->to_call.n; i++) {
+    for (size_t i = from; i < to; i++) {
         run *r = ex->to_call.v[i];
         if (!r)
             continue;
         hf_log_kv(HF_LOG_WARN, "executor.run_lost", "run", r->id, "msg",
                   "another worker holds this run now", NULL);
+        ex->to_call.v[i] = NULL;
         unhold(ex, r);
         run_free(r);
     }
-    ex->to_call.n = 0;
+    return HF_PG_OK;
+}
+
+static void start_calls(engine_executor *ex)
+{
+    if (ex->to_call.n == 0)
+        return;
+    char err[512];
+    bool data_refused = false;
+    int rc = start_range(ex, 0, ex->to_call.n, &data_refused, err, sizeof err);
+    if (rc != HF_PG_OK && data_refused) {
+        /* One call whose input PostgreSQL refuses must not hold back the others, nor be retried
+         * forever: each on its own, and the refused ones fail their run without being made. */
+        hf_log_kv(HF_LOG_WARN, "executor.write_refused", "error", err, "msg",
+                  "recording the calls one by one", NULL);
+        rc = HF_PG_OK;
+        for (size_t i = 0; rc == HF_PG_OK && i < ex->to_call.n; i++) {
+            run *r = ex->to_call.v[i];
+            if (!r)
+                continue;
+            rc = start_range(ex, i, i + 1, &data_refused, err, sizeof err);
+            if (rc != HF_PG_OK && data_refused) {
+                ex->to_call.v[i] = NULL;
+                r->in_call = false;
+                char note[640];
+                snprintf(note, sizeof note,
+                         "PostgreSQL refused to record this call's input, so it was not made: %s",
+                         err);
+                fail_node(r, r->call_node, r->call_attempt, NULL, note);
+                rc = HF_PG_OK;
+            }
+        }
+    }
+    if (rc != HF_PG_OK) {
+        atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
+        hf_log_kv(HF_LOG_WARN, "executor.start_calls_failed", "error", err, NULL);
+        schedule_tick(ex, 200); /* what is left is tried again */
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < ex->to_call.n; i++)
+        if (ex->to_call.v[i])
+            ex->to_call.v[kept++] = ex->to_call.v[i];
+    ex->to_call.n = kept;
 }
 
 /* ---- claiming ------------------------------------------------------------------------------ */
@@ -939,12 +994,12 @@ static bool recover(run *r, const char *attempts_json, const char *context_json)
         } else if (strcmp(status, "running") == 0 && alive) {
             const engine_connector *conn = engine_connector_find(r->def->nodes[idx].connector);
             if (conn && strcmp(conn->idempotency, "none") != 0) {
-                queue_update(ex, id, "failed", NULL,
+                queue_update(ex, r, id, "failed", NULL,
                              "the worker was lost during this call; retried with the same "
                              "idempotency key",
                              0, 0);
             } else {
-                queue_update(ex, id, "outcome_unknown", NULL,
+                queue_update(ex, r, id, "outcome_unknown", NULL,
                              "the worker was lost during this call; whether the platform acted "
                              "is unknown",
                              0, 0);
@@ -1105,30 +1160,74 @@ static void claim(engine_executor *ex)
 
 /* ---- writing ------------------------------------------------------------------------------- */
 
+static void free_row(attempt_row *w)
+{
+    free(w->node_id);
+    free(w->status);
+    free(w->input);
+    free(w->output);
+    free(w->error);
+    free(w->key);
+}
+
+static void free_update(attempt_update *u)
+{
+    free(u->status);
+    free(u->output);
+    free(u->error);
+}
+
+static void free_run_update(run_update *u)
+{
+    free(u->status);
+    free(u->context);
+    free(u->error);
+}
+
 static void free_writes(engine_executor *ex)
 {
-    for (size_t i = 0; i < ex->rows.n; i++) {
-        attempt_row *w = &ex->rows.v[i];
-        free(w->node_id);
-        free(w->status);
-        free(w->input);
-        free(w->output);
-        free(w->error);
-        free(w->key);
-    }
+    for (size_t i = 0; i < ex->rows.n; i++)
+        free_row(&ex->rows.v[i]);
     ex->rows.n = 0;
-    for (size_t i = 0; i < ex->updates.n; i++) {
-        free(ex->updates.v[i].status);
-        free(ex->updates.v[i].output);
-        free(ex->updates.v[i].error);
-    }
+    for (size_t i = 0; i < ex->updates.n; i++)
+        free_update(&ex->updates.v[i]);
     ex->updates.n = 0;
-    for (size_t i = 0; i < ex->run_updates.n; i++) {
-        free(ex->run_updates.v[i].status);
-        free(ex->run_updates.v[i].context);
-        free(ex->run_updates.v[i].error);
-    }
+    for (size_t i = 0; i < ex->run_updates.n; i++)
+        free_run_update(&ex->run_updates.v[i]);
     ex->run_updates.n = 0;
+    for (size_t i = 0; i < ex->refused.n; i++)
+        free(ex->refused.v[i].note);
+    ex->refused.n = 0;
+}
+
+/* Removes (and frees with free_fn) the items of vec that belong to run_id, keeping the order. */
+#define VEC_DROP_RUN(vec, run_id, free_fn)                                                         \
+    do {                                                                                           \
+        size_t kept_ = 0;                                                                          \
+        for (size_t i_ = 0; i_ < (vec).n; i_++) {                                                  \
+            if (strcmp((vec).v[i_].run_id, (run_id)) == 0)                                         \
+                free_fn(&(vec).v[i_]);                                                             \
+            else                                                                                   \
+                (vec).v[kept_++] = (vec).v[i_];                                                    \
+        }                                                                                          \
+        (vec).n = kept_;                                                                           \
+    } while (0)
+
+/* Forgets every queued write of one run. */
+static void drop_writes(engine_executor *ex, const char *run_id)
+{
+    VEC_DROP_RUN(ex->rows, run_id, free_row);
+    VEC_DROP_RUN(ex->updates, run_id, free_update);
+    VEC_DROP_RUN(ex->run_updates, run_id, free_run_update);
+}
+
+/* The note a refused run's writes carry instead of their values, or NULL. */
+static const char *refusal_of(const engine_executor *ex, const char *run_id)
+{
+    for (size_t i = 0; i < ex->refused.n; i++)
+        if (strcmp(ex->refused.v[i].run_id, run_id) == 0)
+            return ex->refused.v[i].note;
+    return NULL;
 }
 
 static void add_int_or_null(hf_pg_array *a, long long v)
@@ -1139,25 +1238,71 @@ static void add_int_or_null(hf_pg_array *a, long long v)
         hf_pg_array_add(a, NULL);
 }
 
-/* Everything queued since the last tick, in one transaction. */
-static int flush(engine_executor *ex)
+static int exec_write(engine_executor *ex, const char *sql, int nparams, const char *const *params,
+                      bool *data_refused, char *err, size_t errlen)
 {
-    if (ex->rows.n == 0 && ex->updates.n == 0 && ex->run_updates.n == 0)
-        return 0;
-    char err[512];
-    int rc = hf_pg_begin(ex->db, err, sizeof err);
-    if (rc == HF_PG_OK && ex->rows.n) {
+    PGresult *res = NULL;
+    int rc = hf_pg_exec(ex->db, sql, nparams, params, &res, err, errlen);
+    if (rc != HF_PG_OK)
+        *data_refused = rc == HF_PG_ERR_SQL && hf_pg_refuses_data(hf_pg_sqlstate(res));
+    PQclear(res);
+    return rc;
+}
+
+static bool selected(const char *run_id, const char *only)
+{
+    return !only || strcmp(run_id, only) == 0;
+}
+
+/* The three batched writes: arrays of one element per queued item, unnested. */
+static const char insert_attempts[] =
+    "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
+    "output, error, idempotency_key, http_status, duration_ms, "
+    "finished_at) "
+    "SELECT u.r, u.n, u.a, u.s, u.i::jsonb, u.o::jsonb, u.e, u.k, u.h, u.d, "
+    "now() FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::int[], "
+    "$10::int[]) AS u(r, n, a, s, i, o, e, k, h, d) "
+    "ON CONFLICT (run_id, node_id, attempt) DO NOTHING";
+static const char update_attempts[] =
+    "UPDATE node_attempts a SET status = u.s, output = u.o::jsonb, "
+    "error = u.e, http_status = u.h, duration_ms = u.d, "
+    "finished_at = now() "
+    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
+    "$5::int[], $6::int[]) AS u(id, s, o, e, h, d) WHERE a.id = u.id";
+static const char update_runs[] =
+    "UPDATE runs r SET status = u.s, "
+    "context = coalesce(u.c::jsonb, r.context), error = u.e, "
+    "next_run_at = coalesce(to_timestamp(u.n / 1000.0), r.next_run_at), "
+    "finished_at = CASE WHEN u.s IN ('succeeded', 'failed') THEN now() "
+    "END, lease_owner = NULL, lease_expires_at = NULL "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
+    "$5::bigint[]) AS u(id, s, c, e, n) "
+    "WHERE r.id = u.id AND r.lease_owner = $6";
+
+/* Writes the queued attempts, attempt updates and run updates (only run only's when it is not
+ * NULL) in one transaction. A refused run's are written without their values (see refused_run).
+ * On failure nothing is written and *data_refused says whether PostgreSQL refused the values. */
+static int write_queued(engine_executor *ex, const char *only, bool *data_refused, char *err,
+                        size_t errlen)
+{
+    *data_refused = false;
+    int rc = hf_pg_begin(ex->db, err, errlen);
+    if (rc == HF_PG_OK) {
         hf_pg_array a[10];
         memset(a, 0, sizeof a);
         for (size_t i = 0; i < ex->rows.n; i++) {
             attempt_row *w = &ex->rows.v[i];
+            if (!selected(w->run_id, only))
+                continue;
+            const char *note = refusal_of(ex, w->run_id);
             hf_pg_array_add(&a[0], w->run_id);
             hf_pg_array_add(&a[1], w->node_id);
             hf_pg_array_add_int(&a[2], w->attempt);
             hf_pg_array_add(&a[3], w->status);
-            hf_pg_array_add(&a[4], w->input);
-            hf_pg_array_add(&a[5], w->output);
-            hf_pg_array_add(&a[6], w->error);
+            hf_pg_array_add(&a[4], note ? NULL : w->input);
+            hf_pg_array_add(&a[5], note ? NULL : w->output);
+            hf_pg_array_add(&a[6], note ? note : w->error);
             hf_pg_array_add(&a[7], w->key);
             add_int_or_null(&a[8], w->http_status);
             hf_pg_array_add_int(&a[9], w->duration_ms);
@@ -1165,73 +1310,149 @@ static int flush(engine_executor *ex)
         const char *p[10];
         for (int k = 0; k < 10; k++)
             p[k] = hf_pg_array_text(&a[k]);
-        rc = hf_pg_exec(ex->db,
-                        "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
-                        "output, error, idempotency_key, http_status, duration_ms, finished_at) "
-                        "SELECT u.r, u.n, u.a, u.s, u.i::jsonb, u.o::jsonb, u.e, u.k, u.h, u.d, "
-                        "now() FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
-                        "$5::text[], $6::text[], $7::text[], $8::text[], $9::int[], $10::int[]) "
-                        "AS u(r, n, a, s, i, o, e, k, h, d) "
-                        "ON CONFLICT (run_id, node_id, attempt) DO NOTHING",
-                        10, p, NULL, err, sizeof err);
+        if (a[0].n)
+            rc = exec_write(ex, insert_attempts, 10, p, data_refused, err, errlen);
         for (int k = 0; k < 10; k++)
             hf_pg_array_free(&a[k]);
     }
-    if (rc == HF_PG_OK && ex->updates.n) {
+    if (rc == HF_PG_OK) {
         hf_pg_array a[6];
         memset(a, 0, sizeof a);
         for (size_t i = 0; i < ex->updates.n; i++) {
             attempt_update *u = &ex->updates.v[i];
+            if (!selected(u->run_id, only))
+                continue;
+            const char *note = refusal_of(ex, u->run_id);
             hf_pg_array_add_int(&a[0], u->id);
             hf_pg_array_add(&a[1], u->status);
-            hf_pg_array_add(&a[2], u->output);
-            hf_pg_array_add(&a[3], u->error);
+            hf_pg_array_add(&a[2], note ? NULL : u->output);
+            hf_pg_array_add(&a[3], note ? note : u->error);
             add_int_or_null(&a[4], u->http_status);
             hf_pg_array_add_int(&a[5], u->duration_ms);
         }
         const char *p[6];
         for (int k = 0; k < 6; k++)
             p[k] = hf_pg_array_text(&a[k]);
-        rc = hf_pg_exec(ex->db,
-                        "UPDATE node_attempts a SET status = u.s, output = u.o::jsonb, "
-                        "error = u.e, http_status = u.h, duration_ms = u.d, finished_at = now() "
-                        "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
-                        "$5::int[], $6::int[]) AS u(id, s, o, e, h, d) WHERE a.id = u.id",
-                        6, p, NULL, err, sizeof err);
+        if (a[0].n)
+            rc = exec_write(ex, update_attempts, 6, p, data_refused, err, errlen);
         for (int k = 0; k < 6; k++)
             hf_pg_array_free(&a[k]);
     }
-    if (rc == HF_PG_OK && ex->run_updates.n) {
+    if (rc == HF_PG_OK) {
         hf_pg_array a[5];
         memset(a, 0, sizeof a);
         for (size_t i = 0; i < ex->run_updates.n; i++) {
             run_update *u = &ex->run_updates.v[i];
+            if (!selected(u->run_id, only))
+                continue;
+            const char *note = refusal_of(ex, u->run_id);
             hf_pg_array_add(&a[0], u->run_id);
-            hf_pg_array_add(&a[1], u->status);
-            hf_pg_array_add(&a[2], u->context);
-            hf_pg_array_add(&a[3], u->error);
-            add_int_or_null(&a[4], u->next_run_ms);
+            hf_pg_array_add(&a[1], note ? "failed" : u->status);
+            hf_pg_array_add(&a[2], note ? NULL : u->context); /* NULL keeps the recorded one */
+            hf_pg_array_add(&a[3], note ? note : u->error);
+            add_int_or_null(&a[4], note ? 0 : u->next_run_ms);
         }
         const char *p[6];
         for (int k = 0; k < 5; k++)
             p[k] = hf_pg_array_text(&a[k]);
         p[5] = ex->worker_id;
-        rc = hf_pg_exec(ex->db,
-                        "UPDATE runs r SET status = u.s, context = u.c::jsonb, error = u.e, "
-                        "next_run_at = coalesce(to_timestamp(u.n / 1000.0), r.next_run_at), "
-                        "finished_at = CASE WHEN u.s IN ('succeeded', 'failed') THEN now() END, "
-                        "lease_owner = NULL, lease_expires_at = NULL "
-                        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
-                        "$5::bigint[]) AS u(id, s, c, e, n) "
-                        "WHERE r.id = u.id AND r.lease_owner = $6",
-                        6, p, NULL, err, sizeof err);
+        if (a[0].n)
+            rc = exec_write(ex, update_runs, 6, p, data_refused, err, errlen);
         for (int k = 0; k < 5; k++)
             hf_pg_array_free(&a[k]);
     }
     if (rc == HF_PG_OK)
-        rc = hf_pg_commit(ex->db, err, sizeof err);
-    if (rc != HF_PG_OK) {
+        rc = hf_pg_commit(ex->db, err, errlen);
+    if (rc != HF_PG_OK)
         hf_pg_rollback(ex->db);
+    return rc;
+}
+
+static run *held_run(engine_executor *ex, const char *run_id)
+{
+    for (run *r = ex->held; r; r = r->next_held)
+        if (strcmp(r->id, run_id) == 0)
+            return r;
+    return NULL;
+}
+
+/* PostgreSQL refused run_id's values: from now on its writes go without them, and it fails. */
+static void refuse_run(engine_executor *ex, const char *run_id, const char *why)
+{
+    refused_run rr = {.note = xasprintf("PostgreSQL refused to record this run's data: %s", why)};
+    snprintf(rr.run_id, sizeof rr.run_id, "%s", run_id);
+    VEC_PUSH(ex->refused, rr);
+    run *r = held_run(ex, run_id);
+    if (r && !r->finished) {
+        /* Its next call was prepared but is not made. */
+        for (size_t i = 0; i < ex->to_call.n; i++)
+            if (ex->to_call.v[i] == r)
+                ex->to_call.v[i] = NULL;
+        r->in_call = false;
+        finish(r, "failed", rr.note, 0);
+    }
+}
+
+/* The batch was refused for its values: one run at a time, so the runs whose values PostgreSQL
+ * refuses fail on their own (recorded without them) and every other run goes on. Retrying the
+ * whole batch instead would fail forever and stall every run of this worker behind it. */
+static int write_run_by_run(engine_executor *ex, char *err, size_t errlen)
+{
+    hf_log_kv(HF_LOG_WARN, "executor.write_refused", "error", err, "msg",
+              "writing run by run to find the runs whose data PostgreSQL refuses", NULL);
+    VEC(const char *) ids = {0};
+    for (size_t i = 0; i < ex->rows.n; i++)
+        VEC_PUSH(ids, ex->rows.v[i].run_id);
+    for (size_t i = 0; i < ex->updates.n; i++)
+        VEC_PUSH(ids, ex->updates.v[i].run_id);
+    for (size_t i = 0; i < ex->run_updates.n; i++)
+        VEC_PUSH(ids, ex->run_updates.v[i].run_id);
+    /* Copies: writes of a run may be dropped below, and with them the strings. */
+    char(*distinct)[40] = xcalloc(ids.n ? ids.n : 1, sizeof *distinct);
+    size_t n = 0;
+    for (size_t i = 0; i < ids.n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = strcmp(distinct[j], ids.v[i]) == 0;
+        if (!seen)
+            snprintf(distinct[n++], sizeof *distinct, "%s", ids.v[i]);
+    }
+    free(ids.v);
+    int rc = HF_PG_OK;
+    for (size_t i = 0; i < n && rc == HF_PG_OK; i++) {
+        bool data_refused;
+        rc = write_queued(ex, distinct[i], &data_refused, err, errlen);
+        if (rc == HF_PG_OK || !data_refused)
+            continue;
+        hf_log_kv(HF_LOG_WARN, "run.data_refused", "run", distinct[i], "error", err, "msg",
+                  "the run fails; its attempts are recorded without the refused values", NULL);
+        if (!refusal_of(ex, distinct[i]))
+            refuse_run(ex, distinct[i], err);
+        rc = write_queued(ex, distinct[i], &data_refused, err, errlen);
+        if (rc != HF_PG_OK && data_refused) {
+            /* Refused even without its values (its run row is gone, say): nothing of it can be
+             * written, and keeping it would stall the others. */
+            hf_log_kv(HF_LOG_ERROR, "executor.writes_dropped", "run", distinct[i], "error", err,
+                      NULL);
+            drop_writes(ex, distinct[i]);
+            rc = HF_PG_OK;
+        }
+    }
+    free(distinct);
+    return rc;
+}
+
+/* Everything queued since the last tick, in one transaction. */
+static int flush(engine_executor *ex)
+{
+    if (ex->rows.n == 0 && ex->updates.n == 0 && ex->run_updates.n == 0)
+        return 0;
+    char err[512];
+    bool data_refused;
+    int rc = write_queued(ex, NULL, &data_refused, err, sizeof err);
+    if (rc != HF_PG_OK && data_refused)
+        rc = write_run_by_run(ex, err, sizeof err);
+    if (rc != HF_PG_OK) {
         atomic_store(&ex->db_ok, !hf_pg_connection_lost(ex->db));
         hf_log_kv(HF_LOG_WARN, "executor.flush_failed", "error", err, "msg",
                   "kept in memory; retrying", NULL);
@@ -1550,6 +1771,7 @@ void engine_executor_free(engine_executor *ex)
     free(ex->updates.v);
     free(ex->run_updates.v);
     free(ex->done_runs.v);
+    free(ex->refused.v);
     free(ex->to_call.v);
     for (size_t i = 0; i < ex->inbox.n; i++) {
         free(ex->inbox.v[i].trigger);

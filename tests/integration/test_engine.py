@@ -175,6 +175,27 @@ def test_runs_of_one_ordering_key_start_in_event_order(stack):
     assert all(a < b for a, b in zip(starts, starts[1:])), starts
 
 
+def test_answer_the_database_refuses_fails_only_its_run_and_the_worker_goes_on(stack):
+    # Xero answers 200 with a total PostgreSQL's jsonb cannot hold. The call was made, so its
+    # attempt says so; the run fails with the reason; runs after it are not stalled behind it.
+    huge = ('{"Invoices":[{"InvoiceID":"2c1f9a43-61a0-4b38-9b5e-2f0f4c4a1a01",'
+            '"InvoiceNumber":"INV-9","Type":"ACCREC","Status":"DRAFT","Total":1e999999}]}')
+    stack.fakes.fault("xero", path="Invoices$", method="PUT", status=200, body=huge,
+                      content_type="application/json")
+    bad = stack.send("send the invoice with an impossible total")
+    (run_id, _, _, error), = stack.wait_run(bad, status="failed")
+    assert "PostgreSQL refused to record this run's data" in error and "22003" in error, error
+    (node, attempt, st, http, err, _, inp, out), = stack.attempts(run_id)
+    assert (node, attempt, st, http) == ("inv", 1, "succeeded", 200)
+    assert out is None and inp is not None
+    assert "PostgreSQL refused" in err
+    good = [stack.send("send the invoice after the refused one %d" % i) for i in range(3)]
+    for event in good:
+        (_, _, _, e), = stack.wait_run(event)
+        assert e is None
+    assert "run.data_refused" in stack.workers[0].tail(400)
+
+
 def test_event_the_database_rejects_is_dead_lettered_and_intake_moves_on(stack):
     # Valid JSON that PostgreSQL's jsonb cannot hold (a number beyond numeric's range).
     mid = "m_huge_" + str(time.time_ns())
