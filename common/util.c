@@ -67,6 +67,26 @@ char *xasprintf(const char *fmt, ...)
     return hf_buf_steal(&b);
 }
 
+char *xconcat(const char *first, ...)
+{
+    va_list ap;
+    size_t n = 0;
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *))
+        n += strlen(s);
+    va_end(ap);
+    char *out = xmalloc(n + 1), *at = out;
+    va_start(ap, first);
+    for (const char *s = first; s; s = va_arg(ap, const char *)) {
+        size_t len = strlen(s);
+        memcpy(at, s, len);
+        at += len;
+    }
+    va_end(ap);
+    *at = '\0';
+    return out;
+}
+
 void hf_die(const char *fmt, ...)
 {
     va_list ap;

@@ -19,6 +19,9 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) HF_PRINTF(1, 2);
+/* The strings up to a NULL, joined: xconcat("meta:", id, NULL). A fraction of what formatting
+ * costs, for the identifiers built on every webhook. */
+char *xconcat(const char *first, ...) __attribute__((sentinel));
 
 /* Prints "<prog>: <message>" to stderr and exits 1. Start-up only. */
 _Noreturn void hf_die(const char *fmt, ...) HF_PRINTF(1, 2);

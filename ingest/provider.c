@@ -89,7 +89,7 @@ char *ingest_derive_id(const char *provider, ...)
     hf_mac_final(m, digest);
     char hex[2 * HF_SHA256_LEN + 1];
     hf_hex_encode(digest, 16, hex);
-    return xasprintf("%s:%s", provider, hex);
+    return xconcat(provider, ":", hex, NULL);
 }
 
 char *ingest_time_from_ms(int64_t ms)

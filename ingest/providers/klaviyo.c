@@ -197,7 +197,7 @@ static char *profile_resource(hf_json obj)
         provider_util_id_text(hf_json_path(obj, "relationships", "profile", "data", "id", NULL));
     if (!id)
         id = provider_util_id_text(hf_json_get(obj, "profile_id"));
-    return id ? xasprintf("profile:%s", id) : NULL;
+    return id ? xconcat("profile:", id, NULL) : NULL;
 }
 
 /* The first parseable time among attributes.datetime, attributes.timestamp, datetime,
@@ -272,7 +272,7 @@ static bool add_system_event(ingest_result *res, hf_json item, size_t idx, const
     const char *external_id = provider_util_id_text(hf_json_get(item, "external_id"));
     char *id;
     if (external_id) {
-        id = xasprintf("klaviyo:%s", external_id);
+        id = xconcat("klaviyo:", external_id, NULL);
     } else {
         char hex[2 * HF_SHA256_LEN + 1];
         sha256_hex(payload, hex);
@@ -371,7 +371,7 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
     const char *kind = hf_json_str(hf_json_get(obj, "topic"));
     if (!kind || !*kind)
         kind = hf_json_str(hf_json_get(obj, "event"));
-    char *native = kind && *kind ? xasprintf("flow.%s", kind) : xstrdup("flow.webhook");
+    char *native = kind && *kind ? xconcat("flow.", kind, NULL) : xstrdup("flow.webhook");
     char *payload = provider_util_payload(obj);
     const char *own_id = provider_util_id_text(hf_json_get(obj, "id"));
     if (!own_id)
@@ -380,7 +380,7 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
         own_id = provider_util_id_text(hf_json_get(obj, "event_id"));
     char *id;
     if (own_id) {
-        id = xasprintf("klaviyo:%s", own_id);
+        id = xconcat("klaviyo:", own_id, NULL);
     } else {
         char hex[2 * HF_SHA256_LEN + 1];
         sha256_hex(payload, hex);

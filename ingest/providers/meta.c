@@ -101,7 +101,7 @@ static bool add_messaging_event(ingest_result *res, const char *page, hf_json it
     const char *sender = provider_util_id_text(hf_json_path(item, "sender", "id", NULL));
     char *id;
     if (own_id) {
-        id = xasprintf("meta:%s", own_id);
+        id = xconcat("meta:", own_id, NULL);
     } else {
         const char *ts = hf_json_scalar_text(hf_json_get(item, "timestamp"));
         const char *watermark = hf_json_scalar_text(hf_json_get(body, "watermark"));
@@ -114,7 +114,7 @@ static bool add_messaging_event(ingest_result *res, const char *page, hf_json it
     /* An echo is sent by the page: the conversation is named by its recipient. */
     const char *user =
         echo ? provider_util_id_text(hf_json_path(item, "recipient", "id", NULL)) : sender;
-    char *resource = user ? xasprintf("psid:%s", user) : NULL;
+    char *resource = user ? xconcat("psid:", user, NULL) : NULL;
     ingest_result_add(res, id, xstrdup(native), xstrdup(page), resource,
                       occurred_at(hf_json_get(item, "timestamp")), provider_util_payload(item));
     return true;

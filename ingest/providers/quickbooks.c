@@ -71,8 +71,8 @@ static bool split_legacy(hf_json notifications, ingest_result *res)
             /* The legacy format has no event id: derive one from what identifies the change. */
             char *event_id =
                 ingest_derive_id("quickbooks", realm, name, id, op, updated ? updated : "", NULL);
-            ingest_result_add(res, event_id, xasprintf("%s.%s", name, op), xstrdup(realm),
-                              xasprintf("%s:%s", name, id), provider_util_time_normalise(updated),
+            ingest_result_add(res, event_id, xconcat(name, ".", op, NULL), xstrdup(realm),
+                              xconcat(name, ":", id, NULL), provider_util_time_normalise(updated),
                               entity_payload(realm, entity));
         }
     }
@@ -112,9 +112,9 @@ static bool split_cloudevents(hf_json arr, ingest_result *res)
         }
         const char *entity_id = provider_util_id_text(hf_json_get(ev, "intuitentityid"));
         char *entity = entity_id ? cloudevent_entity(type) : NULL;
-        char *resource = entity ? xasprintf("%s:%s", entity, entity_id) : NULL;
+        char *resource = entity ? xconcat(entity, ":", entity_id, NULL) : NULL;
         free(entity);
-        ingest_result_add(res, xasprintf("quickbooks:%s", id), xstrdup(type), xstrdup(account),
+        ingest_result_add(res, xconcat("quickbooks:", id, NULL), xstrdup(type), xstrdup(account),
                           resource,
                           provider_util_time_normalise(hf_json_str(hf_json_get(ev, "time"))),
                           provider_util_payload(ev));

@@ -333,7 +333,8 @@ static void add_event(const twilio_delivery *d, ingest_result *res)
     char *id, *native, *resource = NULL;
     char *status_lc = inbound ? NULL : lowercase(status);
     if (sid) {
-        id = inbound ? xasprintf("twilio:%s", sid) : xasprintf("twilio:%s:%s", sid, status_lc);
+        id =
+            inbound ? xconcat("twilio:", sid, NULL) : xconcat("twilio:", sid, ":", status_lc, NULL);
     } else {
         char *canon = canonical_params(d);
         id = ingest_derive_id("twilio", account, canon, NULL);
@@ -343,11 +344,11 @@ static void add_event(const twilio_delivery *d, ingest_result *res)
         native = xstrdup("inbound");
         const char *from = field(d, "From", "from");
         if (from)
-            resource = xasprintf("conversation:%s", from);
+            resource = xconcat("conversation:", from, NULL);
     } else {
-        native = xasprintf("status.%s", status_lc);
+        native = xconcat("status.", status_lc, NULL);
         if (sid)
-            resource = xasprintf("message:%s", sid);
+            resource = xconcat("message:", sid, NULL);
     }
     free(status_lc);
     ingest_result_add(res, id, native, xstrdup(account), resource, NULL, hf_buf_steal(&payload));

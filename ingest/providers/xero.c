@@ -43,8 +43,8 @@ static bool add_event(hf_json ev, size_t i, ingest_result *res)
      * batch maps to the same ids. */
     char *id =
         ingest_derive_id("xero", tenant, category, resource_id, type, date ? date : "", NULL);
-    ingest_result_add(res, id, xasprintf("%s.%s", category, type), xstrdup(tenant),
-                      xasprintf("%s:%s", category, resource_id), provider_util_time_normalise(date),
+    ingest_result_add(res, id, xconcat(category, ".", type, NULL), xstrdup(tenant),
+                      xconcat(category, ":", resource_id, NULL), provider_util_time_normalise(date),
                       provider_util_payload(ev));
     return true;
 }

@@ -114,6 +114,27 @@ static void test_buf_steal_hands_over_and_empties(void **state)
     hf_buf_free(&b);
 }
 
+static void test_xconcat(void **state)
+{
+    (void)state;
+    char *s = xconcat("meta:", "m_1", NULL);
+    assert_string_equal(s, "meta:m_1");
+    free(s);
+    s = xconcat("a", "", ".", "bc", ":", "d", NULL);
+    assert_string_equal(s, "a.bc:d");
+    free(s);
+    s = xconcat("", NULL);
+    assert_string_equal(s, "");
+    free(s);
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    s = xconcat(big, "|", big, NULL);
+    assert_int_equal(strlen(s), 2 * (sizeof big - 1) + 1);
+    assert_int_equal(s[sizeof big - 1], '|');
+    free(s);
+}
+
 static void test_xasprintf_and_xstrndup(void **state)
 {
     (void)state;
@@ -512,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_buf_reset_keeps_memory_and_empties),
         cmocka_unit_test(test_buf_steal_hands_over_and_empties),
         cmocka_unit_test(test_xasprintf_and_xstrndup),
+        cmocka_unit_test(test_xconcat),
         cmocka_unit_test(test_err_writes_reason_and_returns_minus_one),
         cmocka_unit_test(test_strieq_ignores_ascii_case),
         cmocka_unit_test(test_write_file_atomic_then_read_back),
