@@ -135,8 +135,14 @@ size_t hf_secrets_get(const hf_secrets *s, const char *path, const char *vals[2]
         vals[n] = cur->value;
         lens[n++] = cur->len;
     }
+    /* Looked up on every webhook: no formatting. */
+    static const char suffix[] = ".previous";
     char prev_path[512];
-    snprintf(prev_path, sizeof prev_path, "%s.previous", path);
+    size_t len = strlen(path);
+    if (len + sizeof suffix > sizeof prev_path)
+        return n;
+    memcpy(prev_path, path, len);
+    memcpy(prev_path + len, suffix, sizeof suffix);
     const secret *prev = find(s, prev_path);
     if (prev && prev->len) {
         vals[n] = prev->value;
