@@ -1,5 +1,6 @@
 /* Unit tests for common/json: parse/serialise round trips, getters, raw number text, the nesting
  * limit, rejection of NUL, comments, invalid UTF-8 and truncated input, and string escaping. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -141,6 +142,74 @@ static void test_getters(void **state)
     assert_null(hf_json_get(hf_json_get(ev, "id"), "x")); /* a string has no members */
     hf_json_free(v);
     hf_json_free(NULL);
+}
+
+/* Integers take a path without strtoll/strtod: it must give exactly what they give. */
+static void check_number_like_libc(const char *text)
+{
+    char doc[64], err[128];
+    snprintf(doc, sizeof doc, "[%s]", text);
+    hf_json v = hf_json_parse(doc, strlen(doc), err, sizeof err);
+    assert_non_null(v);
+    yajl_val n = hf_json_at(v, 0);
+    assert_true(YAJL_IS_NUMBER(n));
+    char *end;
+    errno = 0;
+    long long want_i = strtoll(text, &end, 10);
+    bool int_ok = errno == 0 && *end == '\0';
+    errno = 0;
+    double want_d = strtod(text, &end);
+    bool double_ok = errno == 0 && *end == '\0';
+    assert_int_equal(!!(n->u.number.flags & YAJL_NUMBER_INT_VALID), int_ok);
+    assert_int_equal(!!(n->u.number.flags & YAJL_NUMBER_DOUBLE_VALID), double_ok);
+    if (int_ok)
+        assert_true(n->u.number.i == want_i);
+    if (double_ok) /* bit for bit: -0.0 is not 0.0 */
+        assert_memory_equal(&n->u.number.d, &want_d, sizeof want_d);
+    assert_string_equal(n->u.number.r, text);
+    hf_json_free(v);
+}
+
+static void test_integers_parse_exactly_like_libc(void **state)
+{
+    (void)state;
+    static const char *const fixed[] = {"0",
+                                        "-0",
+                                        "7",
+                                        "-7",
+                                        "1700000000000",
+                                        "9007199254740993",
+                                        "-9007199254740993",
+                                        "999999999999999999",
+                                        "-999999999999999999",
+                                        "1000000000000000000",
+                                        "9223372036854775807",
+                                        "9223372036854775808",
+                                        "-9223372036854775808",
+                                        "-9223372036854775809",
+                                        "123456789012345678901234567890",
+                                        "1.5",
+                                        "-0.0",
+                                        "1e3",
+                                        "2E-3"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_number_like_libc(fixed[i]);
+    unsigned seed = 12345;
+    for (int round = 0; round < 20000; round++) {
+        char text[24];
+        size_t len = 0;
+        seed = seed * 1103515245u + 12345u;
+        if (seed & 0x10000)
+            text[len++] = '-';
+        size_t digits = 1 + (seed >> 20) % 19;
+        for (size_t d = 0; d < digits; d++) {
+            seed = seed * 1103515245u + 12345u;
+            char c = (char)('0' + (seed >> 16) % 10);
+            text[len++] = d == 0 && digits > 1 && c == '0' ? '1' : c;
+        }
+        text[len] = '\0';
+        check_number_like_libc(text);
+    }
 }
 
 static void test_number_raw_text_is_preserved(void **state)
@@ -463,6 +532,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_compacts_white_space_and_decodes_escapes),
         cmocka_unit_test(test_getters),
         cmocka_unit_test(test_number_raw_text_is_preserved),
+        cmocka_unit_test(test_integers_parse_exactly_like_libc),
         cmocka_unit_test(test_nesting_up_to_the_limit_is_accepted),
         cmocka_unit_test(test_nesting_deeper_than_the_limit_is_rejected),
         cmocka_unit_test(test_brackets_inside_strings_do_not_count_as_nesting),
