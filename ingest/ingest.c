@@ -345,7 +345,9 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     p->response_body = res->response_body;
     p->response_type = res->response_type;
     res->response_body = NULL;
-    snprintf(p->request_id, sizeof p->request_id, "%s", request_id);
+    size_t idlen = strnlen(request_id, sizeof p->request_id - 1);
+    memcpy(p->request_id, request_id, idlen);
+    p->request_id[idlen] = '\0';
     /* One extra count stands for this function, so no report can finish p while it sends. */
     atomic_store(&p->outstanding, (int)res->nevents + 1);
     atomic_fetch_add(&s->in_flight, 1);
