@@ -85,6 +85,24 @@ typedef struct provider_slot {
     hf_histogram *produce_latency;
 } provider_slot;
 
+/* Rejections by provider and reason (both static strings), so that a flood of them (a retry
+ * storm while Kafka is down, a sender with the wrong key) costs neither a metrics-registry
+ * lookup nor a log line per request: one line a second per provider and reason, telling how
+ * many were not logged since the last. Entries are only appended; readers need no lock. */
+#define MAX_REJECTION_KINDS 128
+typedef struct rejection_kind {
+    const char *provider, *reason;
+    hf_counter *counter;
+    atomic_int_fast64_t logged_ms; /* when the last line was written */
+    atomic_int_fast64_t quiet;     /* rejections not logged since */
+} rejection_kind;
+
+typedef struct rejections {
+    pthread_mutex_t lock; /* for appending */
+    atomic_size_t n;
+    rejection_kind kinds[MAX_REJECTION_KINDS];
+} rejections;
+
 struct ingest_server {
     const ingest_config *cfg;
     hf_catalog *catalog;
@@ -97,6 +115,7 @@ struct ingest_server {
     atomic_int_fast64_t in_flight;
     atomic_bool draining;
     char retry_after[16];
+    rejections rejected;
 };
 
 /* A delivery whose events are being produced. Owned by its event-loop thread; the delivery
@@ -150,13 +169,68 @@ static scratch *thread_scratch(void)
     return sc;
 }
 
-static void count_reject(ingest_server *s, const char *provider, const char *reason)
+static hf_counter *reject_counter(ingest_server *s, const char *provider, const char *reason)
 {
     char labels[160];
     snprintf(labels, sizeof labels, "provider=\"%s\",reason=\"%s\"", provider, reason);
-    hf_counter_add(hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_rejected_total",
-                                      "Deliveries answered with an error, by reason", labels),
-                   1);
+    return hf_metrics_counter(s->metrics, "hookflow_ingest_deliveries_rejected_total",
+                              "Deliveries answered with an error, by reason", labels);
+}
+
+static rejection_kind *rejection_find(rejections *r, size_t n, const char *provider,
+                                      const char *reason)
+{
+    for (size_t i = 0; i < n; i++) {
+        rejection_kind *k = &r->kinds[i];
+        if ((k->reason == reason || strcmp(k->reason, reason) == 0) &&
+            (k->provider == provider || strcmp(k->provider, provider) == 0))
+            return k;
+    }
+    return NULL;
+}
+
+/* The kind's entry, made on first use; NULL only if the table is full (never with today's
+ * reasons). */
+static rejection_kind *rejection_kind_of(ingest_server *s, const char *provider, const char *reason)
+{
+    rejections *r = &s->rejected;
+    rejection_kind *k = rejection_find(r, atomic_load(&r->n), provider, reason);
+    if (k)
+        return k;
+    pthread_mutex_lock(&r->lock);
+    size_t n = atomic_load(&r->n);
+    k = rejection_find(r, n, provider, reason);
+    if (!k && n < MAX_REJECTION_KINDS) {
+        k = &r->kinds[n];
+        k->provider = provider;
+        k->reason = reason;
+        k->counter = reject_counter(s, provider, reason);
+        atomic_init(&k->logged_ms, 0);
+        atomic_init(&k->quiet, 0);
+        atomic_store(&r->n, n + 1); /* publishes the entry */
+    }
+    pthread_mutex_unlock(&r->lock);
+    return k;
+}
+
+/* Counts a rejection; true when it should be logged, with how many went unlogged before it. */
+static bool count_reject(ingest_server *s, const char *provider, const char *reason,
+                         int64_t *suppressed)
+{
+    *suppressed = 0;
+    rejection_kind *k = rejection_kind_of(s, provider, reason);
+    if (!k) {
+        hf_counter_add(reject_counter(s, provider, reason), 1);
+        return true;
+    }
+    hf_counter_add(k->counter, 1);
+    int64_t now = hf_now_ms(), last = atomic_load(&k->logged_ms);
+    if (now - last >= 1000 && atomic_compare_exchange_strong(&k->logged_ms, &last, now)) {
+        *suppressed = atomic_exchange(&k->quiet, 0);
+        return true;
+    }
+    atomic_fetch_add(&k->quiet, 1);
+    return false;
 }
 
 static const char *header_lookup(const ingest_request *r, const char *name)
@@ -200,14 +274,20 @@ static void reply_provider_error(ingest_server *s, struct evhttp_request *req, p
                                  int status, const char *reason, const char *detail,
                                  const char *request_id)
 {
-    count_reject(s, slot->provider->id, reason);
+    int64_t quiet;
+    bool log = count_reject(s, slot->provider->id, reason, &quiet);
     if (status == 503)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", s->retry_after);
     if (status == 405)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                           slot->provider->accepts_get ? "GET, POST" : "POST");
-    hf_log_kv(status >= 500 ? HF_LOG_WARN : HF_LOG_INFO, "webhook.rejected", "request_id",
-              request_id, "provider", slot->provider->id, "reason", reason, "detail", detail, NULL);
+    if (log) {
+        char n[24];
+        snprintf(n, sizeof n, "%lld", (long long)quiet);
+        hf_log_kv(status >= 500 ? HF_LOG_WARN : HF_LOG_INFO, "webhook.rejected", "request_id",
+                  request_id, "provider", slot->provider->id, "reason", reason, "detail", detail,
+                  "suppressed", n, NULL);
+    }
     if (wants_empty_bodies(slot))
         hf_http_reply(req, status, NULL, NULL, 0);
     else
@@ -392,7 +472,8 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
         if (s->slots[i].provider && strcmp(s->slots[i].provider->id, provider_id) == 0)
             slot = &s->slots[i];
     if (!slot) {
-        count_reject(s, "unknown", "unknown_provider");
+        int64_t quiet;
+        (void)count_reject(s, "unknown", "unknown_provider", &quiet);
         hf_http_reply_error(req, 404, "unknown_provider",
                             "no such provider; expected one of xero, quickbooks, hubspot, "
                             "klaviyo, twilio, meta");
@@ -495,7 +576,8 @@ static void handle(struct evhttp_request *req, void *arg)
         char id[32];
         size_t n = strcspn(provider, "/");
         if (n == 0 || n >= sizeof id || (provider[n] == '/' && provider[n + 1] != '\0')) {
-            count_reject(s, "unknown", "unknown_provider");
+            int64_t quiet;
+            (void)count_reject(s, "unknown", "unknown_provider", &quiet);
             hf_http_reply_error(req, 404, "unknown_provider", "no such webhook endpoint");
             return;
         }
@@ -587,6 +669,7 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     ingest_server *s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
     pthread_rwlock_init(&s->secrets_lock, NULL);
+    pthread_mutex_init(&s->rejected.lock, NULL);
     snprintf(s->retry_after, sizeof s->retry_after, "%lld", cfg->retry_after_s);
     char cerr[512];
     s->catalog = hf_catalog_load(hf_catalog_default_dir(), cerr, sizeof cerr);
@@ -704,5 +787,6 @@ void ingest_server_free(ingest_server *s)
     hf_secrets_free(s->secrets);
     hf_catalog_free(s->catalog);
     pthread_rwlock_destroy(&s->secrets_lock);
+    pthread_mutex_destroy(&s->rejected.lock);
     free(s);
 }

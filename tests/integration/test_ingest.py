@@ -379,6 +379,24 @@ def test_logs_never_contain_secrets_or_signatures(ingest):
                for line in ingest.proc.json_logs())
 
 
+def test_a_flood_of_rejections_is_counted_in_full_and_logged_once_a_second(broker):
+    i = Ingest(broker, name="ingest-flood")
+    body, headers = signing.meta("wrong-secret", meta_delivery(1))
+    codes = [i.post("meta", body, headers)[0] for _ in range(40)]
+    time.sleep(1.2)
+    codes.append(i.post("meta", body, headers)[0])
+    assert codes == [401] * 41
+    _, _, metrics = harness.http("GET", f"{i.base}/metrics")
+    assert 'hookflow_ingest_deliveries_rejected_total{provider="meta",reason="bad_signature"} 41' \
+        in metrics.decode()
+    lines = [line for line in i.proc.json_logs() if line.get("event") == "webhook.rejected"
+             and line.get("reason") == "bad_signature"]
+    # Each line says how many went unlogged before it: together they account for every one.
+    assert 2 <= len(lines) < 41
+    assert len(lines) + sum(int(line["suppressed"]) for line in lines) == 41
+    assert i.proc.stop() == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Missing secrets, rotation, shutdown
 
