@@ -103,6 +103,8 @@ typedef struct rejections {
     rejection_kind kinds[MAX_REJECTION_KINDS];
 } rejections;
 
+typedef struct finished_queue finished_queue;
+
 struct ingest_server {
     const ingest_config *cfg;
     hf_catalog *catalog;
@@ -116,15 +118,28 @@ struct ingest_server {
     atomic_bool draining;
     char retry_after[16];
     rejections rejected;
+    pthread_mutex_t queues_lock; /* guards queues: one per event-loop thread */
+    finished_queue *queues;
+};
+
+/* Deliveries whose every event has a report, waiting for their event-loop thread to answer
+ * them. The delivery thread appends and wakes the loop once per batch of reports (not once per
+ * delivery: each wake-up is a lock on the loop's base and, when it sleeps, a write to it). */
+struct finished_queue {
+    pthread_mutex_t lock;
+    struct pending **v, **spare; /* filled by the delivery thread; swapped by the loop */
+    size_t n, cap, spare_cap;
+    struct event *wake; /* on the loop's base: answers what is queued */
+    struct finished_queue *next;
 };
 
 /* A delivery whose events are being produced. Owned by its event-loop thread; the delivery
- * thread only decrements `outstanding`, sets `failed` and activates `done`. */
+ * thread only decrements `outstanding`, sets `failed` and queues it on `finished`. */
 typedef struct pending {
     ingest_server *server;
     provider_slot *slot;
     struct evhttp_request *req;
-    struct event *done;
+    finished_queue *finished;
     struct event *deadline;
     atomic_int outstanding;
     atomic_bool failed;
@@ -296,7 +311,6 @@ static void reply_provider_error(ingest_server *s, struct evhttp_request *req, p
 
 static void pending_free(pending *p)
 {
-    event_del(p->done);
     event_del(p->deadline);
     free(p->response_body);
     atomic_fetch_sub(&p->server->in_flight, 1);
@@ -311,9 +325,8 @@ static void answer_unavailable(pending *p, const char *why)
 }
 
 /* Every event of the delivery has a delivery report: answer if the deadline has not. */
-static void on_done(evutil_socket_t fd, short what, void *arg)
+static void on_done(pending *p)
 {
-    pending *p = arg;
     if (!p->answered) {
         event_del(p->deadline);
         if (atomic_load(&p->failed)) {
@@ -341,6 +354,62 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         answer_unavailable(p, "Kafka did not acknowledge in time; retry later");
 }
 
+/* On p's event loop: answers every delivery queued since the last time. */
+static void answer_finished(evutil_socket_t fd, short what, void *arg)
+{
+    finished_queue *q = arg;
+    pthread_mutex_lock(&q->lock);
+    pending **v = q->v;
+    size_t n = q->n, cap = q->cap;
+    q->v = q->spare;
+    q->cap = q->spare_cap;
+    q->n = 0;
+    q->spare = NULL;
+    q->spare_cap = 0;
+    pthread_mutex_unlock(&q->lock);
+    for (size_t i = 0; i < n; i++)
+        on_done(v[i]);
+    pthread_mutex_lock(&q->lock);
+    q->spare = v;
+    q->spare_cap = cap;
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* Any thread: p has every report; its loop answers it. */
+static void queue_finished(pending *p)
+{
+    finished_queue *q = p->finished;
+    pthread_mutex_lock(&q->lock);
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->v = xrealloc(q->v, q->cap * sizeof *q->v);
+    }
+    q->v[q->n++] = p;
+    bool wake = q->n == 1; /* else a wake-up is already due */
+    pthread_mutex_unlock(&q->lock);
+    if (wake)
+        event_active(q->wake, 0, 0);
+}
+
+/* This event-loop thread's queue of finished deliveries, made on first use. */
+static finished_queue *finished_queue_of(ingest_server *s, struct event_base *base)
+{
+    static __thread finished_queue *cached;
+    static __thread const ingest_server *cached_server;
+    if (cached && cached_server == s)
+        return cached;
+    finished_queue *q = xcalloc(1, sizeof *q);
+    pthread_mutex_init(&q->lock, NULL);
+    q->wake = event_new(base, -1, 0, answer_finished, q);
+    pthread_mutex_lock(&s->queues_lock);
+    q->next = s->queues;
+    s->queues = q;
+    pthread_mutex_unlock(&s->queues_lock);
+    cached = q;
+    cached_server = s;
+    return q;
+}
+
 /* Delivery thread: one report per message. */
 static void on_delivery(void *opaque, const char *err)
 {
@@ -351,7 +420,7 @@ static void on_delivery(void *opaque, const char *err)
                   NULL);
     }
     if (atomic_fetch_sub(&p->outstanding, 1) == 1)
-        event_active(p->done, 0, 0);
+        queue_finished(p);
 }
 
 static void append_envelope(hf_buf *b, const provider_slot *slot, const ingest_event *e,
@@ -385,14 +454,12 @@ static void append_envelope(hf_buf *b, const provider_slot *slot, const ingest_e
     hf_buf_puts(b, "}");
 }
 
-/* A pending and its two events in one allocation (the events follow the struct). */
+/* A pending and its deadline event in one allocation (the event follows the struct). */
 static pending *pending_new(struct event_base *base)
 {
-    size_t head = (sizeof(pending) + 15) & ~(size_t)15, ev = event_get_struct_event_size();
-    pending *p = xcalloc(1, head + 2 * ev);
-    p->done = (struct event *)((char *)p + head);
-    p->deadline = (struct event *)((char *)p + head + ev);
-    event_assign(p->done, base, -1, 0, on_done, p);
+    size_t head = (sizeof(pending) + 15) & ~(size_t)15;
+    pending *p = xcalloc(1, head + event_get_struct_event_size());
+    p->deadline = (struct event *)((char *)p + head);
     evtimer_assign(p->deadline, base, on_deadline, p);
     return p;
 }
@@ -417,6 +484,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
 {
     struct event_base *base = hf_http_request_base(req);
     pending *p = pending_new(base);
+    p->finished = finished_queue_of(s, base);
     p->server = s;
     p->slot = slot;
     p->req = req;
@@ -461,7 +529,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     if (env->cap > (64u << 10)) /* a huge delivery does not pin its memory */
         hf_buf_free(env);
     if (atomic_fetch_sub(&p->outstanding, 1) == 1)
-        event_active(p->done, 0, 0);
+        queue_finished(p);
 }
 
 static void handle_webhook(ingest_server *s, struct evhttp_request *req, const char *provider_id,
@@ -670,6 +738,7 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     s->cfg = cfg;
     pthread_rwlock_init(&s->secrets_lock, NULL);
     pthread_mutex_init(&s->rejected.lock, NULL);
+    pthread_mutex_init(&s->queues_lock, NULL);
     snprintf(s->retry_after, sizeof s->retry_after, "%lld", cfg->retry_after_s);
     char cerr[512];
     s->catalog = hf_catalog_load(hf_catalog_default_dir(), cerr, sizeof cerr);
@@ -780,6 +849,20 @@ void ingest_server_free(ingest_server *s)
      * still arriving meanwhile are refused without producing (draining). */
     atomic_store(&s->draining, true);
     hf_producer_free(s->producer);
+    /* The queues' events go before their bases (event_free waits for a wake-up running on a
+     * loop). What is still queued then could only be answered by a loop that is stopping: its
+     * connection closes with the server. */
+    while (s->queues) {
+        finished_queue *q = s->queues;
+        s->queues = q->next;
+        event_free(q->wake);
+        for (size_t i = 0; i < q->n; i++)
+            pending_free(q->v[i]);
+        free(q->v);
+        free(q->spare);
+        pthread_mutex_destroy(&q->lock);
+        free(q);
+    }
     hf_http_server_free(s->http);
     for (size_t i = 0; i < NPROVIDERS; i++)
         free(s->slots[i].topic);
@@ -788,5 +871,6 @@ void ingest_server_free(ingest_server *s)
     hf_catalog_free(s->catalog);
     pthread_rwlock_destroy(&s->secrets_lock);
     pthread_mutex_destroy(&s->rejected.lock);
+    pthread_mutex_destroy(&s->queues_lock);
     free(s);
 }
