@@ -152,22 +152,21 @@ static const char *workflow_id_param(api_ctx *c)
 
 /* ---- request bodies ------------------------------------------------------------------------ */
 
-/* The body object, checked to hold only allowed members. *ok is false (and a 400 was sent) when
- * it has others, or is absent though required; an absent optional body gives NULL with *ok. */
+/* The body object (api_body_object: an object, only allowed members, none twice). *ok is false
+ * (and a 400 was sent) when it is not, or is absent though required; an absent optional body
+ * gives NULL with *ok. */
 static hf_json body_object(api_ctx *c, const char *const *allowed, bool required, bool *ok)
 {
+    hf_json body;
     *ok = false;
-    if (!c->json) {
-        if (required)
-            api_reply_error(c, 400, "invalid_body", "the body must be a JSON object");
-        else
-            *ok = true;
+    if (api_body_object(c, allowed, &body) != 0)
+        return NULL;
+    if (!body && required) {
+        api_reply_error(c, 400, "invalid_body", "the body must be a JSON object");
         return NULL;
     }
-    if (!api_check_members(c, c->json, allowed))
-        return NULL;
     *ok = true;
-    return c->json;
+    return body;
 }
 
 /* An optional name: a string of 1..WF_MAX_NAME bytes without control characters. */

@@ -722,6 +722,24 @@ def test_update_failures(stack):
     assert stack.ok("GET", "/api/workflows/" + other["id"])["name"] == "Taken by another"
 
 
+def test_a_field_given_twice_is_refused_and_changes_nothing(stack):
+    wf = stack.create()
+    path = "/api/workflows/" + wf["id"]
+    count = stack.query("SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM "
+                        "workflow_versions), (SELECT count(*) FROM audit_log)")[0]
+    definition = json.dumps(sms_workflow()).encode()
+    for method, where in (("POST", "/api/workflows"), ("PUT", path)):
+        # Which of the two names would win is anyone's guess: neither does.
+        raw = b'{"name": "First", "definition": ' + definition + b', "name": "Second"}'
+        body = assert_error(stack.call(method, where, raw=raw), 400, "duplicate_field")
+        assert '"name"' in body["detail"], body
+    raw = b'{"enabled": true, "definition": ' + definition + b', "enabled": false}'
+    assert_error(stack.call("POST", "/api/workflows", raw=raw), 400, "duplicate_field")
+    assert stack.query("SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM "
+                       "workflow_versions), (SELECT count(*) FROM audit_log)")[0] == count
+    assert stack.ok("GET", path)["name"] == wf["name"]
+
+
 def test_enable_disable_delete(stack):
     wf = stack.create()
     path = "/api/workflows/" + wf["id"]
