@@ -74,6 +74,11 @@ HF_MUST_CHECK int api_audit_commit(api_ctx *c, const char *action, const char *s
 
 /* True when s is a canonical uuid (so it can be passed to ::uuid without a SQL error). */
 bool api_is_uuid(const char *s);
+/* Listing cursors: base64url (no padding) of "<created_at RFC 3339>|<uuid>", the key of the last
+ * item of a page; the next page starts strictly after it. decode fills created_at and id and
+ * returns false for anything an encode did not make. */
+char *api_cursor_encode(const char *created_at, const char *id);
+bool api_cursor_decode(const char *cursor, char created_at[48], char id[40]);
 
 /* More replies and request helpers (server.c). */
 /* Any status, content type (NULL: none) and body (NULL/0: empty), e.g. 204, 302 or 304. */

@@ -73,61 +73,6 @@ static void reply_bad_param(api_ctx *c, const char *name, const char *value, con
 
 /* ---- cursors ------------------------------------------------------------------------------ */
 
-/* A cursor is base64url (no padding) of "<created_at RFC 3339 with microseconds>|<run id>", the
- * key of the last run of the page; the next page starts strictly after it. */
-static char *cursor_encode(const char *created_at, const char *id)
-{
-    char *plain = xasprintf("%s|%s", created_at, id);
-    size_t n = strlen(plain);
-    char *out = xmalloc(4 * (n / 3 + 1) + 1);
-    api_base64url_encode((const unsigned char *)plain, n, out);
-    free(plain);
-    return out;
-}
-
-/* Fills created_at and id from a cursor; false when it is not one this API made. */
-static bool cursor_decode(const char *cursor, char created_at[48], char id[40])
-{
-    size_t n = strlen(cursor);
-    if (n == 0 || n > 120)
-        return false;
-    char b64[128];
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = cursor[i];
-        if (ch == '-')
-            ch = '+';
-        else if (ch == '_')
-            ch = '/';
-        else if (ch == '=')
-            break;
-        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                   (ch >= '0' && ch <= '9') || ch == '+' || ch == '/'))
-            return false;
-        b64[len++] = ch;
-    }
-    while (len % 4)
-        b64[len++] = '=';
-    b64[len] = '\0';
-    unsigned char plain[100];
-    long m = hf_base64_decode(b64, len, plain, sizeof plain - 1);
-    if (m <= 0)
-        return false;
-    plain[m] = '\0';
-    if (memchr(plain, '\0', (size_t)m))
-        return false;
-    char *bar = strchr((char *)plain, '|');
-    if (!bar || (size_t)(bar - (char *)plain) >= 48)
-        return false;
-    *bar = '\0';
-    int64_t ms;
-    if (!hf_parse_rfc3339((char *)plain, &ms) || !api_is_uuid(bar + 1))
-        return false;
-    memcpy(created_at, plain, (size_t)(bar - (char *)plain) + 1);
-    memcpy(id, bar + 1, strlen(bar + 1) + 1); /* a uuid: 36 characters */
-    return true;
-}
-
 /* clang-format off */
 /* A page of a workflow's runs: $1 workflow, $2 tenant, $3 statuses (text[]), $4/$5 from/to
  * (epoch ms), $6/$7 the cursor's created_at and id, $8 how many. */
@@ -222,7 +167,7 @@ void api_runs_list(api_ctx *c)
         reply_bad_param(c, "limit", limit_text, "must be an integer from 1 to 100");
         goto done;
     }
-    if (cursor && !cursor_decode(cursor, cur_at, cur_id)) {
+    if (cursor && !api_cursor_decode(cursor, cur_at, cur_id)) {
         reply_bad_param(c, "cursor", NULL,
                         "is not a cursor of this listing (pass next_cursor back unchanged)");
         goto done;
@@ -267,7 +212,8 @@ void api_runs_list(api_ctx *c)
     }
     hf_buf_puts(&out, "],\"next_cursor\":");
     if (rows > shown) {
-        char *next = cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2));
+        char *next =
+            api_cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2));
         hf_json_append_cstr(&out, next);
         free(next);
     } else {

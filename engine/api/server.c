@@ -1253,3 +1253,33 @@ done:
     hf_log_forget_secrets();
     return rc;
 }
+
+char *api_cursor_encode(const char *created_at, const char *id)
+{
+    char *plain = xconcat(created_at, "|", id, NULL);
+    size_t n = strlen(plain);
+    char *out = xmalloc(4 * (n / 3 + 1) + 1);
+    api_base64url_encode((const unsigned char *)plain, n, out);
+    free(plain);
+    return out;
+}
+
+bool api_cursor_decode(const char *cursor, char created_at[48], char id[40])
+{
+    unsigned char plain[100];
+    size_t len = strlen(cursor);
+    long n = len <= 128 ? api_base64url_decode(cursor, len, plain, sizeof plain - 1) : -1;
+    if (n <= 0)
+        return false;
+    plain[n] = '\0';
+    char *bar = memchr(plain, '|', (size_t)n);
+    if (!bar || bar - (char *)plain >= 48 || memchr(plain, '\0', (size_t)n))
+        return false;
+    *bar = '\0';
+    int64_t ms;
+    if (!hf_parse_rfc3339((const char *)plain, &ms) || !api_is_uuid(bar + 1))
+        return false;
+    memcpy(created_at, plain, (size_t)(bar - (char *)plain) + 1);
+    memcpy(id, bar + 1, 37); /* a uuid: 36 characters and the NUL */
+    return true;
+}

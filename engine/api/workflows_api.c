@@ -491,37 +491,6 @@ void api_workflows_get(api_ctx *c)
         reply_workflow(c, id, 200);
 }
 
-/* "<created_at>|<id>" as base64url, the key of the last workflow of a page. */
-static char *cursor_encode(const char *created_at, const char *id)
-{
-    char plain[96];
-    int n = snprintf(plain, sizeof plain, "%s|%s", created_at, id);
-    char *out = xmalloc(4 * ((size_t)n / 3 + 1) + 1);
-    api_base64url_encode((const unsigned char *)plain, (size_t)n, out);
-    return out;
-}
-
-static bool cursor_decode(const char *cursor, char created_at[48], char id[40])
-{
-    unsigned char plain[100];
-    long n = strlen(cursor) <= 128
-                 ? api_base64url_decode(cursor, strlen(cursor), plain, sizeof plain - 1)
-                 : -1;
-    if (n <= 0)
-        return false;
-    plain[n] = '\0';
-    char *bar = memchr(plain, '|', (size_t)n);
-    if (!bar || bar - (char *)plain >= 48 || memchr(plain, '\0', (size_t)n))
-        return false;
-    *bar = '\0';
-    int64_t ms;
-    if (!hf_parse_rfc3339((const char *)plain, &ms) || !api_is_uuid(bar + 1))
-        return false;
-    memcpy(created_at, plain, (size_t)(bar - (char *)plain) + 1);
-    memcpy(id, bar + 1, 37);
-    return true;
-}
-
 static void reply_bad_param(api_ctx *c, const char *name, const char *why)
 {
     char detail[160];
@@ -547,7 +516,7 @@ static bool list_params(api_ctx *c, long long *limit, const char **enabled, char
                strcmp(enabled_text, "false") != 0) {
         reply_bad_param(c, "enabled", "must be true or false");
         ok = false;
-    } else if (cursor && !cursor_decode(cursor, at, id)) {
+    } else if (cursor && !api_cursor_decode(cursor, at, id)) {
         reply_bad_param(c, "cursor",
                         "is not a cursor of this listing (pass next_cursor back "
                         "unchanged)");
@@ -594,7 +563,8 @@ void api_workflows_list(api_ctx *c)
     }
     hf_buf_puts(&out, "],\"next_cursor\":");
     if (rows > limit) {
-        char *next = cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2));
+        char *next =
+            api_cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2));
         hf_json_append_cstr(&out, next);
         free(next);
     } else {
