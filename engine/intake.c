@@ -311,21 +311,29 @@ typedef struct run_row {
     int version;
 } run_row;
 
+/* {"id","slug","name","environment"} of a candidate row's tenant. */
+static void append_tenant(hf_buf *b, PGresult *cand, int row)
+{
+    hf_buf_puts(b, "{\"id\":");
+    hf_json_append_cstr(b, PQgetvalue(cand, row, 1));
+    hf_buf_puts(b, ",\"slug\":");
+    hf_json_append_cstr(b, PQgetvalue(cand, row, 4));
+    hf_buf_puts(b, ",\"name\":");
+    hf_json_append_cstr(b, PQgetvalue(cand, row, 5));
+    hf_buf_puts(b, ",\"environment\":");
+    hf_json_append_cstr(b, PQgetvalue(cand, row, 6));
+    hf_buf_putc(b, '}');
+}
+
 /* Builds {"event": <envelope>, "tenant": {...}, "nodes": {}} for filters. */
 static hf_json filter_context(const item *it, PGresult *cand, int row)
 {
     hf_buf b = {0};
     hf_buf_puts(&b, "{\"event\":");
     hf_buf_puts(&b, it->text);
-    hf_buf_puts(&b, ",\"tenant\":{\"id\":");
-    hf_json_append_cstr(&b, PQgetvalue(cand, row, 1));
-    hf_buf_puts(&b, ",\"slug\":");
-    hf_json_append_cstr(&b, PQgetvalue(cand, row, 4));
-    hf_buf_puts(&b, ",\"name\":");
-    hf_json_append_cstr(&b, PQgetvalue(cand, row, 5));
-    hf_buf_puts(&b, ",\"environment\":");
-    hf_json_append_cstr(&b, PQgetvalue(cand, row, 6));
-    hf_buf_puts(&b, "},\"nodes\":{}}");
+    hf_buf_puts(&b, ",\"tenant\":");
+    append_tenant(&b, cand, row);
+    hf_buf_puts(&b, ",\"nodes\":{}}");
     char err[64];
     hf_json ctx = hf_json_parse(b.data, b.len, err, sizeof err);
     hf_buf_free(&b);
@@ -426,6 +434,11 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     size_t *src_item = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_item);
     int *src_row = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_row);
     long long budget = engine_executor_room(in->executor);
+    /* The filter context of the last (item, tenant): rows come ordered by item, and an event
+     * with several workflows of one tenant needs it built once. */
+    hf_json ctx = NULL;
+    long long ctx_item = -1;
+    int ctx_row = -1;
     for (int r = 0; r < PQntuples(cand); r++) {
         long long i;
         if (!hf_parse_ll(PQgetvalue(cand, r, 0), &i) || i < 0 || (size_t)i >= n)
@@ -442,11 +455,15 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
             continue;
         }
         if (def->filter) {
-            hf_json ctx = filter_context(it, cand, r);
+            if (ctx_item != i || strcmp(PQgetvalue(cand, ctx_row, 1), PQgetvalue(cand, r, 1))) {
+                hf_json_free(ctx);
+                ctx = filter_context(it, cand, r);
+                ctx_item = i;
+                ctx_row = r;
+            }
             bool pass = false;
             char ferr[256];
             int frc = ctx ? wf_expr_eval_bool(def->filter, ctx, &pass, ferr, sizeof ferr) : -1;
-            hf_json_free(ctx);
             if (frc != 0) {
                 hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow", PQgetvalue(cand, r, 2),
                           "event_id", it->id, "error", ctx ? ferr : "context", NULL);
@@ -476,6 +493,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         src_row[nruns] = r;
         nruns++;
     }
+    hf_json_free(ctx);
     PGresult *ins = NULL;
     if (nruns > 0) {
         char lease[24];
@@ -542,15 +560,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
                 h->version = (int)v;
                 h->trigger = xstrdup(items[src_item[k]].text);
                 hf_buf t = {0};
-                hf_buf_puts(&t, "{\"id\":");
-                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 1));
-                hf_buf_puts(&t, ",\"slug\":");
-                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 4));
-                hf_buf_puts(&t, ",\"name\":");
-                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 5));
-                hf_buf_puts(&t, ",\"environment\":");
-                hf_json_append_cstr(&t, PQgetvalue(cand, cr, 6));
-                hf_buf_puts(&t, "}");
+                append_tenant(&t, cand, cr);
                 h->tenant_json = hf_buf_steal(&t);
                 break;
             }
