@@ -56,9 +56,20 @@ def test_signed_webhook_becomes_a_succeeded_run_and_the_fake_saw_the_call(stack)
 
 def test_filter_that_does_not_match_creates_no_run(stack):
     event = stack.send("hello there, nothing to do")
-    time.sleep(1.5)
+    # Intake records the event and its runs in one transaction: once the one is there, so are
+    # the others, and there are none.
+    harness.wait_until(lambda: stack.query("SELECT count(*) FROM event_keys WHERE event_id = %s",
+                                           event)[0][0] == 1, timeout=30, what="the event key")
     assert stack.runs_for(event) == []
-    assert stack.query("SELECT count(*) FROM event_keys WHERE event_id = %s", event)[0][0] == 1
+
+
+def test_one_event_runs_every_workflow_whose_filter_matches(stack):
+    # "pickup" and "invoice" are two workflows of one tenant; "crm" would be a third (no match).
+    event = stack.send("pickup and invoice together")
+    rows = stack.wait_run(event, count=2)
+    assert sorted(r[1] for r in rows) == ["Invoice", "SMS on pickup"]
+    time.sleep(1.0)
+    assert len(stack.runs_for(event)) == 2
 
 
 def test_same_delivery_twice_gives_one_run(stack):
