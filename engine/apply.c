@@ -1495,10 +1495,12 @@ static void summarize(hf_buf *out, const char *slug, const tenant_changes *ch)
     summary_part(&line, ch->connections_updated, "connection", "connections", "updated");
     summary_part(&line, ch->workflows_created, "workflow", "workflows", "created (version 1)");
     if (ch->workflows_updated > 0) {
-        char what[256];
-        snprintf(what, sizeof what, "updated (version%s %s)", ch->workflows_updated == 1 ? "" : "s",
-                 ch->versions.data);
-        summary_part(&line, ch->workflows_updated, "workflow", "workflows", what);
+        /* Every new version, however many workflows changed. */
+        hf_buf what = {0};
+        hf_buf_printf(&what, "updated (version%s %s)", ch->workflows_updated == 1 ? "" : "s",
+                      ch->versions.data);
+        summary_part(&line, ch->workflows_updated, "workflow", "workflows", what.data);
+        hf_buf_free(&what);
     }
     summary_part(&line, ch->workflows_enabled, "workflow", "workflows", "enabled");
     summary_part(&line, ch->workflows_disabled, "workflow", "workflows", "disabled");

@@ -232,6 +232,22 @@ def test_expiry_is_compared_as_a_time(env):
     assert env.connections()[("hubspot", "33")][6] == 0
 
 
+def test_summary_names_every_new_version_however_many(env):
+    doc = demo()
+    template = doc["tenants"][0]["workflows"][0]
+    doc["tenants"][0]["workflows"] = []
+    for i in range(120):
+        wf = json.loads(json.dumps(template))
+        wf["name"] = wf["definition"]["name"] = f"Pickup SMS {i:03d}"
+        doc["tenants"][0]["workflows"].append(wf)
+    env.apply_ok(doc)
+    for wf in doc["tenants"][0]["workflows"]:
+        wf["definition"]["nodes"][0]["params"]["body"] = "Changed: {{event.payload.message.text}}"
+    line, = env.apply_ok(doc)
+    # Far past 256 bytes: nothing cut off.
+    assert line == "demo-laundry: 120 workflows updated (versions " + ", ".join(["2"] * 120) + ")"
+
+
 def test_concurrent_applies_create_once(env):
     path = write_doc(env.dir, demo())
     procs = [subprocess.Popen([engine(), "apply", path], env=env_for(env.url, env.secrets),
