@@ -757,8 +757,8 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         else
             out = OUT_UNKNOWN;
     } else {
-        connector_outcome o = conn->interpret(n->action, resp->status, resp->body, resp->body_len,
-                                              &output, err, sizeof err);
+        connector_outcome o = conn->interpret(n->action, &r->req, resp->status, resp->body,
+                                              resp->body_len, &output, err, sizeof err);
         out = o == CONNECTOR_OK      ? OUT_OK
               : o == CONNECTOR_RETRY ? OUT_RETRY
               : o == CONNECTOR_AUTH  ? OUT_AUTH

@@ -65,9 +65,11 @@ typedef struct engine_connector {
     /* The answer's status/body -> outcome. On OK appends one compact JSON object to output: the
      * catalog action's output.fields mapped from the answer (null where the answer lacks one),
      * plus "raw" with the platform's JSON answer when it is under 16 KiB. On other outcomes a
-     * one-line reason in err with the platform's own error text (never a token). */
-    connector_outcome (*interpret)(const char *action, long status, const char *body,
-                                   size_t body_len, hf_buf *output, char *err, size_t errlen);
+     * one-line reason in err with the platform's own error text (never a token). sent is the
+     * request build made (NULL if unknown), for answers that echo nothing of it. */
+    connector_outcome (*interpret)(const char *action, const connector_request *sent, long status,
+                                   const char *body, size_t body_len, hf_buf *output, char *err,
+                                   size_t errlen);
 } engine_connector;
 
 /* The connector with this catalog id, or NULL. The result is static. */

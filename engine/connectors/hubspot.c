@@ -119,9 +119,9 @@ static void hubspot_error_text(hf_json answer, hf_buf *line)
         hf_buf_printf(line, "%s(%s)", line->len ? " " : "", category);
 }
 
-static connector_outcome hubspot_interpret(const char *action, long status, const char *body,
-                                           size_t body_len, hf_buf *output, char *err,
-                                           size_t errlen)
+static connector_outcome hubspot_interpret(const char *action, const connector_request *sent,
+                                           long status, const char *body, size_t body_len,
+                                           hf_buf *output, char *err, size_t errlen)
 {
     bool upsert = strcmp(action, "upsert_contact") == 0;
     if (!upsert && strcmp(action, "create_contact") != 0) {

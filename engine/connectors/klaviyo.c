@@ -158,9 +158,9 @@ static void klaviyo_error_text(hf_json answer, hf_buf *line)
     }
 }
 
-static connector_outcome klaviyo_interpret(const char *action, long status, const char *body,
-                                           size_t body_len, hf_buf *output, char *err,
-                                           size_t errlen)
+static connector_outcome klaviyo_interpret(const char *action, const connector_request *sent,
+                                           long status, const char *body, size_t body_len,
+                                           hf_buf *output, char *err, size_t errlen)
 {
     bool event = strcmp(action, "create_event") == 0;
     if (!event && strcmp(action, "upsert_profile") != 0) {
@@ -174,11 +174,17 @@ static connector_outcome klaviyo_interpret(const char *action, long status, cons
         connector_output_begin(&o, output);
         if (event) {
             /* 202 with an empty body: Klaviyo queues the event and echoes nothing, so the
-             * metric name and unique_id are the request's (the executor knows them). */
+             * metric name and unique_id are the ones sent. */
+            hf_json req =
+                sent && sent->body ? connector_parse_answer(sent->body, sent->body_len) : NULL;
+            hf_json attrs = hf_json_path(req, "data", "attributes", NULL);
             connector_output_key(&o, "accepted");
             hf_buf_puts(output, "true");
-            connector_output_string(&o, "metric_name", NULL);
-            connector_output_string(&o, "unique_id", NULL);
+            connector_output_string(
+                &o, "metric_name",
+                hf_json_path(attrs, "metric", "data", "attributes", "name", NULL));
+            connector_output_string(&o, "unique_id", hf_json_get(attrs, "unique_id"));
+            hf_json_free(req);
         } else {
             hf_json data = hf_json_get(answer, "data");
             hf_json attrs = hf_json_get(data, "attributes");

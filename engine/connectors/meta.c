@@ -79,8 +79,9 @@ static bool transient_code(long long code)
     return code == 1 || code == 2 || code == 4 || code == 17 || code == 32 || code == 613;
 }
 
-static connector_outcome meta_interpret(const char *action, long status, const char *body,
-                                        size_t body_len, hf_buf *output, char *err, size_t errlen)
+static connector_outcome meta_interpret(const char *action, const connector_request *sent,
+                                        long status, const char *body, size_t body_len,
+                                        hf_buf *output, char *err, size_t errlen)
 {
     if (strcmp(action, "send_message") != 0) {
         hf_err(err, errlen, "meta has no action \"%s\"", action);

@@ -177,8 +177,9 @@ static bool fault_text(hf_json answer, hf_buf *line)
     return true;
 }
 
-static connector_outcome qbo_interpret(const char *action, long status, const char *body,
-                                       size_t body_len, hf_buf *output, char *err, size_t errlen)
+static connector_outcome qbo_interpret(const char *action, const connector_request *sent,
+                                       long status, const char *body, size_t body_len,
+                                       hf_buf *output, char *err, size_t errlen)
 {
     const char *entity = strcmp(action, "create_sales_receipt") == 0 ? "SalesReceipt"
                          : strcmp(action, "create_invoice") == 0     ? "Invoice"

@@ -70,8 +70,9 @@ static int twilio_build(const char *action, hf_json params, const connector_conn
     return 0;
 }
 
-static connector_outcome twilio_interpret(const char *action, long status, const char *body,
-                                          size_t body_len, hf_buf *output, char *err, size_t errlen)
+static connector_outcome twilio_interpret(const char *action, const connector_request *sent,
+                                          long status, const char *body, size_t body_len,
+                                          hf_buf *output, char *err, size_t errlen)
 {
     if (strcmp(action, "send_message") != 0) {
         hf_err(err, errlen, "twilio has no action \"%s\"", action);

@@ -243,8 +243,9 @@ static void output_payment(connector_output *o, hf_json p)
     connector_output_string(o, "status", hf_json_get(p, "Status"));
 }
 
-static connector_outcome xero_interpret(const char *action, long status, const char *body,
-                                        size_t body_len, hf_buf *output, char *err, size_t errlen)
+static connector_outcome xero_interpret(const char *action, const connector_request *sent,
+                                        long status, const char *body, size_t body_len,
+                                        hf_buf *output, char *err, size_t errlen)
 {
     const char *collection = strcmp(action, "create_invoice") == 0   ? "Invoices"
                              : strcmp(action, "create_contact") == 0 ? "Contacts"

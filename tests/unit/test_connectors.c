@@ -205,7 +205,7 @@ static connector_outcome interpret(const char *id, const char *action, long stat
     hf_buf output = {0};
     err[0] = '\0';
     connector_outcome o =
-        c->interpret(action, status, body, body ? strlen(body) : 0, &output, err, errlen);
+        c->interpret(action, NULL, status, body, body ? strlen(body) : 0, &output, err, errlen);
     if (o == CONNECTOR_OK) {
         assert_string_equal(err, "");
         assert_true(output.len > 0);
@@ -943,6 +943,23 @@ static void test_klaviyo_interpret(void **state)
     assert_true(YAJL_IS_TRUE(hf_json_get(out, "accepted")));
     assert_null(hf_json_get(out, "raw"));
     hf_json_free(out);
+    /* Klaviyo echoes nothing: the metric name and unique_id come from the request sent. */
+    const engine_connector *k = engine_connector_find("klaviyo");
+    built b;
+    build_ok("klaviyo", "create_event",
+             "{\"metric_name\":\"Order \\\"Placed\\\"\",\"email\":\"a@b.co\"}", "ABC123", NULL,
+             "run-9:node-k", &b);
+    hf_buf output = {0};
+    char eerr[256] = "";
+    assert_int_equal(k->interpret("create_event", &b.req, 202, "", 0, &output, eerr, sizeof eerr),
+                     CONNECTOR_OK);
+    out = parse(output.data);
+    assert_true(YAJL_IS_TRUE(hf_json_get(out, "accepted")));
+    assert_jstr(hf_json_get(out, "metric_name"), "Order \"Placed\"");
+    assert_jstr(hf_json_get(out, "unique_id"), "run-9:node-k");
+    hf_json_free(out);
+    hf_buf_free(&output);
+    built_free(&b);
     out = interpret_ok("klaviyo", "upsert_profile", 201,
                        sample_for("klaviyo", "upsert_profile")->answer);
     assert_jstr(hf_json_get(out, "id"), "01JPZK6X8D4W2Q9R7T3V5B1N0M");
