@@ -127,7 +127,6 @@ static int per_loop_limit(const loop *l)
     int n = l->server->opts.max_connections / l->server->nloops;
     return n < 1 ? 1 : n;
 }
-
 static void pause_or_resume(loop *l)
 {
     bool full = l->open >= per_loop_limit(l);
@@ -302,7 +301,10 @@ void hf_http_server_free(hf_http_server *s)
     for (int i = 0; i < s->nloops; i++) {
         loop *l = &s->loops[i];
         if (l->thread) {
-            event_base_loopbreak(l->base);
+            /* loopexit, not loopbreak: a break asked before the thread has entered its loop is
+             * forgotten when the loop starts (and this join would wait forever); an exit is an
+             * event of the base, run whenever the loop gets to it. */
+            event_base_loopexit(l->base, NULL);
             pthread_join(l->thread, NULL);
         }
     }
@@ -311,6 +313,10 @@ void hf_http_server_free(hf_http_server *s)
         for (size_t k = 0; k < l->nfresh; k++)
             bufferevent_decref(l->fresh[k]);
         l->nfresh = 0;
+        /* evhttp_free frees the listener first, then closes each connection, whose close
+         * callback would re-enable that freed listener if the loop was paused at the limit. */
+        bool listening = l->bound != NULL;
+        l->bound = NULL;
         if (l->http)
             evhttp_free(l->http); /* closes the listener and every connection */
         if (l->post_accept)
@@ -318,7 +324,7 @@ void hf_http_server_free(hf_http_server *s)
         free(l->fresh);
         if (l->base)
             event_base_free(l->base);
-        if (!l->bound && l->fd >= 0)
+        if (!listening && l->fd >= 0)
             close(l->fd);
     }
     free(s->loops);
