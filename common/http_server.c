@@ -124,9 +124,12 @@ static int listen_socket(const char *host, int port, bool exclusive_check, int *
  * then. Past the limit the listener is disabled: new connections wait in the kernel backlog. */
 static int per_loop_limit(const loop *l)
 {
-    int n = l->server->opts.max_connections / l->server->nloops;
+    /* The remainder goes to the first loops, so the loops' limits add up to the server's. */
+    int total = l->server->opts.max_connections, nloops = l->server->nloops;
+    int n = total / nloops + ((int)(l - l->server->loops) < total % nloops);
     return n < 1 ? 1 : n;
 }
+
 static void pause_or_resume(loop *l)
 {
     bool full = l->open >= per_loop_limit(l);
