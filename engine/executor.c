@@ -90,6 +90,7 @@ typedef struct token_entry {
     int64_t expires_ms; /* wall clock; 0 = no expiry known */
     int version;
     int64_t loaded_ms;
+    bool stale; /* the connection changed since: read the row again */
     struct token_entry *next;
 } token_entry;
 
@@ -348,15 +349,34 @@ static void token_from_row(engine_executor *ex, token_entry *t, const char *conn
     t->expires_ms = PQgetisnull(res, row, 4) || !hf_parse_ll(PQgetvalue(res, row, 4), &v) ? 0 : v;
     t->version = hf_parse_ll(PQgetvalue(res, row, 5), &v) ? (int)v : 0;
     t->loaded_ms = hf_now_ms();
+    t->stale = false;
 }
 
 #define TOKEN_COLUMNS                                                                              \
     "id, account, access_token_enc, refresh_token_enc, "                                           \
     "(extract(epoch from token_expires_at) * 1000)::bigint, token_version"
 
-/* How long a connection's tokens are reused before the row is read again: short, so a connection
- * an admin disables (or reconnects) stops being used within seconds. */
+/* How long a connection's tokens are reused before the row is read again. A change to the row
+ * is heard at once (forget_changed_connections); this bounds the time a change could go unheard
+ * (a notification lost with the database connection). */
 #define TOKEN_CACHE_MS 10000
+
+/* The connections changed since the last look (migration 0004's trigger notifies
+ * hookflow_connections with "<tenant id>/<connector>" on every change): their cached tokens are
+ * read again before the next call, so a disabled or reconnected connection stops being used at
+ * once. Reads what the server sent without waiting. */
+static void forget_changed_connections(engine_executor *ex)
+{
+    if (!ex->db || !PQconsumeInput(ex->db))
+        return;
+    PGnotify *n;
+    while ((n = PQnotifies(ex->db)) != NULL) {
+        for (token_entry *t = ex->tokens; t; t = t->next)
+            if (strcmp(t->key, n->extra) == 0)
+                t->stale = true;
+        PQfreemem(n);
+    }
+}
 
 /* The tenant's active connection to connector, cached for TOKEN_CACHE_MS. NULL + err if none. */
 static token_entry *token_get(engine_executor *ex, const char *tenant_id, const char *connector,
@@ -368,7 +388,8 @@ static token_entry *token_get(engine_executor *ex, const char *tenant_id, const 
     for (t = ex->tokens; t; t = t->next)
         if (strcmp(t->key, key) == 0)
             break;
-    if (t && hf_now_ms() - t->loaded_ms < TOKEN_CACHE_MS)
+    forget_changed_connections(ex);
+    if (t && !t->stale && hf_now_ms() - t->loaded_ms < TOKEN_CACHE_MS)
         return t;
     const char *params[] = {tenant_id, connector};
     PGresult *res = NULL;
@@ -1482,6 +1503,13 @@ static bool ensure_db(engine_executor *ex)
         return false;
     }
     atomic_store(&ex->db_ok, true);
+    /* Changes made while this worker had no connection went unheard: read every row again. */
+    for (token_entry *t = ex->tokens; t; t = t->next)
+        t->stale = true;
+    if (hf_pg_exec(ex->db, "LISTEN hookflow_connections", 0, NULL, NULL, err, sizeof err) !=
+        HF_PG_OK)
+        hf_log_kv(HF_LOG_WARN, "executor.listen_failed", "error", err, "msg",
+                  "connection changes are noticed within seconds instead of at once", NULL);
     return true;
 }
 

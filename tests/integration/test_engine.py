@@ -72,6 +72,23 @@ def test_one_event_runs_every_workflow_whose_filter_matches(stack):
     assert len(stack.runs_for(event)) == 2
 
 
+def test_a_disabled_connection_stops_being_used_at_once(stack):
+    # A first run puts the Twilio connection's credentials in the worker's cache.
+    (_, _, _, error), = stack.wait_run(stack.send("pickup before the connection is disabled"))
+    assert error is None
+    before = len(stack.fakes.requests("twilio"))
+    stack.query("UPDATE connections SET status = 'disabled' WHERE connector = 'twilio'")
+    try:
+        # Well inside the cache's lifetime: the change notification made the worker read again.
+        (_, _, _, error), = stack.wait_run(stack.send("pickup while disabled"), status="failed")
+        assert "no active twilio connection" in error, error
+        assert len(stack.fakes.requests("twilio")) == before
+    finally:
+        stack.query("UPDATE connections SET status = 'active' WHERE connector = 'twilio'")
+    (_, _, _, error), = stack.wait_run(stack.send("pickup after it is enabled again"))
+    assert error is None
+
+
 def test_same_delivery_twice_gives_one_run(stack):
     mid = "m_dup_" + str(time.time_ns())
     e1 = stack.send("pickup twice", mid=mid)
