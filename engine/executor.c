@@ -146,7 +146,7 @@ struct engine_executor {
     VEC(engine_handoff) inbox;
     atomic_int_fast64_t inbox_len;
 
-    hf_counter *claimed, *retries_total, *refreshes;
+    hf_counter *claimed, *retries_total, *refreshes, *refused_runs;
     atomic_int_fast64_t gauge_held, gauge_calls;
 };
 
@@ -1403,6 +1403,7 @@ static void refuse_run(engine_executor *ex, const char *run_id, const char *why)
     refused_run rr = {.note = xasprintf("PostgreSQL refused to record this run's data: %s", why)};
     snprintf(rr.run_id, sizeof rr.run_id, "%s", run_id);
     VEC_PUSH(ex->refused, rr);
+    hf_counter_add(ex->refused_runs, 1);
     run *r = held_run(ex, run_id);
     if (r && !r->finished) {
         /* Its next call was prepared but is not made. */
@@ -1723,6 +1724,9 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
     event_add(ex->gauge_ev, &every_second);
     ex->claimed = hf_metrics_counter(metrics, "hookflow_engine_runs_claimed_total",
                                      "Runs claimed by this worker (including resumptions)", NULL);
+    ex->refused_runs =
+        hf_metrics_counter(metrics, "hookflow_engine_runs_refused_by_database_total",
+                           "Runs failed because PostgreSQL refused to record their values", NULL);
     hf_metrics_gauge_fn(metrics, "hookflow_engine_leases_held", "Runs this worker holds a lease on",
                         NULL, gauge_held, ex);
     hf_metrics_gauge_fn(metrics, "hookflow_engine_calls_in_flight",

@@ -222,6 +222,8 @@ def test_answer_the_database_refuses_fails_only_its_run_and_the_worker_goes_on(s
         (_, _, _, e), = stack.wait_run(event)
         assert e is None
     assert "run.data_refused" in stack.workers[0].tail(400)
+    metrics = harness.http("GET", stack.workers[0].ops + "/metrics")[2].decode()
+    assert "\nhookflow_engine_runs_refused_by_database_total 1\n" in metrics
 
 
 def test_event_the_database_rejects_is_dead_lettered_and_intake_moves_on(stack):
