@@ -257,8 +257,14 @@ void hf_producer_free(hf_producer *p)
     if (!p)
         return;
     int left = hf_producer_flush(p, 5000);
-    if (left > 0)
-        hf_log_kv(HF_LOG_WARN, "kafka.flush", "msg", "messages left undelivered at shutdown", NULL);
+    if (left > 0) {
+        /* rd_kafka_destroy would drop them without a report: purge them while the poll thread
+         * still runs, so each gets its failed report (the promise of hf_producer_send). */
+        hf_log_kv(HF_LOG_WARN, "kafka.flush", "msg",
+                  "messages left undelivered at shutdown; reported as failed", NULL);
+        hf_producer_purge(p);
+        hf_producer_flush(p, 1000);
+    }
     pthread_mutex_lock(&p->lock);
     atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->cond);
