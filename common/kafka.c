@@ -233,7 +233,8 @@ int hf_producer_send(hf_producer *p, hf_topic *topic, const char *key, size_t ke
 
 bool hf_producer_ready(hf_producer *p)
 {
-    return atomic_load(&p->ready);
+    /* fatal too: the health thread may store ready just after a fatal error cleared it. */
+    return atomic_load(&p->ready) && !atomic_load(&p->fatal);
 }
 
 int64_t hf_producer_queue_len(hf_producer *p)
