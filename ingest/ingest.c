@@ -7,6 +7,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,7 @@ struct ingest_server {
     hf_secrets *secrets;
     atomic_int_fast64_t in_flight;
     atomic_bool draining;
+    atomic_int handling; /* requests being handled: they may still use the producer */
     char retry_after[16];
     rejections rejected;
     pthread_mutex_t queues_lock; /* guards queues: one per event-loop thread */
@@ -630,9 +632,8 @@ static void reply_text(struct evhttp_request *req, int status, const char *text)
     hf_http_reply(req, status, "text/plain; version=0.0.4", text, strlen(text));
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+static void handle_request(ingest_server *s, struct evhttp_request *req)
 {
-    ingest_server *s = arg;
     char request_id[40];
     set_request_id(req, request_id);
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -681,14 +682,27 @@ static void handle(struct evhttp_request *req, void *arg)
     }
 }
 
+static void handle(struct evhttp_request *req, void *arg)
+{
+    ingest_server *s = arg;
+    /* Counted before the handler reads draining: once free has set draining and seen this at
+     * zero, no handler can still be using the producer it frees. */
+    atomic_fetch_add(&s->handling, 1);
+    handle_request(s, req);
+    atomic_fetch_sub(&s->handling, 1);
+}
+
 static int64_t gauge_in_flight(void *arg)
 {
     return atomic_load(&((ingest_server *)arg)->in_flight);
 }
 
+/* The producer gauges, like every use of the producer from a handler, look at draining first
+ * (see handle): at shutdown the producer may be gone. */
 static int64_t gauge_queue(void *arg)
 {
-    return hf_producer_queue_len(((ingest_server *)arg)->producer);
+    ingest_server *s = arg;
+    return atomic_load(&s->draining) ? 0 : hf_producer_queue_len(s->producer);
 }
 
 static int64_t gauge_connections(void *arg)
@@ -699,7 +713,8 @@ static int64_t gauge_connections(void *arg)
 
 static int64_t gauge_ready(void *arg)
 {
-    return hf_producer_ready(((ingest_server *)arg)->producer) ? 1 : 0;
+    ingest_server *s = arg;
+    return !atomic_load(&s->draining) && hf_producer_ready(s->producer) ? 1 : 0;
 }
 
 static void register_metrics(ingest_server *s)
@@ -848,6 +863,8 @@ void ingest_server_free(ingest_server *s)
      * loops first would leave a late report activating an event of a freed base. Requests
      * still arriving meanwhile are refused without producing (draining). */
     atomic_store(&s->draining, true);
+    while (atomic_load(&s->handling) > 0)
+        sched_yield();
     hf_producer_free(s->producer);
     /* The queues' events go before their bases (event_free waits for a wake-up running on a
      * loop). What is still queued then could only be answered by a loop that is stopping: its
