@@ -412,8 +412,9 @@ bool hf_parse_rfc3339(const char *s, int64_t *ms)
         int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
         if (!read_digits(&p, 2, &oh))
             return false;
-        if (*p == ':')
-            p++;
+        /* +HH, +HHMM or +HH:MM: a colon must be followed by the minutes. */
+        if (*p == ':' && !(p++, read_digits(&p, 2, &om)))
+            return false;
         if (*p && !read_digits(&p, 2, &om))
             return false;
         if (oh > 23 || om > 59)

@@ -502,6 +502,14 @@ static void test_parse_rfc3339_zones_fractions_and_bounds(void **state)
     assert_false(hf_parse_rfc3339("2026-11-27T10:00:00Zjunk", &ms));
     assert_false(hf_parse_rfc3339("0999-01-01T00:00:00Z", &ms));
     assert_false(hf_parse_rfc3339(NULL, &ms));
+    /* An offset is +HH, +HHMM or +HH:MM; a colon needs its minutes. */
+    assert_true(hf_parse_rfc3339("2017-06-21T06:15:39+05", &ms));
+    assert_int_equal(ms, 1498007739000LL);
+    static const char *const bad_offsets[] = {"2017-06-21T06:15:39+05:", "2017-06-21T06:15:39+05:3",
+                                              "2017-06-21T06:15:39+05:30:00",
+                                              "2017-06-21T06:15:39+5", "2017-06-21T06:15:39+053"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(bad_offsets); i++)
+        assert_false(hf_parse_rfc3339(bad_offsets[i], &ms));
 }
 
 static void test_utf8_char_len_and_quoting_untrusted_text(void **state)
