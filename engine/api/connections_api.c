@@ -1023,9 +1023,13 @@ void api_integrations_oauth_callback(api_ctx *c)
         api_reply_error(c, 400, "invalid_request", "code is missing from the platform's redirect");
         goto done;
     }
-    if (!c->keys || !vseal) {
+    if (!c->keys) {
         api_reply_error(c, 503, "not_configured",
                         "the secret " ENGINE_TOKEN_KEY_PATH " is not configured");
+        goto done;
+    }
+    if (!vseal) { /* the pending row lost its sealed verifier: nothing an admin can fix here */
+        api_reply_internal(c, "oauth callback: the pending connection has no PKCE verifier");
         goto done;
     }
     vctx = engine_token_context(id, hash_hex, "pkce_verifier");

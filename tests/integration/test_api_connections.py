@@ -629,6 +629,15 @@ def test_callback_failures(stack):
     status, _, body = callback(stack, "xero", {"code": "c", "state": out["state"]})
     assert status == 502 and body["error"] == "token_exchange_failed", body
 
+    # A pending state whose sealed PKCE verifier is damaged: a server fault (500), not a missing
+    # configuration, and nothing stored.
+    out, q = start(stack, "xero")
+    stack.query("UPDATE oauth_states SET code_verifier_enc = '\\x00'::bytea WHERE state_hash = %s",
+                hashlib.sha256(out["state"].encode()).digest())
+    status, _, body = callback(stack, "xero", {"code": "c", "state": out["state"]})
+    assert status == 500 and body["error"] == "internal", body
+    assert connection(stack, stack.prod, "xero")[0][:2] == (None, "pending")
+
     # Twilio has no OAuth.
     status, _, body = stack.call("POST", "/api/integrations/twilio/oauth/start", {},
                                  stack.admin())
