@@ -128,27 +128,14 @@ static hf_http_server *start_server(const hf_http_options *o, ctx *c)
     return s;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Polls hf_http_server_connections until it equals want or deadline_ms pass; returns the last
  * value seen. */
 static int64_t wait_connections(const hf_http_server *s, int64_t want, int deadline_ms)
 {
-    int64_t end = now_ms() + deadline_ms;
+    int64_t end = hf_now_ms() + deadline_ms;
     int64_t n = hf_http_server_connections(s);
-    while (n != want && now_ms() < end) {
-        sleep_ms(5);
+    while (n != want && hf_now_ms() < end) {
+        usleep(5 * 1000);
         n = hf_http_server_connections(s);
     }
     return n;
@@ -329,10 +316,10 @@ static int get(conn *c, const char *path, response *r)
  * was not closed within the receive timeout or bytes came instead. */
 static int64_t wait_closed(conn *c)
 {
-    int64_t start = now_ms();
+    int64_t start = hf_now_ms();
     ssize_t r = conn_fill(c);
     if (r == 0 || (r < 0 && errno == ECONNRESET))
-        return now_ms() - start;
+        return hf_now_ms() - start;
     return -1;
 }
 
@@ -946,9 +933,9 @@ static void test_free_right_after_start_returns(void **state)
     pthread_t t;
     atomic_store(&start_free_done, 0);
     assert_int_equal(pthread_create(&t, NULL, start_free_many, NULL), 0);
-    int64_t end = now_ms() + 10000;
-    while (!atomic_load(&start_free_done) && now_ms() < end)
-        sleep_ms(10);
+    int64_t end = hf_now_ms() + 10000;
+    while (!atomic_load(&start_free_done) && hf_now_ms() < end)
+        usleep(10 * 1000);
     if (!atomic_load(&start_free_done)) {
         pthread_detach(t); /* stuck in pthread_join inside hf_http_server_free */
         fail_msg("hf_http_server_free right after hf_http_server_start hung");

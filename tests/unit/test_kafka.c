@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kafka.h"
 #include "log.h"
+#include "util.h"
 
 /* Kafka protocol API keys (rdkafka_protocol.h is not installed). */
 enum { API_PRODUCE = 0, API_INIT_PRODUCER_ID = 22 };
@@ -185,26 +187,13 @@ static void report_read(report *r, int *ok, int *failed, char *err, size_t errle
     pthread_mutex_unlock(&r->t->lock);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Polls hf_producer_ready until it equals want or timeout_ms passes; returns the last value. */
 static bool ready_wait(hf_producer *p, bool want, int timeout_ms)
 {
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = hf_now_ms() + timeout_ms;
     bool ready = hf_producer_ready(p);
-    while (ready != want && now_ms() < until) {
-        sleep_ms(20);
+    while (ready != want && hf_now_ms() < until) {
+        usleep(20 * 1000);
         ready = hf_producer_ready(p);
     }
     return ready;
@@ -215,10 +204,10 @@ static bool ready_wait(hf_producer *p, bool want, int timeout_ms)
  * broker is down may show a few more for a moment.) */
 static int64_t queue_len_wait(hf_producer *p, int64_t want, int timeout_ms)
 {
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = hf_now_ms() + timeout_ms;
     int64_t len = hf_producer_queue_len(p);
-    while (len != want && now_ms() < until) {
-        sleep_ms(10);
+    while (len != want && hf_now_ms() < until) {
+        usleep(10 * 1000);
         len = hf_producer_queue_len(p);
     }
     return len;
@@ -274,8 +263,8 @@ static bool fetch_first(const cluster *c, const char *topic, char *key, size_t k
     rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     bool found = false;
-    int64_t until = now_ms() + WAIT_MS;
-    while (!e && !found && now_ms() < until) {
+    int64_t until = hf_now_ms() + WAIT_MS;
+    while (!e && !found && hf_now_ms() < until) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
@@ -491,10 +480,10 @@ static void undelivered_message_fails_after_message_timeout(void **state)
     hf_producer *p = producer_new(&o);
     hf_topic *topic = hf_producer_topic(p, TOPIC_A);
     report r = {.t = &t};
-    int64_t start = now_ms();
+    int64_t start = hf_now_ms();
     send_one(p, topic, &r, "stuck");
     assert_int_equal(tally_wait(&t, 1, WAIT_MS), 1);
-    int64_t elapsed = now_ms() - start;
+    int64_t elapsed = hf_now_ms() - start;
     assert_int_equal(queue_len_wait(p, 0, WAIT_MS), 0);
     hf_producer_free(p);
     int ok, failed;
@@ -531,10 +520,10 @@ static void purge_fails_every_queued_message(void **state)
     tally_read(&t, &ok, &failed);
     assert_int_equal(ok, 0);
     assert_int_equal(failed, N);
-    int64_t start = now_ms();
+    int64_t start = hf_now_ms();
     hf_producer_free(p);
     /* nothing left to flush: free does not sit out its 5 s */
-    assert_true(now_ms() - start < 4000);
+    assert_true(hf_now_ms() - start < 4000);
     for (int i = 0; i < N; i++) {
         char err[128];
         report_read(&r[i], &ok, &failed, err, sizeof err);
