@@ -292,6 +292,36 @@ void hf_http_server_stop_accepting(hf_http_server *s)
         event_base_once(s->loops[i].base, -1, EV_TIMEOUT, disable_listener, &s->loops[i], NULL);
 }
 
+typedef struct sync_point {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int left; /* loops that have not reached it yet */
+} sync_point;
+
+static void sync_reached(evutil_socket_t fd, short what, void *arg)
+{
+    sync_point *sp = arg;
+    pthread_mutex_lock(&sp->lock);
+    if (--sp->left == 0)
+        pthread_cond_signal(&sp->cond);
+    pthread_mutex_unlock(&sp->lock);
+}
+
+void hf_http_server_sync(hf_http_server *s)
+{
+    sync_point sp = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    pthread_mutex_lock(&sp.lock);
+    for (int i = 0; i < s->nloops; i++)
+        if (s->loops[i].thread &&
+            event_base_once(s->loops[i].base, -1, EV_TIMEOUT, sync_reached, &sp, NULL) == 0)
+            sp.left++;
+    while (sp.left > 0)
+        pthread_cond_wait(&sp.cond, &sp.lock);
+    pthread_mutex_unlock(&sp.lock);
+    pthread_mutex_destroy(&sp.lock);
+    pthread_cond_destroy(&sp.cond);
+}
+
 int64_t hf_http_server_connections(const hf_http_server *s)
 {
     return atomic_load(&((hf_http_server *)s)->connections);

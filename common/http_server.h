@@ -34,6 +34,10 @@ int hf_http_server_port(const hf_http_server *s);
 void hf_http_server_start(hf_http_server *s);
 /* Stops accepting new connections (existing ones go on). Thread-safe. */
 void hf_http_server_stop_accepting(hf_http_server *s);
+/* Returns once every running loop has finished the callback it was in when called (a request
+ * handler running then has returned): what a handler reads after that sees what the caller did
+ * before. Not from a loop thread. */
+void hf_http_server_sync(hf_http_server *s);
 /* Open connections now. */
 int64_t hf_http_server_connections(const hf_http_server *s);
 /* Ends the loops, closes every connection, joins the threads, frees. */

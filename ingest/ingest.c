@@ -7,7 +7,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,7 +116,6 @@ struct ingest_server {
     hf_secrets *secrets;
     atomic_int_fast64_t in_flight;
     atomic_bool draining;
-    atomic_int handling; /* requests being handled: they may still use the producer */
     char retry_after[16];
     rejections rejected;
     pthread_mutex_t queues_lock; /* guards queues: one per event-loop thread */
@@ -632,8 +630,9 @@ static void reply_text(struct evhttp_request *req, int status, const char *text)
     hf_http_reply(req, status, "text/plain; version=0.0.4", text, strlen(text));
 }
 
-static void handle_request(ingest_server *s, struct evhttp_request *req)
+static void handle(struct evhttp_request *req, void *arg)
 {
+    ingest_server *s = arg;
     char request_id[40];
     set_request_id(req, request_id);
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -682,23 +681,13 @@ static void handle_request(ingest_server *s, struct evhttp_request *req)
     }
 }
 
-static void handle(struct evhttp_request *req, void *arg)
-{
-    ingest_server *s = arg;
-    /* Counted before the handler reads draining: once free has set draining and seen this at
-     * zero, no handler can still be using the producer it frees. */
-    atomic_fetch_add(&s->handling, 1);
-    handle_request(s, req);
-    atomic_fetch_sub(&s->handling, 1);
-}
-
 static int64_t gauge_in_flight(void *arg)
 {
     return atomic_load(&((ingest_server *)arg)->in_flight);
 }
 
 /* The producer gauges, like every use of the producer from a handler, look at draining first
- * (see handle): at shutdown the producer may be gone. */
+ * (see ingest_server_free): at shutdown the producer may be gone. */
 static int64_t gauge_queue(void *arg)
 {
     ingest_server *s = arg;
@@ -863,8 +852,10 @@ void ingest_server_free(ingest_server *s)
      * loops first would leave a late report activating an event of a freed base. Requests
      * still arriving meanwhile are refused without producing (draining). */
     atomic_store(&s->draining, true);
-    while (atomic_load(&s->handling) > 0)
-        sched_yield();
+    /* A handler that read draining before it was set may still be producing: once every loop
+     * has finished what it was running, the handlers that follow see draining. */
+    if (s->http)
+        hf_http_server_sync(s->http);
     hf_producer_free(s->producer);
     /* The queues' events go before their bases (event_free waits for a wake-up running on a
      * loop). What is still queued then could only be answered by a loop that is stopping: its

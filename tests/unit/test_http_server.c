@@ -80,6 +80,8 @@ static int distinct_bases(ctx *c)
 #define ERROR_BODY                                                                                 \
     "{\"error\":\"invalid_input\",\"detail\":\"say \\\"hi\\\"\\n\\tnow\\u0001 \\\\ end\"}"
 
+static atomic_int busy_entered, busy_left;
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     ctx *c = arg;
@@ -96,6 +98,12 @@ static void handle(struct evhttp_request *req, void *arg)
         hf_http_reply_error(req, 404, "not_found", NULL);
     } else if (strcmp(uri, "/empty") == 0) {
         hf_http_reply(req, 204, NULL, NULL, 0);
+    } else if (strcmp(uri, "/busy") == 0) {
+        /* Stays in the handler a while: test_sync_waits_for_a_running_handler. */
+        atomic_store(&busy_entered, 1);
+        usleep(300 * 1000);
+        atomic_store(&busy_left, 1);
+        hf_http_reply(req, 200, "text/plain", "done", 4);
     } else if (strcmp(uri, "/echo") == 0) {
         char text[32];
         size_t n = evbuffer_get_length(evhttp_request_get_input_buffer(req));
@@ -759,6 +767,34 @@ static void test_idle_keep_alive_connection_is_closed_after_timeout(void **state
 
 /* ---- stop_accepting ---- */
 
+static void test_sync_waits_for_a_running_handler(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.threads = 2;
+    hf_http_server *s = start_server(&o, &c);
+    atomic_store(&busy_entered, 0);
+    atomic_store(&busy_left, 0);
+    conn k;
+    conn_open(&k, hf_http_server_port(s), 5000);
+    conn_send_str(&k, "GET /busy HTTP/1.1\r\nHost: t\r\n\r\n");
+    int64_t until = hf_now_ms() + 5000;
+    while (!atomic_load(&busy_entered) && hf_now_ms() < until)
+        usleep(1000);
+    assert_int_equal(atomic_load(&busy_entered), 1);
+    hf_http_server_sync(s); /* the handler is in its 300 ms: sync returns after it */
+    assert_int_equal(atomic_load(&busy_left), 1);
+    response r;
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    hf_http_server_sync(s); /* nothing running: returns at once */
+    conn_close(&k);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+}
+
 static void test_stop_accepting_refuses_new_connections_but_serves_open_ones(void **state)
 {
     (void)state;
@@ -957,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_max_connections_pauses_accepting_until_one_closes),
         cmocka_unit_test(test_slow_client_is_closed_after_timeout),
         cmocka_unit_test(test_idle_keep_alive_connection_is_closed_after_timeout),
+        cmocka_unit_test(test_sync_waits_for_a_running_handler),
         cmocka_unit_test(test_stop_accepting_refuses_new_connections_but_serves_open_ones),
         cmocka_unit_test(test_second_server_on_a_used_port_fails_clearly),
         cmocka_unit_test(test_bad_listen_address_gives_null_and_err),
