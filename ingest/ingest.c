@@ -279,6 +279,14 @@ static void set_request_id(struct evhttp_request *req, char out[40])
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", out);
 }
 
+/* 404 for a path naming no provider: counted, not logged (anyone can probe paths). */
+static void reply_unknown_provider(ingest_server *s, struct evhttp_request *req, const char *detail)
+{
+    int64_t quiet;
+    (void)count_reject(s, "unknown", "unknown_provider", &quiet);
+    hf_http_reply_error(req, 404, "unknown_provider", detail);
+}
+
 /* Xero wants empty bodies on every answer, errors included. */
 static bool wants_empty_bodies(const provider_slot *slot)
 {
@@ -540,11 +548,9 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
         if (s->slots[i].provider && strcmp(s->slots[i].provider->id, provider_id) == 0)
             slot = &s->slots[i];
     if (!slot) {
-        int64_t quiet;
-        (void)count_reject(s, "unknown", "unknown_provider", &quiet);
-        hf_http_reply_error(req, 404, "unknown_provider",
-                            "no such provider; expected one of xero, quickbooks, hubspot, "
-                            "klaviyo, twilio, meta");
+        reply_unknown_provider(s, req,
+                               "no such provider; expected one of xero, quickbooks, hubspot, "
+                               "klaviyo, twilio, meta");
         return;
     }
     hf_counter_add(slot->received, 1);
@@ -644,9 +650,7 @@ static void handle(struct evhttp_request *req, void *arg)
         char id[32];
         size_t n = strcspn(provider, "/");
         if (n == 0 || n >= sizeof id || (provider[n] == '/' && provider[n + 1] != '\0')) {
-            int64_t quiet;
-            (void)count_reject(s, "unknown", "unknown_provider", &quiet);
-            hf_http_reply_error(req, 404, "unknown_provider", "no such webhook endpoint");
+            reply_unknown_provider(s, req, "no such webhook endpoint");
             return;
         }
         memcpy(id, provider, n);
