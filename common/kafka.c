@@ -136,47 +136,32 @@ hf_producer *hf_producer_new(const hf_producer_options *opts, hf_delivery_fn on_
                              size_t errlen)
 {
     char errstr[512];
-    char num[32];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    struct {
+    char timeout[32], queue_max[32], linger[32];
+    snprintf(timeout, sizeof timeout, "%lld", (long long)opts->message_timeout_ms);
+    snprintf(queue_max, sizeof queue_max, "%lld", (long long)opts->queue_max_messages);
+    snprintf(linger, sizeof linger, "%g", opts->linger_ms); /* librdkafka takes fractions */
+    const struct {
         const char *k;
         const char *v;
-    } defaults[] = {
+    } settings[] = {
         {"bootstrap.servers", opts->brokers},
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"socket.keepalive.enable", "true"},
         {"client.id", opts->client_id ? opts->client_id : "hookflow"},
         {"statistics.interval.ms", "0"},
+        {"message.timeout.ms", timeout},
+        {"queue.buffering.max.messages", queue_max},
+        {"linger.ms", linger},
     };
-    for (size_t i = 0; i < HF_ARRAY_LEN(defaults); i++) {
-        if (rd_kafka_conf_set(conf, defaults[i].k, defaults[i].v, errstr, sizeof errstr) !=
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    for (size_t i = 0; i < HF_ARRAY_LEN(settings); i++) {
+        if (rd_kafka_conf_set(conf, settings[i].k, settings[i].v, errstr, sizeof errstr) !=
             RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
-            hf_err(err, errlen, "kafka: %s: %s", defaults[i].k, errstr);
+            hf_err(err, errlen, "kafka: %s: %s", settings[i].k, errstr);
             return NULL;
         }
-    }
-    const struct {
-        const char *k;
-        int64_t v;
-    } numeric[] = {
-        {"message.timeout.ms", opts->message_timeout_ms},
-        {"queue.buffering.max.messages", opts->queue_max_messages},
-    };
-    for (size_t i = 0; i < HF_ARRAY_LEN(numeric); i++) {
-        snprintf(num, sizeof num, "%lld", (long long)numeric[i].v);
-        if (rd_kafka_conf_set(conf, numeric[i].k, num, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-            rd_kafka_conf_destroy(conf);
-            hf_err(err, errlen, "kafka: %s: %s", numeric[i].k, errstr);
-            return NULL;
-        }
-    }
-    snprintf(num, sizeof num, "%g", opts->linger_ms);
-    if (rd_kafka_conf_set(conf, "linger.ms", num, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        hf_err(err, errlen, "kafka: linger.ms: %s", errstr);
-        return NULL;
     }
     if (hf_kafka_conf_apply_env(conf, err, errlen) != 0) {
         rd_kafka_conf_destroy(conf);
