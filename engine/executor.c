@@ -364,10 +364,11 @@ static void token_from_row(engine_executor *ex, token_entry *t, const char *conn
 /* The connections changed since the last look (migration 0004's trigger notifies
  * hookflow_connections with "<tenant id>/<connector>" on every change): their cached tokens are
  * read again before the next call, so a disabled or reconnected connection stops being used at
- * once. Reads what the server sent without waiting. */
-static void forget_changed_connections(engine_executor *ex)
+ * once. libpq keeps the notifications it met while reading any result; read_socket also takes
+ * what has arrived since, without waiting (a syscall: once per tick, not per call). */
+static void forget_changed_connections(engine_executor *ex, bool read_socket)
 {
-    if (!ex->db || !PQconsumeInput(ex->db))
+    if (!ex->db || (read_socket && !PQconsumeInput(ex->db)))
         return;
     PGnotify *n;
     while ((n = PQnotifies(ex->db)) != NULL) {
@@ -388,7 +389,7 @@ static token_entry *token_get(engine_executor *ex, const char *tenant_id, const 
     for (t = ex->tokens; t; t = t->next)
         if (strcmp(t->key, key) == 0)
             break;
-    forget_changed_connections(ex);
+    forget_changed_connections(ex, false);
     if (t && !t->stale && hf_now_ms() - t->loaded_ms < TOKEN_CACHE_MS)
         return t;
     const char *params[] = {tenant_id, connector};
@@ -1564,6 +1565,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         schedule_tick(ex, 1000);
         return;
     }
+    forget_changed_connections(ex, true);
     /* Finished attempts are written before new calls start, so attempt rows keep the order in
      * which the nodes ran: while a write fails, no new call starts (a crash would otherwise find
      * the next call made but the step before it not recorded). */
