@@ -454,7 +454,9 @@ static bool yajl_error_offset(const char *text, size_t len, size_t *off)
     yajl_handle h = yajl_alloc(NULL, NULL, NULL);
     bool bad = false;
     if (yajl_parse(h, (const unsigned char *)text, len) != yajl_status_ok) {
-        *off = yajl_get_bytes_consumed(h);
+        /* yajl counts the byte it stopped at as consumed (as in json.c's yajl_reason). */
+        size_t consumed = yajl_get_bytes_consumed(h);
+        *off = consumed > 0 ? consumed - 1 : 0;
         bad = true;
     } else if (yajl_complete_parse(h) != yajl_status_ok) {
         *off = len;
