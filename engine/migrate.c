@@ -188,6 +188,174 @@ static migration *find_version(const migration_set *set, int version)
     return NULL;
 }
 
+/* ---- transaction control inside a file ------------------------------------------------------
+ * The runner wraps each file in one transaction; a COMMIT inside would commit the part before it
+ * and leave the rest to "fail and roll back", and every later run would then trip over the half
+ * that stayed. So files are read, before anything runs, by a small lexer that knows what can hide
+ * a statement's first word: comments (-- and nested block ones), quoted strings (with E'' escapes), quoted
+ * identifiers, dollar-quoted bodies and BEGIN ATOMIC ... END bodies. */
+
+typedef struct sql_lexer {
+    const char *p;
+    int line;
+} sql_lexer;
+
+static bool word_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+/* Skips whitespace and comments. */
+static void skip_blank(sql_lexer *lx)
+{
+    for (;;) {
+        const char *p = lx->p;
+        if (*p == '\n') {
+            lx->line++;
+            lx->p++;
+        } else if (isspace((unsigned char)*p)) {
+            lx->p++;
+        } else if (p[0] == '-' && p[1] == '-') {
+            while (*lx->p && *lx->p != '\n')
+                lx->p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 1;
+            lx->p += 2;
+            while (*lx->p && depth > 0) {
+                if (lx->p[0] == '/' && lx->p[1] == '*') {
+                    depth++;
+                    lx->p += 2;
+                } else if (lx->p[0] == '*' && lx->p[1] == '/') {
+                    depth--;
+                    lx->p += 2;
+                } else {
+                    lx->line += *lx->p++ == '\n';
+                }
+            }
+        } else {
+            return;
+        }
+    }
+}
+
+/* Past a quoted string or identifier that starts at lx->p (quote doubled inside; with
+ * backslashes, a backslash escapes the next byte). */
+static void skip_quoted(sql_lexer *lx, bool backslashes)
+{
+    char q = *lx->p++;
+    while (*lx->p) {
+        char c = *lx->p++;
+        lx->line += c == '\n';
+        if (backslashes && c == '\\' && *lx->p) {
+            lx->line += *lx->p++ == '\n';
+        } else if (c == q) {
+            if (*lx->p != q)
+                return;
+            lx->p++;
+        }
+    }
+}
+
+/* Past a dollar-quoted body if one starts at lx->p ($$ or $tag$); false if none does. */
+static bool skip_dollar_quoted(sql_lexer *lx)
+{
+    const char *p = lx->p + 1;
+    if (isdigit((unsigned char)*p)) /* $1: a parameter */
+        return false;
+    while (*p && *p != '$' && word_char((unsigned char)*p))
+        p++;
+    if (*p != '$')
+        return false;
+    size_t taglen = (size_t)(p - lx->p + 1);
+    const char *end = p + 1;
+    while (*end && !(*end == '$' && strncmp(end, lx->p, taglen) == 0))
+        end++;
+    for (const char *c = lx->p; c < end; c++)
+        lx->line += *c == '\n';
+    lx->p = *end ? end + taglen : end;
+    return true;
+}
+
+/* The next word, upper-cased into word (cut to wordlen - 1), with lx->p past it. */
+static void read_word(sql_lexer *lx, char *word, size_t wordlen)
+{
+    size_t n = 0;
+    while (word_char((unsigned char)*lx->p)) {
+        if (n + 1 < wordlen)
+            word[n++] = (char)toupper((unsigned char)*lx->p);
+        lx->p++;
+    }
+    word[n] = '\0';
+}
+
+/* The line of the first statement of sql that begins or ends a transaction (its keyword in
+ * word), or 0 if there is none. ROLLBACK TO (a savepoint) and PREPARE name AS are fine. */
+static int transaction_control_line(const char *sql, char *word, size_t wordlen)
+{
+    static const char *const ending[] = {"BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK"};
+    sql_lexer lx = {sql, 1};
+    bool at_start = true; /* the next word starts a statement */
+    bool in_atomic = false, atomic_start = false;
+    char w[16], prev[16] = "";
+    for (;;) {
+        skip_blank(&lx);
+        char c = *lx.p;
+        if (!c)
+            return 0;
+        if (c == ';') {
+            lx.p++;
+            at_start = !in_atomic;
+            atomic_start = in_atomic;
+            prev[0] = '\0';
+            continue;
+        }
+        if (c == '\'' || c == '"') {
+            skip_quoted(&lx, false);
+        } else if (c == '$' && skip_dollar_quoted(&lx)) {
+            /* skipped */
+        } else if (word_char((unsigned char)c)) {
+            int line = lx.line;
+            read_word(&lx, w, sizeof w);
+            if ((strcmp(w, "E") == 0) && *lx.p == '\'') {
+                skip_quoted(&lx, true);
+            } else if (at_start) {
+                for (size_t i = 0; i < HF_ARRAY_LEN(ending); i++) {
+                    if (strcmp(w, ending[i]) != 0)
+                        continue;
+                    sql_lexer ahead = lx;
+                    char next[16];
+                    skip_blank(&ahead);
+                    read_word(&ahead, next, sizeof next);
+                    if (strcmp(w, "ROLLBACK") == 0 && strcmp(next, "TO") == 0)
+                        break;
+                    snprintf(word, wordlen, "%s", w);
+                    return line;
+                }
+                if (strcmp(w, "PREPARE") == 0) {
+                    sql_lexer ahead = lx;
+                    char next[16];
+                    skip_blank(&ahead);
+                    read_word(&ahead, next, sizeof next);
+                    if (strcmp(next, "TRANSACTION") == 0) {
+                        snprintf(word, wordlen, "PREPARE TRANSACTION");
+                        return line;
+                    }
+                }
+            } else if (in_atomic && atomic_start && strcmp(w, "END") == 0) {
+                in_atomic = false; /* the statement of the BEGIN ATOMIC goes on to its ';' */
+            } else if (!in_atomic && strcmp(prev, "BEGIN") == 0 && strcmp(w, "ATOMIC") == 0) {
+                in_atomic = true;
+            }
+            snprintf(prev, sizeof prev, "%s", w);
+        } else {
+            lx.p++;
+            prev[0] = '\0';
+        }
+        at_start = false;
+        atomic_start = false;
+    }
+}
+
 /* PostgreSQL reports a syntax error's place as a 1-based character (not byte) offset into the
  * script; turn it into a line number of the file. 0 if there is none. */
 static int error_line(const PGresult *res, const char *sql)
@@ -271,6 +439,9 @@ static int check_applied(PGconn *conn, const migration_set *set, const char *dir
         return hf_err(err, errlen, "cannot read schema_migrations: %s", reason);
     }
     int rows = PQntuples(res), rc = 0;
+    for (int row = 0; row < rows; row++) /* all of them: a refusal below still reports it */
+        if (atoi(PQgetvalue(res, row, 0)) > *dbversion)
+            *dbversion = atoi(PQgetvalue(res, row, 0));
     bool *recorded = xcalloc(set->n ? set->n : 1, sizeof *recorded);
     for (int row = 0; rc == 0 && row < rows; row++) {
         int version = atoi(PQgetvalue(res, row, 0));
@@ -294,8 +465,6 @@ static int check_applied(PGconn *conn, const migration_set *set, const char *dir
                         m->file);
         else
             recorded[m - set->items] = true;
-        if (version > *dbversion)
-            *dbversion = version;
     }
     /* A file numbered below the database's version that never ran (e.g. from a branch merged
      * late) would apply out of order; make its author renumber it. */
@@ -355,6 +524,19 @@ int engine_migrate_run(const char *conninfo, const char *dir, const engine_migra
     }
     if (check_applied(conn, &set, dir, &dbversion, err, errlen) != 0)
         goto done;
+    for (size_t i = 0; i < set.n; i++) {
+        char word[32];
+        int line = set.items[i].version > dbversion
+                       ? transaction_control_line(set.items[i].sql, word, sizeof word)
+                       : 0;
+        if (line > 0) {
+            hf_err(err, errlen,
+                   "%s, line %d: %s is not allowed in a migration (the runner runs each file in "
+                   "one transaction of its own); nothing was applied",
+                   set.items[i].file, line, word);
+            goto done;
+        }
+    }
 
     for (size_t i = 0; i < set.n; i++) {
         const migration *m = &set.items[i];

@@ -20,10 +20,13 @@ typedef struct engine_migrate_report {
  * file runs in its own transaction together with its schema_migrations row (version, name,
  * sha256 of the file bytes). Everything is checked before anything is applied: it refuses, and
  * changes nothing, when a file name is not NNNN_name.sql, two files share a number, an applied
- * file was edited, renamed or removed, or a new file is numbered below the database's version.
+ * file was edited, renamed or removed, a new file is numbered below the database's version, or a
+ * pending file begins or ends a transaction itself (BEGIN, COMMIT, ROLLBACK, ...).
  * A failing file is rolled back (files before it stay applied) and named in err together with
  * PostgreSQL's message. *applied (may be NULL) receives how many files this call applied, even
- * on failure; *version (may be NULL) the database's version afterwards (0 when none).
+ * on failure; *version (may be NULL) the database's version afterwards (0 when none), also on
+ * failure, except when the folder itself is refused (names, numbers), which is found before
+ * connecting: then 0.
  * Returns 0, or -1 with one line in err. */
 HF_MUST_CHECK int engine_migrate_run(const char *conninfo, const char *dir,
                                      const engine_migrate_report *report, int *applied,

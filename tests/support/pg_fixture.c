@@ -83,7 +83,7 @@ char *pgf_value(PGconn *db, const char *sql)
     return v;
 }
 
-char *pgf_database(const char *name)
+char *pgf_empty_database(const char *name)
 {
     for (const char *c = name; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
@@ -98,9 +98,14 @@ char *pgf_database(const char *name)
     pgf_exec(admin, sql);
     PQfinish(admin);
     free(admin_url);
-
     char *url = with_database(cluster, name);
     free(cluster);
+    return url;
+}
+
+char *pgf_database(const char *name)
+{
+    char *url = pgf_empty_database(name);
     const char *src = getenv("HOOKFLOW_SOURCE_DIR");
     if (!src || !*src)
         die("HOOKFLOW_SOURCE_DIR is not set", NULL);

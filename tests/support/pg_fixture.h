@@ -11,6 +11,9 @@
  * tests are meant to fail, not skip, without their database. */
 char *pgf_database(const char *name);
 
+/* pgf_database without the migrations: an empty database. */
+char *pgf_empty_database(const char *name);
+
 /* A connection to url; aborts when it cannot connect. */
 PGconn *pgf_connect(const char *url);
 
