@@ -772,6 +772,17 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     char err[512] = "";
     hf_buf output = {0};
     call_outcome out;
+    if (resp->error && ex->stopping && strcmp(resp->error, "cancelled") == 0 &&
+        (!resp->maybe_sent || idempotent)) {
+        /* Cancelled because this worker is stopping, not because the platform failed: the
+         * attempt does not count against the node's retries. The run goes back to the queue
+         * with the other held runs (release_all) and the next worker repeats the call, with the
+         * same idempotency key, as after a crash. */
+        queue_update(ex, r, r->attempt_id, "failed", NULL,
+                     "cancelled: the worker stopped; the next worker repeats the call", 0,
+                     (int)resp->duration_ms);
+        return;
+    }
     if (resp->error) {
         snprintf(err, sizeof err, "%s", resp->error);
         if (!resp->maybe_sent || idempotent)
@@ -1574,13 +1585,17 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     if (atomic_exchange(&ex->want_claim, false))
         claim(ex);
     if (flush(ex) == 0) { /* 0: nothing is left unwritten */
-        start_calls(ex);
+        /* A stopping worker lets the calls in flight finish but starts none: the runs whose next
+         * call is prepared go back to the queue as they are (nothing of that call is recorded
+         * yet), instead of being cut off at the deadline mid-call. */
+        if (!ex->stopping)
+            start_calls(ex);
         flush(ex);
     } else {
         schedule_tick(ex, 200);
     }
     if (ex->stopping) {
-        if ((ex->ncalls == 0 && ex->to_call.n == 0) || hf_now_ms() >= ex->stop_deadline_ms) {
+        if (ex->ncalls == 0 || hf_now_ms() >= ex->stop_deadline_ms) {
             /* Cancelling calls still in flight runs their callbacks (treated as unknown
              * outcomes where the platform has no idempotency key). */
             hf_http_client_free(ex->http);

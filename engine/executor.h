@@ -40,8 +40,10 @@ typedef struct engine_handoff {
 long long engine_executor_room(engine_executor *ex);
 /* Takes the runs (and their strings) over; they start on the executor's loop. Thread-safe. */
 void engine_executor_adopt(engine_executor *ex, engine_handoff *runs, size_t n);
-/* Stops claiming, lets calls in flight finish (up to timeout_ms, then cancels them), records
- * everything, releases the leases of unfinished runs and joins the thread. */
+/* Stops claiming and starting calls, lets calls in flight finish (up to timeout_ms, then cancels
+ * them: one that is safe to repeat goes back to the queue with its run without counting as a
+ * retry; one that is not is an unknown outcome that fails its run), records everything, releases
+ * the leases of unfinished runs and joins the thread. */
 void engine_executor_stop(engine_executor *ex, int64_t timeout_ms);
 void engine_executor_free(engine_executor *ex);
 bool engine_executor_healthy(engine_executor *ex);
