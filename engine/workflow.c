@@ -688,6 +688,15 @@ static wf_def *build_def(hf_json doc, build *b)
     d->name = get_string(b, doc, "name", "", true);
     if (d->name && (!d->name[0] || strlen(d->name) > WF_MAX_NAME)) {
         schema(b, "name", "must be 1..%d bytes", WF_MAX_NAME);
+    } else if (d->name) {
+        /* The name becomes the workflow's when none is given beside it (API, apply): the same
+         * rule as for that one. */
+        for (const char *p = d->name; *p; p++) {
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+                schema(b, "name", "must not contain control characters");
+                break;
+            }
+        }
     }
     get_string(b, doc, "description", "", false);
 

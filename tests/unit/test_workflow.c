@@ -404,6 +404,10 @@ static void test_structural_errors(void **state)
                        "name: required");
     expect_base_error("\"name\": \"t\"", "\"name\": \"\"", "name: must be 1..200 bytes");
     expect_base_error("\"name\": \"t\"", "\"name\": 5", "name: must be a string");
+    expect_base_error("\"name\": \"t\"", "\"name\": \"a\\u0001b\"",
+                      "name: must not contain control characters");
+    expect_base_error("\"name\": \"t\"", "\"name\": \"tab\\there\"",
+                      "name: must not contain control characters");
     expect_base_error("\"name\": \"t\"", "\"name\": \"t\", \"nodse\": []", "nodse: unknown member");
     expect_base_error("\"name\": \"t\"", "\"name\": \"t\", \"name\": \"u\"",
                       "name: duplicate member");
