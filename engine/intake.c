@@ -347,6 +347,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     hf_pg_array ids = {0}, providers = {0}, accounts = {0}, topics = {0}, parts = {0},
                 offsets = {0};
     PGresult *res = NULL, *cand = NULL;
+    size_t duplicates = 0; /* counted once the transaction commits: a retried batch would recount */
     int rc = hf_pg_begin(in->db, err, errlen);
     if (rc != HF_PG_OK)
         goto done;
@@ -390,7 +391,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     size_t nnew = (size_t)PQntuples(res);
     PQclear(res);
     res = NULL;
-    hf_counter_add(in->duplicates, ids.n - nnew);
+    duplicates = ids.n - nnew;
     if (nnew == 0) {
         rc = hf_pg_commit(in->db, err, errlen);
         goto done;
@@ -536,7 +537,9 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     if (rc == HF_PG_OK)
         rc = hf_pg_commit(in->db, err, errlen);
     if (rc == HF_PG_OK) {
-        *runs_out = nruns;
+        /* The runs inserted, not those asked for: a run already made for (workflow, event)
+         * conflicts and is not returned. */
+        *runs_out = ins ? (size_t)PQntuples(ins) : 0;
         /* Committed: the runs inserted as running are this worker's to start. */
         for (int row = 0; ins && row < PQntuples(ins); row++) {
             if (strcmp(PQgetvalue(ins, row, 3), "running") != 0)
@@ -572,6 +575,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
 done:
     if (rc != HF_PG_OK)
         hf_pg_rollback(in->db);
+    else
+        hf_counter_add(in->duplicates, duplicates);
     PQclear(res);
     PQclear(cand);
     hf_pg_array_free(&ids);
@@ -765,11 +770,29 @@ static void process(engine_intake *in, item *items, size_t n)
         engine_executor_wake(in->executor);
 }
 
+/* While no message comes, readiness still says whether PostgreSQL answers: a round trip at
+ * most once a second (a lost connection is made again on the next try). */
+static void check_db_idle(engine_intake *in, int64_t *last_ms)
+{
+    int64_t now = hf_now_ms();
+    if (now - *last_ms < 1000)
+        return;
+    *last_ms = now;
+    if (!ensure_db(in))
+        return;
+    char err[256];
+    if (hf_pg_exec(in->db, "SELECT 1", 0, NULL, NULL, err, sizeof err) != HF_PG_OK) {
+        atomic_store(&in->db_ok, false);
+        hf_log_kv(HF_LOG_WARN, "intake.db_unavailable", "error", err, NULL);
+    }
+}
+
 static void *intake_main(void *arg)
 {
     engine_intake *in = arg;
     size_t cap = (size_t)in->cfg->intake_batch;
     item *items = xcalloc(cap, sizeof *items);
+    int64_t db_checked_ms = 0;
     while (!atomic_load(&in->stop)) {
         size_t n = 0;
         int64_t deadline = hf_now_ms() + 20;
@@ -781,6 +804,7 @@ static void *intake_main(void *arg)
             if (!m) {
                 if (n > 0)
                     break;
+                check_db_idle(in, &db_checked_ms);
                 continue;
             }
             if (m->err) {

@@ -1,0 +1,964 @@
+/* test_db_intake: engine/intake against real PostgreSQL (fixture unit_pg) and an in-process
+ * librdkafka mock cluster: an event runs each enabled workflow of its connection's tenant whose
+ * trigger and filter match, once however often it arrives; offsets are committed only after the
+ * runs are recorded; what cannot be taken in goes to the dead-letter topic and stops nothing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "defs.h"
+#include "executor.h"
+#include "intake.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "pg_fixture.h"
+#include "util.h"
+#include "worker.h"
+
+/* The topics intake subscribes to by default (HOOKFLOW_TOPIC_PREFIX=hookflow) and its dead
+ * letters; Meta is a messaging connector. */
+static const char *const topics[] = {"hookflow.webhooks.accounting",
+                                     "hookflow.webhooks.marketing-automation",
+                                     "hookflow.webhooks.messaging", "hookflow.deadletter"};
+#define MESSAGING "hookflow.webhooks.messaging"
+#define DEADLETTER "hookflow.deadletter"
+
+#define GROUP "unit-intake"
+#define WORKER_ID "unit-intake-worker"
+#define PAGE "104877"  /* the Meta page of acme's active connection */
+#define OTHER "555001" /* the page of the other tenant's active connection */
+#define OFF "777001"   /* a page whose connection is disabled */
+#define SENDER "6523918047715832"
+#define RECEIVED_1 "2026-11-27T10:00:01.000Z"
+#define RECEIVED_2 "2026-11-27T10:05:00.000Z"
+#define WAIT_MS 10000
+
+/* One engine worker's intake side, wired as worker.c wires it: the real configuration (defaults
+ * plus the HOOKFLOW_* variables set below), its own metrics and definition cache, and an
+ * executor that is never started, so the runs intake inserts stay exactly as intake left them
+ * (a started one would go on to execute them). */
+typedef struct worker {
+    engine_config cfg;
+    hf_metrics *metrics;
+    engine_defs *defs;
+    engine_executor *executor;
+    engine_intake *intake;
+} worker;
+
+/* What one test works against: a fresh migrated database, a mock cluster, a plain producer. */
+typedef struct fixture {
+    rd_kafka_t *owner; /* hosts the mock cluster */
+    rd_kafka_mock_cluster_t *mock;
+    const char *bootstraps; /* owned by mock */
+    rd_kafka_t *producer;
+    char *url;
+    PGconn *db;
+    char *tenant_id; /* acme */
+    char *pickup_id; /* acme, meta/message; v1 filters on 'hello', v2 (current) on 'pickup' */
+    char *postback_a_id, *postback_b_id; /* acme, meta/messaging_postbacks, no filter */
+    char *paused_id;                     /* acme, meta/message, filter on 'paused' */
+    worker *workers[2];                  /* freed by teardown if a test stops half-way */
+} fixture;
+
+static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+/* ---- PostgreSQL ------------------------------------------------------------------------------ */
+
+/* Runs sql with text parameters; the first column of the first row as a new string (NULL for
+ * none). Fails the test when the statement fails. */
+static char *sql_value(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(db));
+        PQclear(r);
+        fail_msg("%s: %s", sql, msg);
+    }
+    char *v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
+                  ? xstrdup(PQgetvalue(r, 0, 0))
+                  : NULL;
+    PQclear(r);
+    return v;
+}
+
+static long long sql_count(PGconn *db, const char *sql)
+{
+    char *v = pgf_value(db, sql);
+    long long n = -1;
+    if (!v || !hf_parse_ll(v, &n))
+        fail_msg("%s: not a count: %s", sql, v ? v : "NULL");
+    free(v);
+    return n;
+}
+
+/* Polls a count until it is want or WAIT_MS pass; returns the last count read. */
+static long long sql_count_wait(PGconn *db, const char *sql, long long want)
+{
+    int64_t until = hf_now_ms() + WAIT_MS;
+    long long n = sql_count(db, sql);
+    while (n != want && hf_now_ms() < until) {
+        usleep(20 * 1000);
+        n = sql_count(db, sql);
+    }
+    return n;
+}
+
+/* A workflow definition with one delay node (the executor is never started, so it never runs). */
+static char *definition(const char *name, const char *event, const char *filter)
+{
+    hf_buf b = {0};
+    hf_buf_puts(&b, "{\"name\":");
+    hf_json_append_cstr(&b, name);
+    hf_buf_puts(&b, ",\"trigger\":{\"connector\":\"meta\",\"event\":");
+    hf_json_append_cstr(&b, event);
+    if (filter) {
+        hf_buf_puts(&b, ",\"filter\":");
+        hf_json_append_cstr(&b, filter);
+    }
+    hf_buf_puts(&b, "},\"nodes\":[{\"id\":\"wait\",\"type\":\"delay\",\"delay_ms\":60000}],"
+                    "\"edges\":[]}");
+    return hf_buf_steal(&b);
+}
+
+/* Inserts a workflow of tenant on meta/event with one version per filters[] entry (NULL: no
+ * filter); the last version is the current one. Returns its id. */
+static char *workflow_add(PGconn *db, const char *tenant, const char *name, const char *event,
+                          bool enabled, const char *const *filters, int nversions)
+{
+    char current[16];
+    snprintf(current, sizeof current, "%d", nversions);
+    pgf_exec(db, "BEGIN"); /* the current-version key is checked at commit */
+    const char *p[] = {tenant, name, event, enabled ? "true" : "false", current};
+    char *id = sql_value(db,
+                         "INSERT INTO workflows (tenant_id, name, enabled, current_version, "
+                         "trigger_connector, trigger_event) "
+                         "VALUES ($1, $2, $4::boolean, $5::int, 'meta', $3) RETURNING id",
+                         5, p);
+    for (int v = 1; v <= nversions; v++) {
+        char version[16];
+        snprintf(version, sizeof version, "%d", v);
+        char *def = definition(name, event, filters[v - 1]);
+        const char *pv[] = {id, version, def};
+        free(sql_value(db,
+                       "INSERT INTO workflow_versions (workflow_id, version, definition) "
+                       "VALUES ($1, $2::int, $3::jsonb)",
+                       3, pv));
+        free(def);
+    }
+    pgf_exec(db, "COMMIT");
+    return id;
+}
+
+static void connection_add(PGconn *db, const char *tenant, const char *account, const char *status)
+{
+    const char *p[] = {tenant, account, status};
+    free(sql_value(db,
+                   "INSERT INTO connections (tenant_id, connector, account, status) "
+                   "VALUES ($1, 'meta', $2, $3)",
+                   3, p));
+}
+
+/* ---- Kafka ----------------------------------------------------------------------------------- */
+
+/* What the delivery report of one produced message said. */
+typedef struct delivery {
+    rd_kafka_resp_err_t err;
+    int64_t offset;
+} delivery;
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk, (void)opaque;
+    delivery *d = m->_private;
+    d->err = m->err;
+    d->offset = m->offset;
+}
+
+/* Produces one message (value may be NULL: an empty message), waits for its delivery and
+ * returns its offset. */
+static int64_t produce(fixture *f, const char *topic, const char *key, const char *value)
+{
+    delivery result = {RD_KAFKA_RESP_ERR__IN_PROGRESS, -1};
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        f->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE((void *)value, value ? strlen(value) : 0),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&result), RD_KAFKA_V_END);
+    if (e)
+        fail_msg("produce to %s: %s", topic, rd_kafka_err2str(e));
+    if (rd_kafka_flush(f->producer, WAIT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* result must not be written after this frame is gone */
+        rd_kafka_purge(f->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(f->producer, WAIT_MS);
+    }
+    if (result.err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        fail_msg("produce to %s: %s", topic, rd_kafka_err2str(result.err));
+    return result.offset;
+}
+
+/* A Meta envelope as hookflow-ingest produces it (DESIGN.md, schemas/envelope.schema.json):
+ * id "meta:<mid>", event message or messaging_postbacks, text the message text (or the
+ * postback's title). The sender, whose conversation is the resource (the ordering key), is
+ * named after mid, so the runs of one test never wait behind another test's. */
+static char *envelope(const char *mid, const char *account, const char *event, const char *text,
+                      const char *received_at)
+{
+    bool message = strcmp(event, "message") == 0;
+    return xasprintf(
+        "{\"id\":\"meta:%s\",\"provider\":\"meta\",\"event\":\"%s\",\"native_type\":\"%s\","
+        "\"account\":\"%s\",\"resource\":\"psid:%s\","
+        "\"occurred_at\":\"2026-11-27T10:00:00.000Z\",\"received_at\":\"%s\","
+        "\"request_id\":\"req-%s\",\"payload\":{\"sender\":{\"id\":\"%s\"},"
+        "\"recipient\":{\"id\":\"%s\"},\"timestamp\":1773826887945,"
+        "\"%s\":{\"mid\":\"%s\",\"%s\":\"%s\"}}}",
+        mid, event, message ? "message" : "postback", account, mid, received_at, received_at, mid,
+        account, message ? "message" : "postback", mid, message ? "text" : "title", text);
+}
+
+/* Produces envelope(mid, account, event, text, RECEIVED_1) with the key ingest gives it;
+ * returns its offset. */
+static int64_t send_event(fixture *f, const char *mid, const char *account, const char *event,
+                          const char *text)
+{
+    char *env = envelope(mid, account, event, text, RECEIVED_1);
+    char *key = xconcat("meta:", account, NULL);
+    int64_t offset = produce(f, MESSAGING, key, env);
+    free(key);
+    free(env);
+    return offset;
+}
+
+/* The offset group has committed for MESSAGING partition 0, polled until it is want or
+ * wait_ms pass (0: read once). RD_KAFKA_OFFSET_INVALID when there is none. */
+static int64_t committed_offset(fixture *f, const char *group, int64_t want, int wait_ms)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr))
+        fail_msg("consumer conf: %s", errstr);
+    /* rd_kafka_new() takes ownership of conf on success only. */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fail_msg("consumer: %s", errstr);
+    }
+    int64_t until = hf_now_ms() + wait_ms, offset = RD_KAFKA_OFFSET_INVALID;
+    for (;;) {
+        rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(parts, MESSAGING, 0);
+        rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, WAIT_MS);
+        offset = e ? -2000 - (int64_t)e : parts->elems[0].offset; /* an error never equals want */
+        rd_kafka_topic_partition_list_destroy(parts);
+        if (offset == want || hf_now_ms() >= until)
+            break;
+        usleep(50 * 1000);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return offset;
+}
+
+/* Waits until group has committed every message of MESSAGING so far: intake has taken them
+ * all in (offsets are committed after the runs). Fails the test otherwise. */
+static void wait_taken_in(fixture *f, const char *group)
+{
+    int64_t low = -1, high = -1;
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(f->producer, MESSAGING, 0, &low, &high, WAIT_MS);
+    if (e)
+        fail_msg("watermarks of %s: %s", MESSAGING, rd_kafka_err2str(e));
+    int64_t committed = committed_offset(f, group, high, WAIT_MS);
+    if (committed != high)
+        fail_msg("group %s committed %lld of %lld messages", group, (long long)committed,
+                 (long long)high);
+}
+
+/* One message of the dead-letter topic, its JSON value taken apart. */
+typedef struct dead_letter {
+    char *key, *reason, *topic, *worker;
+    long long partition, offset;
+    unsigned char value[512]; /* value_base64 decoded */
+    long value_len;
+} dead_letter;
+
+/* Reads the dead-letter topic from its start until want messages arrived or WAIT_MS passed;
+ * returns how many were read (at most max) and sets *end to the topic's high watermark. */
+static size_t dead_letters_read(fixture *f, dead_letter *out, size_t max, size_t want, int64_t *end)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "group.id", "unit-intake-reader", errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr))
+        fail_msg("consumer conf: %s", errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fail_msg("consumer: %s", errstr);
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, DEADLETTER, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    size_t n = 0;
+    int64_t until = hf_now_ms() + WAIT_MS;
+    while (!e && n < want && n < max && hf_now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (!m->err) {
+            dead_letter *d = &out[n++];
+            memset(d, 0, sizeof *d);
+            d->key = m->key ? xstrndup(m->key, m->key_len) : NULL;
+            char err[128];
+            hf_json v = hf_json_parse(m->payload, m->len, err, sizeof err);
+            const char *reason = hf_json_str(hf_json_get(v, "reason"));
+            const char *topic = hf_json_str(hf_json_get(v, "topic"));
+            const char *by = hf_json_str(hf_json_get(v, "worker"));
+            d->reason = reason ? xstrdup(reason) : NULL;
+            d->topic = topic ? xstrdup(topic) : NULL;
+            d->worker = by ? xstrdup(by) : NULL;
+            d->partition = d->offset = -1;
+            (void)hf_json_int(hf_json_get(v, "partition"), &d->partition);
+            (void)hf_json_int(hf_json_get(v, "offset"), &d->offset);
+            const char *b64 = hf_json_str(hf_json_get(v, "value_base64"));
+            d->value_len = b64 ? hf_base64_decode(b64, strlen(b64), d->value, sizeof d->value) : -1;
+            hf_json_free(v);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    int64_t low = -1, high = -1;
+    if (rd_kafka_query_watermark_offsets(rk, DEADLETTER, 0, &low, &high, WAIT_MS))
+        high = -1;
+    *end = high;
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static void dead_letters_free(dead_letter *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(d[i].key);
+        free(d[i].reason);
+        free(d[i].topic);
+        free(d[i].worker);
+    }
+}
+
+/* The dead letter of the message at offset of MESSAGING partition 0; fails if there is none. */
+static const dead_letter *dead_letter_of(const dead_letter *d, size_t n, long long offset)
+{
+    for (size_t i = 0; i < n; i++)
+        if (d[i].offset == offset)
+            return &d[i];
+    fail_msg("no dead letter for offset %lld", offset);
+    return NULL;
+}
+
+/* ---- workers --------------------------------------------------------------------------------- */
+
+/* Starts worker slot of f in the consumer group group. */
+static worker *worker_start(fixture *f, int slot, const char *group)
+{
+    worker *w = xcalloc(1, sizeof *w);
+    f->workers[slot] = w;
+    setenv("HOOKFLOW_KAFKA_BROKERS", f->bootstraps, 1);
+    setenv("HOOKFLOW_DATABASE_URL", f->url, 1);
+    setenv("HOOKFLOW_WORKER_GROUP", group, 1);
+    setenv("HOOKFLOW_WORKER_ID", WORKER_ID, 1);
+    char err[512] = "";
+    if (hf_config_load(engine_config_items, engine_config_nitems, &w->cfg, err, sizeof err) != 0)
+        fail_msg("config: %s", err);
+    w->metrics = hf_metrics_new();
+    w->defs = engine_defs_new();
+    /* No catalog, secrets or keys: this executor never runs a node. */
+    w->executor = engine_executor_new(&w->cfg, WORKER_ID, w->defs, w->metrics, NULL, NULL, NULL,
+                                      err, sizeof err);
+    if (!w->executor)
+        fail_msg("engine_executor_new: %s", err);
+    w->intake =
+        engine_intake_new(&w->cfg, WORKER_ID, w->defs, w->metrics, w->executor, err, sizeof err);
+    if (!w->intake)
+        fail_msg("engine_intake_new: %s", err);
+    engine_intake_start(w->intake);
+    return w;
+}
+
+/* Stops and frees worker slot of f, in worker.c's order. */
+static void worker_stop(fixture *f, int slot)
+{
+    worker *w = f->workers[slot];
+    if (!w)
+        return;
+    f->workers[slot] = NULL;
+    engine_intake_stop(w->intake);
+    engine_intake_free(w->intake);
+    engine_executor_free(w->executor);
+    engine_defs_free(w->defs);
+    hf_metrics_free(w->metrics);
+    hf_config_free(engine_config_items, engine_config_nitems, &w->cfg);
+    free(w);
+}
+
+static uint64_t counter(const worker *w, const char *name)
+{
+    return hf_counter_value(hf_metrics_counter(w->metrics, name, "", NULL));
+}
+
+/* Runs claimed at intake are handed to the executor (never started here), where each takes a
+ * place: polls until its room is cfg.concurrency less the runs leased to this worker, or
+ * WAIT_MS pass. Returns how far the room is off then (0: every claimed run was handed over,
+ * once). */
+static long long room_for_claimed(fixture *f, const worker *w)
+{
+    int64_t until = hf_now_ms() + WAIT_MS;
+    for (;;) {
+        long long claimed = sql_count(f->db, "SELECT count(*) FROM runs WHERE status = "
+                                             "'running' AND lease_owner = '" WORKER_ID "'");
+        long long off = engine_executor_room(w->executor) - (w->cfg.concurrency - claimed);
+        if (off == 0 || hf_now_ms() >= until)
+            return off;
+        usleep(20 * 1000);
+    }
+}
+
+/* ---- fixture --------------------------------------------------------------------------------- */
+
+static int db_serial;
+
+static int fixture_setup(void **state)
+{
+    fixture *f = xcalloc(1, sizeof *f);
+    *state = f;
+    char name[32];
+    snprintf(name, sizeof name, "unit_intake_%d", ++db_serial);
+    f->url = pgf_database(name);
+    f->db = pgf_connect(f->url);
+
+    f->tenant_id = pgf_value(f->db, "INSERT INTO tenants (slug, name) "
+                                    "VALUES ('acme', 'Acme Laundry') RETURNING id");
+    connection_add(f->db, f->tenant_id, PAGE, "active");
+    static const char *const pickup[] = {"event.payload.message.text contains 'hello'",
+                                         "event.payload.message.text contains 'pickup'"};
+    f->pickup_id = workflow_add(f->db, f->tenant_id, "Pickup", "message", true, pickup, 2);
+    static const char *const none[] = {NULL};
+    f->postback_a_id =
+        workflow_add(f->db, f->tenant_id, "Postback A", "messaging_postbacks", true, none, 1);
+    f->postback_b_id =
+        workflow_add(f->db, f->tenant_id, "Postback B", "messaging_postbacks", true, none, 1);
+    static const char *const paused[] = {"event.payload.message.text contains 'paused'"};
+    f->paused_id = workflow_add(f->db, f->tenant_id, "Paused", "message", true, paused, 1);
+    /* Another tenant whose enabled workflow takes every message of its own pages: none of
+     * acme's events may reach it, and its disabled connection takes nothing in. */
+    char *other = pgf_value(f->db, "INSERT INTO tenants (slug, name) "
+                                   "VALUES ('other', 'Other') RETURNING id");
+    connection_add(f->db, other, OTHER, "active");
+    connection_add(f->db, other, OFF, "disabled");
+    free(workflow_add(f->db, other, "Every message", "message", true, none, 1));
+    free(other);
+
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    /* rd_kafka_new() takes ownership of conf on success only. */
+    f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!f->owner) {
+        rd_kafka_conf_destroy(conf);
+        fail_msg("mock owner: %s", errstr);
+    }
+    f->mock = rd_kafka_mock_cluster_new(f->owner, 1);
+    if (!f->mock)
+        fail_msg("rd_kafka_mock_cluster_new failed");
+    for (size_t i = 0; i < HF_ARRAY_LEN(topics); i++)
+        if (rd_kafka_mock_topic_create(f->mock, topics[i], 1, 1))
+            fail_msg("cannot create topic %s", topics[i]);
+    f->bootstraps = rd_kafka_mock_cluster_bootstraps(f->mock);
+
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
+        rd_kafka_conf_set(conf, "linger.ms", "0", errstr, sizeof errstr)) {
+        rd_kafka_conf_destroy(conf);
+        fail_msg("producer conf: %s", errstr);
+    }
+    f->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!f->producer) {
+        rd_kafka_conf_destroy(conf);
+        fail_msg("producer: %s", errstr);
+    }
+    return 0;
+}
+
+static void *cluster_destroy(void *arg)
+{
+    fixture *f = arg;
+    if (f->mock)
+        rd_kafka_mock_cluster_destroy(f->mock);
+    if (f->owner)
+        rd_kafka_destroy(f->owner);
+    free(f);
+    return NULL;
+}
+
+/* Destroying a mock cluster often stalls for 1 s (its poll loop's timeout), so each one is
+ * destroyed on its own thread while the next test runs; reapers_join waits for them all. */
+static pthread_t reapers[32];
+static size_t nreapers;
+
+static int fixture_teardown(void **state)
+{
+    fixture *f = *state;
+    for (int i = 0; i < (int)HF_ARRAY_LEN(f->workers); i++)
+        worker_stop(f, i);
+    unsetenv("HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS");
+    unsetenv("HOOKFLOW_KAFKA_HEARTBEAT_INTERVAL_MS");
+    if (f->producer)
+        rd_kafka_destroy(f->producer);
+    if (f->db)
+        PQfinish(f->db);
+    free(f->url);
+    free(f->tenant_id);
+    free(f->pickup_id);
+    free(f->postback_a_id);
+    free(f->postback_b_id);
+    free(f->paused_id);
+    if (nreapers == HF_ARRAY_LEN(reapers) ||
+        pthread_create(&reapers[nreapers], NULL, cluster_destroy, f) != 0)
+        cluster_destroy(f);
+    else
+        nreapers++;
+    return 0;
+}
+
+/* The tests of how events match workflows share one fixture and one worker (consumer group
+ * GROUP): joining a group costs the mock cluster's 3 s initial rebalance delay. Each test uses
+ * events of its own and asserts on those, and on what changed while it ran. */
+static int shared_setup(void **state)
+{
+    fixture_setup(state);
+    worker_start(*state, 0, GROUP);
+    return 0;
+}
+
+static int reapers_join(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < nreapers; i++)
+        pthread_join(reapers[i], NULL);
+    nreapers = 0;
+    return 0;
+}
+
+/* ---- tests ----------------------------------------------------------------------------------- */
+
+static long long runs_total(fixture *f)
+{
+    return sql_count(f->db, "SELECT count(*) FROM runs");
+}
+
+/* One event, one matching workflow: one run for the connection's tenant with the current
+ * version, the envelope as trigger, the ordering key of its resource, claimed for this worker and
+ * handed to its executor; the event key records where the event came from. */
+static void matching_event_creates_one_run_with_trigger_tenant_and_version(void **state)
+{
+    fixture *f = *state;
+    worker *w = f->workers[0];
+    long long runs_before = runs_total(f);
+    uint64_t created_before = counter(w, "hookflow_engine_runs_created_total");
+    char *env = envelope("m_one", PAGE, "message", "is my order ready for pickup?", RECEIVED_1);
+    int64_t offset = produce(f, MESSAGING, "meta:" PAGE, env);
+    wait_taken_in(f, GROUP);
+
+    assert_int_equal(runs_total(f), runs_before + 1);
+    const char *p[] = {env};
+    char *run = sql_value(f->db,
+                          "SELECT concat_ws('|', tenant_id, workflow_id, workflow_version, "
+                          "trigger = $1::jsonb, ordering_key, ordering_seq, status, "
+                          "lease_owner, attempt, started_at IS NOT NULL) FROM runs "
+                          "WHERE event_id = 'meta:m_one'",
+                          1, p);
+    char *want = xasprintf("%s|%s|2|t|meta:" PAGE ":psid:m_one|%lld|running|" WORKER_ID "|1|t",
+                           f->tenant_id, f->pickup_id, (long long)offset);
+    assert_string_equal(run, want);
+    char *key = pgf_value(f->db, "SELECT concat_ws('|', provider, account, kafka_topic, "
+                                 "kafka_partition, kafka_offset) FROM event_keys "
+                                 "WHERE event_id = 'meta:m_one'");
+    char *want_key = xasprintf("meta|" PAGE "|" MESSAGING "|0|%lld", (long long)offset);
+    assert_string_equal(key, want_key);
+    assert_int_equal(room_for_claimed(f, w), 0);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), created_before + 1);
+    free(want_key);
+    free(key);
+    free(want);
+    free(run);
+    free(env);
+}
+
+/* A message the current version's filter refuses creates no run (the old version's filter would
+ * take it: the current one is what counts); it is taken in all the same, and the next event,
+ * which matches, gets its run. */
+static void filter_that_does_not_match_creates_no_run(void **state)
+{
+    fixture *f = *state;
+    long long runs_before = runs_total(f);
+    send_event(f, "m_hello", PAGE, "message", "hello, nothing to do today");
+    send_event(f, "m_after_hello", PAGE, "message", "pickup please");
+    wait_taken_in(f, GROUP);
+
+    assert_int_equal(runs_total(f), runs_before + 1);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_hello'"),
+                     0);
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_after_hello'"), 1);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM event_keys "
+                                      "WHERE event_id IN ('meta:m_hello', 'meta:m_after_hello')"),
+                     2);
+}
+
+/* The Paused workflow runs for its event while it is enabled; once it is disabled, the same kind
+ * of event creates no run, and the event after it still runs the workflows that are enabled. */
+static void disabled_workflow_creates_no_run(void **state)
+{
+    fixture *f = *state;
+    long long runs_before = runs_total(f);
+    send_event(f, "m_paused_1", PAGE, "message", "order paused");
+    wait_taken_in(f, GROUP);
+    const char *p[] = {f->paused_id};
+    char *enabled_run = sql_value(f->db,
+                                  "SELECT count(*) FROM runs WHERE event_id = 'meta:m_paused_1' "
+                                  "AND workflow_id = $1::uuid",
+                                  1, p);
+    assert_string_equal(enabled_run, "1");
+
+    pgf_exec(f->db, "UPDATE workflows SET enabled = false WHERE name = 'Paused'");
+    send_event(f, "m_paused_2", PAGE, "message", "order paused again");
+    send_event(f, "m_postback", PAGE, "messaging_postbacks", "Confirm pickup");
+    wait_taken_in(f, GROUP);
+    pgf_exec(f->db, "UPDATE workflows SET enabled = true WHERE name = 'Paused'");
+
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_paused_2'"), 0);
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_postback'"), 2);
+    assert_int_equal(runs_total(f), runs_before + 3);
+    free(enabled_run);
+}
+
+/* Events of an account no tenant has connected, and of a disabled connection, create no run
+ * (for nobody) and do not hold up the event after them. */
+static void unknown_account_creates_no_run_and_does_not_stall(void **state)
+{
+    fixture *f = *state;
+    long long runs_before = runs_total(f);
+    send_event(f, "m_stranger", "999999", "message", "pickup for a stranger");
+    send_event(f, "m_off", OFF, "message", "pickup on a disabled connection");
+    send_event(f, "m_known", PAGE, "message", "pickup for acme");
+    wait_taken_in(f, GROUP);
+
+    assert_int_equal(runs_total(f), runs_before + 1);
+    const char *p[] = {f->tenant_id};
+    char *runs = sql_value(f->db,
+                           "SELECT string_agg(event_id || '@' || (tenant_id = $1::uuid), ',') "
+                           "FROM runs WHERE event_id IN ('meta:m_stranger', 'meta:m_off', "
+                           "'meta:m_known')",
+                           1, p);
+    assert_string_equal(runs, "meta:m_known@true");
+    char *keys = pgf_value(f->db, "SELECT string_agg(event_id || '@' || account, ',' "
+                                  "ORDER BY kafka_offset) FROM event_keys WHERE event_id IN "
+                                  "('meta:m_stranger', 'meta:m_off', 'meta:m_known')");
+    assert_string_equal(keys, "meta:m_stranger@999999,meta:m_off@" OFF ",meta:m_known@" PAGE);
+    free(keys);
+    free(runs);
+}
+
+/* One event that two enabled workflows trigger creates one run of each, both claimed. */
+static void event_matching_two_workflows_creates_two_runs(void **state)
+{
+    fixture *f = *state;
+    worker *w = f->workers[0];
+    long long runs_before = runs_total(f);
+    send_event(f, "m_two", PAGE, "messaging_postbacks", "Confirm pickup");
+    wait_taken_in(f, GROUP);
+
+    assert_int_equal(runs_total(f), runs_before + 2);
+    const char *p[] = {f->tenant_id};
+    char *runs = sql_value(f->db,
+                           "SELECT string_agg(concat_ws('|', workflow_id, workflow_version, "
+                           "status, tenant_id = $1::uuid), ',' ORDER BY workflow_id) FROM runs "
+                           "WHERE event_id = 'meta:m_two'",
+                           1, p);
+    bool a_first = strcmp(f->postback_a_id, f->postback_b_id) < 0;
+    char *want =
+        xasprintf("%s|1|running|t,%s|1|running|t", a_first ? f->postback_a_id : f->postback_b_id,
+                  a_first ? f->postback_b_id : f->postback_a_id);
+    assert_string_equal(runs, want);
+    assert_int_equal(room_for_claimed(f, w), 0);
+    free(want);
+    free(runs);
+}
+
+/* The same event three times (a duplicated message and the provider's redelivery, which has the
+ * same id but another received_at): one run, from the first delivery. A new intake that replays
+ * the topic from the start (a fresh group) creates nothing either. */
+static void same_event_id_twice_creates_one_run_also_after_a_restart(void **state)
+{
+    fixture *f = *state;
+    worker *w = worker_start(f, 0, GROUP);
+    char *first = envelope("m_dup", PAGE, "message", "pickup at 5", RECEIVED_1);
+    char *redelivery = envelope("m_dup", PAGE, "message", "pickup at 5", RECEIVED_2);
+    produce(f, MESSAGING, "meta:" PAGE, first);
+    produce(f, MESSAGING, "meta:" PAGE, first);
+    produce(f, MESSAGING, "meta:" PAGE, redelivery);
+
+    assert_int_equal(committed_offset(f, GROUP, 3, WAIT_MS), 3);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM runs"), 1);
+    char *received = pgf_value(f->db, "SELECT trigger->>'received_at' FROM runs "
+                                      "WHERE event_id = 'meta:m_dup'");
+    assert_string_equal(received, RECEIVED_1);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM event_keys"), 1);
+    assert_int_equal(counter(w, "hookflow_engine_events_consumed_total"), 3);
+    assert_int_equal(counter(w, "hookflow_engine_events_duplicate_total"), 2);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 1);
+
+    worker_stop(f, 0);
+    w = worker_start(f, 1, "unit-intake-replay");
+    assert_int_equal(committed_offset(f, "unit-intake-replay", 3, WAIT_MS), 3);
+    assert_int_equal(counter(w, "hookflow_engine_events_consumed_total"), 3);
+    assert_int_equal(counter(w, "hookflow_engine_events_duplicate_total"), 3);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 0);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM runs"), 1);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM event_keys"), 1);
+
+    /* With the event's key pruned (retention), a replay gets past the dedupe, but the run that
+     * exists already is not made again, nor counted as made. */
+    worker_stop(f, 1);
+    pgf_exec(f->db, "DELETE FROM event_keys");
+    w = worker_start(f, 0, "unit-intake-pruned");
+    assert_int_equal(committed_offset(f, "unit-intake-pruned", 3, WAIT_MS), 3);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 0);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM runs"), 1);
+    free(received);
+    free(redelivery);
+    free(first);
+}
+
+/* While the runs table is locked intake cannot insert the runs, and no offset is committed; once
+ * they are in, the offsets are. A new consumer in the same group then starts after the
+ * consumed messages: it reads only what came later. */
+static void offsets_are_committed_only_after_the_runs_are_inserted(void **state)
+{
+    fixture *f = *state;
+    /* When a member leaves, the mock cluster holds the group's next join for session.timeout.ms
+     * less 1 s (9 s with intake's 10 s): shortened here through the HOOKFLOW_KAFKA_* passthrough
+     * (teardown unsets them). */
+    setenv("HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS", "2500", 1);
+    setenv("HOOKFLOW_KAFKA_HEARTBEAT_INTERVAL_MS", "500", 1);
+    worker_start(f, 0, GROUP);
+    pgf_exec(f->db, "BEGIN");
+    pgf_exec(f->db, "LOCK TABLE runs IN ACCESS EXCLUSIVE MODE");
+    send_event(f, "m_off_0", PAGE, "message", "pickup 0");
+    send_event(f, "m_off_1", PAGE, "message", "pickup 1");
+    send_event(f, "m_off_2", PAGE, "message", "pickup 2");
+    long long blocked = sql_count_wait(
+        f->db, "SELECT count(*) FROM pg_locks WHERE relation = 'runs'::regclass AND NOT granted",
+        1);
+    int64_t while_blocked = committed_offset(f, GROUP, RD_KAFKA_OFFSET_INVALID, 0);
+    pgf_exec(f->db, "ROLLBACK");
+    assert_int_equal(blocked, 1);
+    assert_int_equal(while_blocked, RD_KAFKA_OFFSET_INVALID);
+
+    assert_int_equal(sql_count_wait(f->db, "SELECT count(*) FROM runs", 3), 3);
+    assert_int_equal(committed_offset(f, GROUP, 3, WAIT_MS), 3);
+    worker_stop(f, 0);
+
+    send_event(f, "m_off_3", PAGE, "message", "pickup 3");
+    send_event(f, "m_off_4", PAGE, "message", "pickup 4");
+    worker *w = worker_start(f, 1, GROUP);
+    assert_int_equal(committed_offset(f, GROUP, 5, WAIT_MS), 5);
+    assert_int_equal(sql_count_wait(f->db, "SELECT count(*) FROM runs", 5), 5);
+    assert_int_equal(counter(w, "hookflow_engine_events_consumed_total"), 2);
+    assert_int_equal(counter(w, "hookflow_engine_events_duplicate_total"), 0);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 2);
+}
+
+/* Messages that are no envelope go to the dead-letter topic, each with its reason, where it came
+ * from, this worker and its bytes; they record nothing, and the good event after them in the same
+ * partition gets its run; every offset is committed. */
+static void malformed_messages_are_dead_lettered_and_the_batch_goes_on(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *value; /* NULL: an empty message */
+        const char *reason;
+        bool prefix; /* reason is a prefix (the parser's detail follows) */
+    } bad[] = {
+        {"this is not an envelope", "envelope is not JSON: ", true},
+        {"{\"id\":\"meta:m_cut\",\"provider\":", "envelope is not JSON: ", true},
+        {"{\"provider\":\"meta\",\"event\":\"message\",\"account\":\"" PAGE "\","
+         "\"payload\":{\"tag\":\"no-id\"}}",
+         "envelope field \"id\" is missing or not a string", false},
+        {"{\"id\":42,\"provider\":\"meta\",\"event\":\"message\",\"account\":\"" PAGE "\","
+         "\"payload\":{}}",
+         "envelope field \"id\" is missing or not a string", false},
+        {"{\"id\":\"meta:m_no_account\",\"provider\":\"meta\",\"event\":\"message\","
+         "\"payload\":{}}",
+         "envelope field \"account\" is missing or not a string", false},
+        {"{\"id\":\"meta:m_empty_event\",\"provider\":\"meta\",\"event\":\"\","
+         "\"account\":\"" PAGE "\",\"payload\":{}}",
+         "envelope field \"event\" is missing or not a string", false},
+        {"{\"id\":\"meta:m_text_payload\",\"provider\":\"meta\",\"event\":\"message\","
+         "\"account\":\"" PAGE "\",\"payload\":\"pickup\"}",
+         "envelope payload is not an object", false},
+        {"[\"meta:m_array\"]", "envelope field \"id\" is missing or not a string", false},
+        {NULL, "empty message", false},
+    };
+    enum { NBAD = sizeof bad / sizeof bad[0] };
+    worker *w = worker_start(f, 0, GROUP);
+    for (size_t i = 0; i < NBAD; i++)
+        produce(f, MESSAGING, "meta:" PAGE, bad[i].value);
+    send_event(f, "m_good", PAGE, "message", "pickup after the bad ones");
+
+    assert_int_equal(committed_offset(f, GROUP, NBAD + 1, WAIT_MS), NBAD + 1);
+    char *runs = pgf_value(f->db, "SELECT string_agg(event_id, ',') FROM runs");
+    assert_string_equal(runs, "meta:m_good");
+    char *keys = pgf_value(f->db, "SELECT string_agg(event_id, ',') FROM event_keys");
+    assert_string_equal(keys, "meta:m_good");
+    /* The dead letters are acknowledged before the offsets are committed. */
+    dead_letter d[NBAD + 4];
+    int64_t end = -1;
+    size_t n = dead_letters_read(f, d, HF_ARRAY_LEN(d), NBAD, &end);
+    assert_int_equal(n, NBAD);
+    assert_int_equal(end, NBAD);
+    for (size_t i = 0; i < NBAD; i++) {
+        const dead_letter *dl = dead_letter_of(d, n, (long long)i);
+        if (!dl->reason ||
+            (bad[i].prefix ? strncmp(dl->reason, bad[i].reason, strlen(bad[i].reason)) != 0
+                           : strcmp(dl->reason, bad[i].reason) != 0))
+            fail_msg("offset %zu: reason \"%s\", want \"%s\"", i, dl->reason ? dl->reason : "",
+                     bad[i].reason);
+        assert_string_equal(dl->key, "meta:" PAGE);
+        assert_string_equal(dl->topic, MESSAGING);
+        assert_int_equal(dl->partition, 0);
+        assert_string_equal(dl->worker, WORKER_ID);
+        size_t len = bad[i].value ? strlen(bad[i].value) : 0;
+        assert_int_equal(dl->value_len, (long)len);
+        assert_memory_equal(dl->value, bad[i].value ? bad[i].value : "", len);
+    }
+    assert_int_equal(counter(w, "hookflow_engine_deadletter_total"), NBAD);
+    assert_int_equal(counter(w, "hookflow_engine_events_consumed_total"), NBAD + 1);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 1);
+    dead_letters_free(d, n);
+    free(keys);
+    free(runs);
+}
+
+/* A well-formed envelope PostgreSQL cannot store (a number beyond numeric's range) is
+ * dead-lettered with the database's reason once retrying the batch has not helped; it records
+ * nothing, and the events around it get their runs. */
+static void event_the_database_rejects_is_dead_lettered_alone(void **state)
+{
+    fixture *f = *state;
+    worker *w = worker_start(f, 0, GROUP);
+    send_event(f, "m_before", PAGE, "message", "pickup before");
+    send_event(f, "m_before", PAGE, "message", "pickup before"); /* a duplicate in the batch */
+    /* A number beyond numeric's range: JSON, but not jsonb (as in tests/integration). */
+    produce(f, MESSAGING, "meta:" PAGE,
+            "{\"id\":\"meta:m_huge\",\"provider\":\"meta\",\"event\":\"message\","
+            "\"native_type\":\"message\",\"account\":\"" PAGE "\",\"resource\":\"psid:" SENDER
+            "\",\"occurred_at\":\"2026-11-27T10:00:00.000Z\",\"received_at\":\"" RECEIVED_1
+            "\",\"request_id\":\"req-huge\",\"payload\":{\"sender\":{\"id\":\"" SENDER
+            "\"},\"message\":{\"mid\":\"m_huge\",\"text\":\"pickup now\"},"
+            "\"amount\":1e999999}}");
+    send_event(f, "m_after", PAGE, "message", "pickup after");
+
+    assert_int_equal(committed_offset(f, GROUP, 4, WAIT_MS), 4);
+    char *runs = pgf_value(f->db, "SELECT string_agg(event_id, ',' ORDER BY ordering_seq) "
+                                  "FROM runs");
+    assert_string_equal(runs, "meta:m_before,meta:m_after");
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM event_keys WHERE event_id = 'meta:m_huge'"), 0);
+    dead_letter d[4];
+    int64_t end = -1;
+    size_t n = dead_letters_read(f, d, HF_ARRAY_LEN(d), 1, &end);
+    assert_int_equal(n, 1);
+    assert_int_equal(end, 1);
+    assert_int_equal(d[0].offset, 2);
+    assert_string_equal(d[0].topic, MESSAGING);
+    if (!d[0].reason || !strstr(d[0].reason, "the database rejected the event: "))
+        fail_msg("reason: %s", d[0].reason ? d[0].reason : "none");
+    assert_true(counter(w, "hookflow_engine_intake_retries_total") >= 1);
+    assert_int_equal(counter(w, "hookflow_engine_deadletter_total"), 1);
+    assert_int_equal(counter(w, "hookflow_engine_runs_created_total"), 2);
+    /* The batch was tried several times and then event by event: its duplicate counts once. */
+    assert_int_equal(counter(w, "hookflow_engine_events_duplicate_total"), 1);
+    dead_letters_free(d, n);
+    free(runs);
+}
+
+/* A worker with nothing to consume is ready as soon as PostgreSQL answers: readiness must not
+ * wait for the first event (an idle worker would fail its rollout). */
+static void idle_worker_is_healthy(void **state)
+{
+    fixture *f = *state;
+    worker *w = worker_start(f, 0, GROUP);
+    int64_t deadline = hf_now_ms() + 5000;
+    while (!engine_intake_healthy(w->intake) && hf_now_ms() < deadline)
+        usleep(20000);
+    assert_true(engine_intake_healthy(w->intake));
+    assert_int_equal(counter(w, "hookflow_engine_events_consumed_total"), 0);
+}
+
+#define INTAKE_TEST(f) cmocka_unit_test_setup_teardown(f, fixture_setup, fixture_teardown)
+
+int main(void)
+{
+    /* Hermetic: no configuration file; only error lines on stderr. */
+    unsetenv("HOOKFLOW_CONFIG_FILE");
+    hf_log_init("test_db_intake", HF_LOG_ERROR, HF_LOG_TEXT);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest matching[] = {
+        cmocka_unit_test(matching_event_creates_one_run_with_trigger_tenant_and_version),
+        cmocka_unit_test(filter_that_does_not_match_creates_no_run),
+        cmocka_unit_test(disabled_workflow_creates_no_run),
+        cmocka_unit_test(unknown_account_creates_no_run_and_does_not_stall),
+        cmocka_unit_test(event_matching_two_workflows_creates_two_runs),
+    };
+    const struct CMUnitTest lifecycle[] = {
+        INTAKE_TEST(same_event_id_twice_creates_one_run_also_after_a_restart),
+        INTAKE_TEST(offsets_are_committed_only_after_the_runs_are_inserted),
+        INTAKE_TEST(malformed_messages_are_dead_lettered_and_the_batch_goes_on),
+        INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
+        INTAKE_TEST(idle_worker_is_healthy),
+    };
+    int failed = cmocka_run_group_tests_name("matching", matching, shared_setup, fixture_teardown);
+    failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, reapers_join);
+    reapers_join(NULL);
+    curl_global_cleanup();
+    return failed;
+}
