@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,12 +112,14 @@ int hf_err(char *err, size_t errlen, const char *fmt, ...)
 
 void hf_buf_reserve(hf_buf *b, size_t extra)
 {
+    if (extra > SIZE_MAX - b->len - 1) /* a size no allocation can have: as out of memory */
+        oom(SIZE_MAX);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
 }
@@ -372,13 +375,16 @@ static int64_t days_since_epoch(int y, int m, int d)
 #define MS_YEAR_1000 (-30610224000000LL)  /* 1000-01-01T00:00:00.000Z */
 #define MS_YEAR_10000 (253402300800000LL) /* 10000-01-01T00:00:00.000Z */
 
-bool hf_parse_rfc3339(const char *s, int64_t *ms)
+/* hf_parse_rfc3339's work: the UTC seconds of s, its fraction's first six digits as
+ * microseconds and whether nonzero digits follow them. */
+static bool parse_rfc3339(const char *s, int64_t *secs_out, int *us_out, bool *beyond_out)
 {
     static const int month_days[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (!s)
         return false;
     const char *p = s;
-    int y, mo, d, h, mi, sec, frac = 0;
+    int y, mo, d, h, mi, sec, us = 0;
+    bool beyond = false;
     if (!read_digits(&p, 4, &y) || *p++ != '-' || !read_digits(&p, 2, &mo) || *p++ != '-' ||
         !read_digits(&p, 2, &d))
         return false;
@@ -395,15 +401,17 @@ bool hf_parse_rfc3339(const char *s, int64_t *ms)
         p++;
         int ndigits = 0;
         while (*p >= '0' && *p <= '9') {
-            if (ndigits < 3)
-                frac = frac * 10 + (*p - '0');
+            if (ndigits < 6)
+                us = us * 10 + (*p - '0');
+            else if (*p != '0')
+                beyond = true;
             ndigits++;
             p++;
         }
         if (ndigits == 0)
             return false;
-        for (int i = ndigits; i < 3; i++)
-            frac *= 10;
+        for (int i = ndigits; i < 6; i++)
+            us *= 10;
     }
     int offset_min = 0;
     if (*p == 'Z' || *p == 'z') {
@@ -412,22 +420,53 @@ bool hf_parse_rfc3339(const char *s, int64_t *ms)
         int sign = *p++ == '-' ? -1 : 1, oh, om = 0;
         if (!read_digits(&p, 2, &oh))
             return false;
-        /* +HH, +HHMM or +HH:MM: a colon must be followed by the minutes. */
-        if (*p == ':' && !(p++, read_digits(&p, 2, &om)))
+        /* +HH, +HHMM or +HH:MM: a colon must be followed by the minutes, and nothing else may
+         * follow them. */
+        if (*p == ':') {
+            p++;
+            if (!read_digits(&p, 2, &om))
+                return false;
+        } else if (*p && !read_digits(&p, 2, &om)) {
             return false;
-        if (*p && !read_digits(&p, 2, &om))
-            return false;
+        }
         if (oh > 23 || om > 59)
             return false;
         offset_min = sign * (oh * 60 + om);
     }
     if (*p != '\0')
         return false;
-    int64_t secs = days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
-    int64_t v = (secs - (int64_t)offset_min * 60) * 1000 + frac;
+    *secs_out =
+        days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
+    *us_out = us;
+    *beyond_out = beyond;
+    return true;
+}
+
+bool hf_parse_rfc3339(const char *s, int64_t *ms)
+{
+    int64_t secs;
+    int us;
+    bool beyond;
+    if (!parse_rfc3339(s, &secs, &us, &beyond))
+        return false;
+    int64_t v = secs * 1000 + us / 1000;
     if (v < MS_YEAR_1000 || v >= MS_YEAR_10000)
         return false;
     *ms = v;
+    return true;
+}
+
+bool hf_parse_rfc3339_us(const char *s, int64_t *us_out)
+{
+    int64_t secs;
+    int us;
+    bool beyond;
+    if (!parse_rfc3339(s, &secs, &us, &beyond))
+        return false;
+    int64_t v = secs * 1000000 + us + beyond; /* a finer instant lies within the next µs */
+    if (v < MS_YEAR_1000 * 1000 || v >= MS_YEAR_10000 * 1000)
+        return false;
+    *us_out = v;
     return true;
 }
 

@@ -73,6 +73,11 @@ void hf_format_rfc3339(int64_t wall_ms, char *out, size_t outlen);
  * not parse or lies outside years 1000-9999. */
 bool hf_parse_rfc3339(const char *s, int64_t *ms);
 
+/* hf_parse_rfc3339 to epoch microseconds, as PostgreSQL keeps time; a finer fraction is
+ * rounded up to the next microsecond (the first one not before the instant given), so that
+ * "from" and "to" filters keep exactly the rows at or after / before it. */
+bool hf_parse_rfc3339_us(const char *s, int64_t *us);
+
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes); 0 when there is none there
  * (a stray byte, overlong form, surrogate or code point above U+10FFFF). */
 size_t hf_utf8_char_len(const char *s, size_t n);

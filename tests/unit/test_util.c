@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -512,6 +514,30 @@ static void test_parse_rfc3339_zones_fractions_and_bounds(void **state)
         assert_false(hf_parse_rfc3339(bad_offsets[i], &ms));
 }
 
+/* Microseconds, as PostgreSQL keeps them: six digits exact, a finer fraction rounded up to the
+ * first microsecond not before the instant; the same syntax and bounds as the ms parser. */
+static void test_parse_rfc3339_microseconds(void **state)
+{
+    (void)state;
+    int64_t us = 0;
+    assert_true(hf_parse_rfc3339_us("2024-05-01T10:00:00.123456Z", &us));
+    assert_int_equal(us, 1714557600123456LL);
+    assert_true(hf_parse_rfc3339_us("2024-05-01T10:00:00.1234560Z", &us));
+    assert_int_equal(us, 1714557600123456LL); /* trailing zeros change nothing */
+    assert_true(hf_parse_rfc3339_us("2024-05-01T10:00:00.1234561Z", &us));
+    assert_int_equal(us, 1714557600123457LL);
+    assert_true(hf_parse_rfc3339_us("2024-05-01T12:00:00.5+02:00", &us));
+    assert_int_equal(us, 1714557600500000LL);
+    assert_true(hf_parse_rfc3339_us("1969-12-31T23:59:59.999999Z", &us));
+    assert_int_equal(us, -1);
+    assert_false(hf_parse_rfc3339_us("2024-05-01T10:00:00.Z", &us));
+    assert_false(hf_parse_rfc3339_us("0999-12-31T23:59:59Z", &us));
+    /* The ms parser still truncates to the millisecond. */
+    int64_t ms = 0;
+    assert_true(hf_parse_rfc3339("2024-05-01T10:00:00.9999999Z", &ms));
+    assert_int_equal(ms, 1714557600999LL);
+}
+
 static void test_utf8_char_len_and_quoting_untrusted_text(void **state)
 {
     (void)state;
@@ -529,6 +555,49 @@ static void test_utf8_char_len_and_quoting_untrusted_text(void **state)
     hf_buf_put_quoted(&b, "abcdef", 3);
     assert_string_equal(b.data, "abc...");
     hf_buf_free(&b);
+}
+
+/* BUG: "+HH:MM" followed by two more digits is accepted, those digits replacing MM */
+static void test_parse_rfc3339_rejects_digits_after_colon_offset(void **state)
+{
+    (void)state;
+    int64_t ms = 0;
+    /* "+05:3015" is neither +HH, +HHMM nor +HH:MM. */
+    assert_false(hf_parse_rfc3339("2017-06-21T06:15:39+05:3015", &ms));
+    assert_false(hf_parse_rfc3339("2017-06-21T06:15:39-01:0000", &ms));
+}
+
+/* Runs hf_buf_reserve(extra) on a buffer holding one byte in a child; returns its wait status. */
+static int reserve_in_child(size_t extra)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(5); /* a growth loop that never ends is the failure this looks for */
+        hf_buf b = {0};
+        hf_buf_putc(&b, 'x');
+        hf_buf_reserve(&b, extra);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+/* BUG: hf_buf_reserve overflows size_t: huge extra returns ungrown or loops forever */
+static void test_buf_reserve_overflow_aborts(void **state)
+{
+    (void)state;
+    static const size_t extras[] = {SIZE_MAX, SIZE_MAX - 8};
+    for (size_t i = 0; i < HF_ARRAY_LEN(extras); i++) {
+        int status = reserve_in_child(extras[i]);
+        /* Allocation never "succeeds" at this size: the child must die of the OOM abort (or the
+         * sanitizer's allocation-size report), not return normally or hang until the alarm. */
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            fail_msg("hf_buf_reserve(SIZE_MAX - %zu) returned normally", SIZE_MAX - extras[i]);
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+            fail_msg("hf_buf_reserve(SIZE_MAX - %zu) never returned", SIZE_MAX - extras[i]);
+    }
 }
 
 int main(void)
@@ -559,8 +628,11 @@ int main(void)
         cmocka_unit_test(test_clocks_move_forward),
         cmocka_unit_test(test_parse_ll_accepts_whole_numbers),
         cmocka_unit_test(test_parse_rfc3339_zones_fractions_and_bounds),
+        cmocka_unit_test(test_parse_rfc3339_microseconds),
         cmocka_unit_test(test_utf8_char_len_and_quoting_untrusted_text),
         cmocka_unit_test(test_parse_ll_rejects_garbage_and_overflow),
+        cmocka_unit_test(test_parse_rfc3339_rejects_digits_after_colon_offset),
+        cmocka_unit_test(test_buf_reserve_overflow_aborts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
