@@ -151,6 +151,12 @@ size_t hf_secrets_get(const hf_secrets *s, const char *path, const char *vals[2]
     return n;
 }
 
+bool hf_secrets_has(const hf_secrets *s, const char *path)
+{
+    const secret *cur = find(s, path);
+    return cur && cur->len;
+}
+
 size_t hf_secrets_count(const hf_secrets *s)
 {
     return s->n;

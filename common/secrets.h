@@ -2,6 +2,7 @@
 #ifndef HF_SECRETS_H
 #define HF_SECRETS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "util.h"
 
@@ -23,6 +24,10 @@ void hf_secrets_free(hf_secrets *s);
  * many were found (0, 1 or 2) and fills vals/lens. Values are not NUL-terminated-safe binary;
  * they stay valid until the store is freed. */
 size_t hf_secrets_get(const hf_secrets *s, const char *path, const char *vals[2], size_t lens[2]);
+
+/* True when path itself (not path.previous) holds a non-empty value: a key whose rotation left
+ * only the retired one must not be used as if it were current. */
+bool hf_secrets_has(const hf_secrets *s, const char *path);
 
 /* Number of values loaded. */
 size_t hf_secrets_count(const hf_secrets *s);

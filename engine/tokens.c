@@ -102,15 +102,10 @@ void engine_keyring_free(engine_keyring *k)
 
 engine_keyring *engine_keyring_load(const hf_secrets *s, char *err, size_t errlen)
 {
-    const char *vals[2] = {NULL, NULL}, *prev_vals[2] = {NULL, NULL};
-    size_t lens[2] = {0, 0}, prev_lens[2] = {0, 0};
+    const char *vals[2] = {NULL, NULL};
+    size_t lens[2] = {0, 0};
     size_t n = s ? hf_secrets_get(s, ENGINE_TOKEN_KEY_PATH, vals, lens) : 0;
-    size_t n_prev = s ? hf_secrets_get(s, ENGINE_TOKEN_KEY_PREVIOUS_PATH, prev_vals, prev_lens) : 0;
-    /* hf_secrets_get(path) yields the current value and then path.previous, skipping either when
-     * absent or empty. When its first value is the very string that the lookup of .previous
-     * yields first, the current file itself is missing. */
-    bool has_current = n >= 1 && !(n_prev >= 1 && vals[0] == prev_vals[0]);
-    if (!has_current) {
+    if (!s || !hf_secrets_has(s, ENGINE_TOKEN_KEY_PATH)) {
         hf_err(err, errlen,
                "%s is missing or empty in the secrets store (HOOKFLOW_SECRETS_DIR): it must hold "
                "32 random bytes as base64 (e.g. `openssl rand -base64 32`) or as 64 hex digits",

@@ -83,6 +83,18 @@ static void test_previous_value_comes_second(void **state)
     assert_int_equal(hf_secrets_get(s, "meta/app_secret", vals, lens), 2);
     assert_memory_equal(vals[0], "new-secret", lens[0]);
     assert_memory_equal(vals[1], "old-secret", lens[1]);
+    assert_true(hf_secrets_has(s, "meta/app_secret"));
+    hf_secrets_free(s);
+
+    /* A rotation that left only the retired key: get still yields it, has says the current is
+     * missing. */
+    remove_dir(dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    write_file(dir, "meta/app_secret.previous", "old-secret");
+    s = hf_secrets_load(dir, err, sizeof err);
+    assert_int_equal(hf_secrets_get(s, "meta/app_secret", vals, lens), 1);
+    assert_false(hf_secrets_has(s, "meta/app_secret"));
+    assert_true(hf_secrets_has(s, "meta/app_secret.previous"));
     hf_secrets_free(s);
     remove_dir(dir);
     free(dir);
