@@ -48,6 +48,10 @@ typedef struct api_ctx {
 
 typedef void (*api_handler)(api_ctx *c);
 
+/* SQL for a timestamptz column as the API shows it (and cursors carry it): UTC with
+ * microseconds, "2024-05-01T10:00:00.123456Z". */
+#define API_TS(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 /* Replies. Every handler ends in exactly one of these. */
 void api_reply_json(api_ctx *c, int status, const char *json, size_t len);
 /* {"error": error, "detail": detail} */

@@ -35,8 +35,6 @@
 #include "pg.h"
 #include "tokens.h"
 
-#define TS(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
 #define OAUTH_STATE_BYTES 32
 #define PKCE_VERIFIER_BYTES 32
 #define PLATFORM_TIMEOUT_MS 10000L
@@ -233,10 +231,10 @@ static void integration_object(hf_buf *out, const hf_connector *k, const char *e
     "SELECT connector, json_agg(json_build_object("                                                \
     "  'id', id, 'account', account, 'status', status,"                                            \
     "  'granted_scopes', granted_scopes, 'requested_scopes', requested_scopes,"                    \
-    "  'token_expires_at', " TS("token_expires_at") ","                                            \
+    "  'token_expires_at', " API_TS("token_expires_at") ","                                            \
     "  'has_refresh_token', refresh_token_enc IS NOT NULL,"                                        \
-    "  'connected_by', connected_by, 'connected_at', " TS("connected_at") ","                      \
-    "  'created_at', " TS("created_at") ", 'updated_at', " TS("updated_at") ")"                    \
+    "  'connected_by', connected_by, 'connected_at', " API_TS("connected_at") ","                      \
+    "  'created_at', " API_TS("created_at") ", 'updated_at', " API_TS("updated_at") ")"                    \
     "  ORDER BY CASE WHEN status = 'active' THEN 0"                                                \
     "                WHEN status = 'pending' AND account IS NOT NULL THEN 1"                       \
     "                WHEN status = 'disabled' THEN 2 ELSE 3 END,"                                  \
@@ -246,7 +244,7 @@ static void integration_object(hf_buf *out, const hf_connector *k, const char *e
 
 /* The support approvals of tenant $1 (of connector $2 when not NULL). */
 #define APPROVALS_VIEW_SQL                                                                         \
-    "SELECT connector, approved_by, " TS("approved_at") ", note "                                  \
+    "SELECT connector, approved_by, " API_TS("approved_at") ", note "                                  \
     "FROM support_approvals "                                                                      \
     "WHERE tenant_id = $1 AND ($2::text IS NULL OR connector = $2)"
 /* clang-format on */
@@ -705,7 +703,7 @@ done:
     "INSERT INTO oauth_states (state_hash, tenant_id, connector, branch, created_by,"              \
     "  code_verifier_enc, redirect_uri, scopes, account) "                                         \
     "VALUES ($1::bytea, $2, $3, $4, $5, $6::bytea, $7, $8::text[], $9) "                           \
-    "RETURNING " TS("expires_at")
+    "RETURNING " API_TS("expires_at")
 /* clang-format on */
 
 /* ---- POST /api/integrations/{connector}/oauth/start ---------------------------------------- */
@@ -1248,12 +1246,15 @@ static void set_enabled(api_ctx *c, bool enable)
         res = NULL;
     }
     /* Enabling needs an authorised connection (an account and a token); disabling also drops an
-     * authorisation that was started and never finished (the pending placeholder). */
+     * authorisation that was started and never finished (the pending placeholder) and spends its
+     * OAuth states, so the login the admin turned off cannot complete afterwards. */
     if (hf_pg_exec(c->db,
                    enable ? "UPDATE connections SET status = 'active', updated_at = now() "
                             "WHERE tenant_id = $1 AND connector = $2 AND account IS NOT NULL"
                             "  AND access_token_enc IS NOT NULL RETURNING account"
-                          : "WITH gone AS (DELETE FROM connections WHERE tenant_id = $1"
+                          : "WITH revoked AS (UPDATE oauth_states SET used_at = now()"
+                            "    WHERE tenant_id = $1 AND connector = $2 AND used_at IS NULL),"
+                            "  gone AS (DELETE FROM connections WHERE tenant_id = $1"
                             "    AND connector = $2 AND account IS NULL RETURNING account),"
                             "  off AS (UPDATE connections SET status = 'disabled',"
                             "    updated_at = now() WHERE tenant_id = $1 AND connector = $2"
@@ -1314,7 +1315,7 @@ void api_integrations_disable(api_ctx *c)
     "INSERT INTO support_approvals (tenant_id, connector, approved_by, note) "                     \
     "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, connector) DO UPDATE SET "                    \
     "  approved_by = EXCLUDED.approved_by, approved_at = now(), note = EXCLUDED.note "             \
-    "RETURNING " TS("approved_at")
+    "RETURNING " API_TS("approved_at")
 /* clang-format on */
 
 /* ---- POST /api/integrations/{connector}/approval ------------------------------------------- */

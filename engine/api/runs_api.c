@@ -29,7 +29,6 @@
 
 /* Timestamps leave the database as RFC 3339 UTC with microseconds, whatever the session's
  * TimeZone: the same text goes into cursors and is read back exactly. */
-#define TS(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 #define RUNS_DEFAULT_LIMIT 50
 #define RUNS_MAX_LIMIT 100
@@ -40,9 +39,9 @@
     "json_build_object('id', r.id, 'workflow_id', r.workflow_id, 'status', r.status,"              \
     " 'event_id', r.event_id, 'workflow_version', r.workflow_version,"                             \
     " 'generation', r.generation, 'attempt', r.attempt, 'error', r.error,"                         \
-    " 'created_at', " TS("r.created_at") ", 'started_at', " TS("r.started_at") ","                 \
-    " 'finished_at', " TS("r.finished_at") ", 'next_run_at', " TS("r.next_run_at") ","             \
-    " 'retried_at', " TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
+    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","                 \
+    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","             \
+    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
     " 'retry_from', r.retry_from)"
 /* clang-format on */
 
@@ -75,16 +74,17 @@ static void reply_bad_param(api_ctx *c, const char *name, const char *value, con
 
 /* clang-format off */
 /* A page of a workflow's runs: $1 workflow, $2 tenant, $3 statuses (text[]), $4/$5 from/to
- * (epoch ms), $6/$7 the cursor's created_at and id, $8 how many. */
+ * (epoch microseconds, as exact as created_at), $6/$7 the cursor's created_at and id, $8 how
+ * many. */
 #define RUNS_LIST_SQL                                                                              \
-    "SELECT " RUN_SUMMARY_JSON "::text, " TS("r.created_at") ", r.id "                             \
+    "SELECT " RUN_SUMMARY_JSON "::text, " API_TS("r.created_at") ", r.id "                             \
     "FROM runs r "                                                                                 \
     "WHERE r.workflow_id = $1 AND r.tenant_id = $2 "                                               \
     "  AND ($3::text[] IS NULL OR r.status = ANY ($3::text[])) "                                   \
     "  AND ($4::bigint IS NULL OR "                                                                \
-    "       r.created_at >= to_timestamp($4::bigint / 1000.0)) "                                   \
+    "       r.created_at >= 'epoch'::timestamptz + $4::bigint * interval '1 microsecond') "        \
     "  AND ($5::bigint IS NULL OR "                                                                \
-    "       r.created_at < to_timestamp($5::bigint / 1000.0)) "                                    \
+    "       r.created_at < 'epoch'::timestamptz + $5::bigint * interval '1 microsecond') "         \
     "  AND ($6::timestamptz IS NULL OR "                                                           \
     "       (r.created_at, r.id) < ($6::timestamptz, $7::uuid)) "                                  \
     "ORDER BY r.created_at DESC, r.id DESC LIMIT $8::int"
@@ -104,7 +104,7 @@ void api_runs_list(api_ctx *c)
     PGresult *res = NULL;
     hf_buf out = {0};
     char err[512];
-    char from_ms[32] = "", to_ms[32] = "", cur_at[48] = "", cur_id[40] = "", limit[24];
+    char from_us[32] = "", to_us[32] = "", cur_at[48] = "", cur_id[40] = "", limit[24];
     long long nlimit = RUNS_DEFAULT_LIMIT;
 
     if (!workflow_id || !api_is_uuid(workflow_id)) {
@@ -143,22 +143,22 @@ void api_runs_list(api_ctx *c)
             p = end + 1;
         }
     }
-    int64_t ms_from = 0, ms_to = 0;
+    int64_t us_from = 0, us_to = 0;
     if (from) {
-        if (!hf_parse_rfc3339(from, &ms_from)) {
+        if (!hf_parse_rfc3339_us(from, &us_from)) {
             reply_bad_param(c, "from", from, "is not an RFC 3339 date-time");
             goto done;
         }
-        snprintf(from_ms, sizeof from_ms, "%lld", (long long)ms_from);
+        snprintf(from_us, sizeof from_us, "%lld", (long long)us_from);
     }
     if (to) {
-        if (!hf_parse_rfc3339(to, &ms_to)) {
+        if (!hf_parse_rfc3339_us(to, &us_to)) {
             reply_bad_param(c, "to", to, "is not an RFC 3339 date-time");
             goto done;
         }
-        snprintf(to_ms, sizeof to_ms, "%lld", (long long)ms_to);
+        snprintf(to_us, sizeof to_us, "%lld", (long long)us_to);
     }
-    if (from && to && ms_from > ms_to) {
+    if (from && to && us_from > us_to) {
         reply_bad_param(c, "from", from, "is after to");
         goto done;
     }
@@ -190,8 +190,8 @@ void api_runs_list(api_ctx *c)
     const char *params[] = {workflow_id,
                             c->who.tenant_id,
                             status ? hf_pg_array_text(&statuses) : NULL,
-                            from ? from_ms : NULL,
-                            to ? to_ms : NULL,
+                            from ? from_us : NULL,
+                            to ? to_us : NULL,
                             cursor ? cur_at : NULL,
                             cursor ? cur_id : NULL,
                             limit};
@@ -241,7 +241,7 @@ done:
     " 'node_id', a.node_id, 'attempt', a.attempt, 'status', a.status, 'input', a.input,"           \
     " 'output', a.output, 'http_status', a.http_status, 'duration_ms', a.duration_ms,"             \
     " 'error', a.error, 'idempotency_key', a.idempotency_key,"                                     \
-    " 'started_at', " TS("a.started_at") ", 'finished_at', " TS("a.finished_at") ")"
+    " 'started_at', " API_TS("a.started_at") ", 'finished_at', " API_TS("a.finished_at") ")"
 
 /* One run of tenant $2 ($1) with every attempt: earlier generations' first (their ids are
  * older), then the current ones. */
@@ -251,9 +251,9 @@ done:
     " 'workflow_version', r.workflow_version, 'current_version', w.current_version,"               \
     " 'status', r.status, 'event_id', r.event_id, 'ordering_key', r.ordering_key,"                 \
     " 'generation', r.generation, 'attempt', r.attempt, 'error', r.error,"                         \
-    " 'created_at', " TS("r.created_at") ", 'started_at', " TS("r.started_at") ","                 \
-    " 'finished_at', " TS("r.finished_at") ", 'next_run_at', " TS("r.next_run_at") ","             \
-    " 'retried_at', " TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
+    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","                 \
+    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","             \
+    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
     " 'retry_from', r.retry_from, 'trigger', r.trigger, 'context', r.context,"                     \
     " 'attempts', (SELECT coalesce(json_agg(x.j ORDER BY x.id), '[]'::json) FROM ("                \
     "    SELECT a.id, " ATTEMPT_JSON("a.generation", "false", "false") " AS j"                     \

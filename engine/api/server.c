@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1090,7 +1091,9 @@ static bool load_jwt_keys(api_server *s, char *err, size_t errlen)
     const char *vals[2];
     size_t lens[2];
     size_t n = hf_secrets_get(s->secrets, API_JWT_KEY_PATH, vals, lens);
-    if (n == 0) {
+    /* Only the .previous file left (a rotation whose new key was never written) is missing too:
+     * the retired key must not become the only one trusted. */
+    if (n == 0 || !hf_secrets_has(s->secrets, API_JWT_KEY_PATH)) {
         hf_err(err, errlen, "%s/%s is missing: the API cannot verify bearer tokens without it",
                s->cfg->secrets_dir, API_JWT_KEY_PATH);
         return false;
@@ -1264,6 +1267,19 @@ char *api_cursor_encode(const char *created_at, const char *id)
     return out;
 }
 
+/* The timestamps cursors carry, exactly as API_TS writes them: "2024-05-01T10:00:00.123456Z".
+ * Any other form (an offset PostgreSQL refuses, a lost fraction) is not a cursor of ours. */
+static bool canonical_timestamp(const char *s, size_t len)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    if (len != sizeof shape - 1)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) : s[i] != shape[i])
+            return false;
+    return true;
+}
+
 bool api_cursor_decode(const char *cursor, char created_at[48], char id[40])
 {
     unsigned char plain[100];
@@ -1277,7 +1293,8 @@ bool api_cursor_decode(const char *cursor, char created_at[48], char id[40])
         return false;
     *bar = '\0';
     int64_t ms;
-    if (!hf_parse_rfc3339((const char *)plain, &ms) || !api_is_uuid(bar + 1))
+    if (!canonical_timestamp((const char *)plain, (size_t)(bar - (char *)plain)) ||
+        !hf_parse_rfc3339((const char *)plain, &ms) || !api_is_uuid(bar + 1))
         return false;
     memcpy(created_at, plain, (size_t)(bar - (char *)plain) + 1);
     memcpy(id, bar + 1, 37); /* a uuid: 36 characters and the NUL */

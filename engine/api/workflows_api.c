@@ -17,7 +17,6 @@
 
 /* Timestamps leave the database as RFC 3339 UTC with microseconds (the runs API does the same),
  * so a cursor carries one exactly. */
-#define TS(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 #define LIST_DEFAULT_LIMIT 20
 #define LIST_MAX_LIMIT 100
@@ -29,9 +28,9 @@
 #define WORKFLOW_SUMMARY_MEMBERS                                                                   \
     "'id', w.id, 'name', w.name, 'enabled', w.enabled, 'version', w.current_version,"              \
     " 'trigger', json_build_object('connector', w.trigger_connector, 'event', w.trigger_event),"   \
-    " 'created_at', " TS("w.created_at") ", 'updated_at', " TS("w.updated_at")
+    " 'created_at', " API_TS("w.created_at") ", 'updated_at', " API_TS("w.updated_at")
 #define WORKFLOW_JSON                                                                              \
-    "json_build_object(" WORKFLOW_SUMMARY_MEMBERS ", 'version_created_at', " TS(                   \
+    "json_build_object(" WORKFLOW_SUMMARY_MEMBERS ", 'version_created_at', " API_TS(               \
         "v.created_at") ", 'version_created_by', v.created_by, 'definition', v.definition)::text"
 
 /* The live workflow $1 of tenant $2 with its current version. */
@@ -542,7 +541,7 @@ void api_workflows_list(api_ctx *c)
                             after_id[0] ? after_id : NULL, fetch};
     PGresult *res = NULL;
     if (!db_run(c,
-                "SELECT json_build_object(" WORKFLOW_SUMMARY_MEMBERS ")::text, " TS(
+                "SELECT json_build_object(" WORKFLOW_SUMMARY_MEMBERS ")::text, " API_TS(
                     "w.created_at") ", w.id FROM workflows w"
                                     " WHERE w.tenant_id = $1::uuid AND w.deleted_at IS NULL"
                                     " AND ($2::boolean IS NULL OR w.enabled = $2::boolean)"

@@ -1988,6 +1988,156 @@ static void catalog_lists_six_connectors(void **state)
     hf_catalog_free(cat);
 }
 
+/* ---- review: confirmed bugs ------------------------------------------------------------------ */
+
+/* from keeps its microseconds: a run created a fraction of a millisecond before it is out. */
+static void runs_from_keeps_microseconds(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugfrom", "production");
+    char *wf = workflow_insert(t.id, "F", DEF_DELAY("F", 1), NULL, false);
+    char *before = run_insert(t.id, wf, "hubspot:f1", "failed", "2024-05-01T10:00:00.123400Z");
+    char *after = run_insert(t.id, wf, "hubspot:f2", "failed", "2024-05-01T10:00:00.123500Z");
+    char url[256];
+    snprintf(url, sizeof url, "/api/workflows/%s/runs?from=2024-05-01T10:00:00.123456Z", wf);
+    reply r;
+    call(&r, "GET", url, t.admin, NULL, NULL);
+    expect_status(&r, 200);
+    hf_json list = hf_json_get(r.json, "runs");
+    if (hf_json_len(list) != 1)
+        fail_msg("from=...123456Z: want only the run at .123500, got %s", r.body.data);
+    assert_jstr(hf_json_at(list, 0), "id", after);
+    reply_free(&r);
+    free(wf);
+    free(before);
+    free(after);
+}
+
+/* to (exclusive) keeps its microseconds: a run created just before it is in. */
+static void runs_to_keeps_microseconds(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugto", "production");
+    char *wf = workflow_insert(t.id, "T", DEF_DELAY("T", 1), NULL, false);
+    char *before = run_insert(t.id, wf, "hubspot:t1", "failed", "2024-05-01T10:00:00.123400Z");
+    char *after = run_insert(t.id, wf, "hubspot:t2", "failed", "2024-05-01T10:00:00.123500Z");
+    char url[256];
+    snprintf(url, sizeof url, "/api/workflows/%s/runs?to=2024-05-01T10:00:00.123456Z", wf);
+    reply r;
+    call(&r, "GET", url, t.admin, NULL, NULL);
+    expect_status(&r, 200);
+    hf_json list = hf_json_get(r.json, "runs");
+    if (hf_json_len(list) != 1)
+        fail_msg("to=...123456Z: want the run at .123400, got %s", r.body.data);
+    assert_jstr(hf_json_at(list, 0), "id", before);
+    reply_free(&r);
+    free(wf);
+    free(before);
+    free(after);
+}
+
+/* A tampered cursor (a time with an offset PostgreSQL refuses, +16:00) is a 400, not a 500. */
+static void runs_tampered_cursor_is_400(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugcur", "production");
+    char *wf = workflow_insert(t.id, "C", DEF_DELAY("C", 1), NULL, false);
+    const char plain[] = "2024-05-01T10:00:00+16:00|" MISSING_UUID;
+    char cursor[128];
+    api_base64url_encode((const unsigned char *)plain, strlen(plain), cursor);
+    char url[256];
+    snprintf(url, sizeof url, "/api/workflows/%s/runs?cursor=%s", wf, cursor);
+    reply r;
+    call(&r, "GET", url, t.admin, NULL, NULL);
+    expect_error(&r, 400, "invalid_parameter",
+                 "cursor: is not a cursor of this listing (pass next_cursor back unchanged)");
+    reply_free(&r);
+    free(wf);
+}
+
+static atomic_int second_exited;
+static int second_rc;
+
+static void *second_serve_main(void *arg)
+{
+    (void)arg;
+    static char name[] = "serve";
+    char *argv[] = {name, NULL};
+    second_rc = engine_cmd_serve(1, argv);
+    atomic_store(&second_exited, 1);
+    return NULL;
+}
+
+/* With only api/jwt_key.previous left, serve refuses to start rather than trust the retired key. */
+static void serve_refuses_only_previous_jwt_key(void **state)
+{
+    (void)state;
+    char dir[64], path[160];
+    snprintf(dir, sizeof dir, "/tmp/hf_unit_api_prev_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/api", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/api/jwt_key.previous", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(JWT_KEY "\n", f);
+    fclose(f);
+    char *listen = xstrdup(getenv("HOOKFLOW_API_LISTEN"));
+    setenv("HOOKFLOW_SECRETS_DIR", dir, 1);
+    setenv("HOOKFLOW_API_LISTEN", "127.0.0.1:0", 1);
+    atomic_store(&second_exited, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, second_serve_main, NULL), 0);
+    int64_t deadline = hf_now_ms() + 5000;
+    while (hf_now_ms() < deadline && !atomic_load(&second_exited)) {
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    bool started = !atomic_load(&second_exited);
+    if (started)
+        pthread_kill(th, SIGTERM);
+    pthread_join(th, NULL);
+    setenv("HOOKFLOW_SECRETS_DIR", secrets_dir, 1);
+    setenv("HOOKFLOW_API_LISTEN", listen, 1);
+    free(listen);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/api", dir);
+    rmdir(path);
+    rmdir(dir);
+    if (started)
+        fail_msg("serve ran with api/jwt_key missing and only api/jwt_key.previous present");
+    assert_int_not_equal(second_rc, 0);
+}
+
+/* Disabling an integration spends its unfinished OAuth states: that login cannot complete. */
+static void disable_revokes_unfinished_oauth_state(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugdisable", "production");
+    reply r;
+    call(&r, "POST", "/api/integrations/hubspot/oauth/start", t.admin, NULL, NULL);
+    expect_status(&r, 201);
+    char st[64];
+    snprintf(st, sizeof st, "%s", jstr(r.json, "state"));
+    reply_free(&r);
+    call(&r, "POST", "/api/integrations/hubspot/disable", t.admin, NULL, NULL);
+    expect_status(&r, 200);
+    reply_free(&r);
+    assert_int_equal(sql_long("SELECT count(*) FROM connections WHERE tenant_id = $1", t.id, NULL),
+                     0);
+    /* The authorisation the admin just dropped must not complete later. */
+    char path[256];
+    snprintf(path, sizeof path, "/api/integrations/hubspot/oauth/callback?state=%s&code=abc", st);
+    call(&r, "GET", path, NULL, NULL, NULL);
+    expect_error(&r, 400, "invalid_state",
+                 "unknown, expired or already used state: start the authorisation again");
+    reply_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2010,6 +2160,11 @@ int main(void)
         cmocka_unit_test(twilio_credentials_are_sealed),
         cmocka_unit_test(oauth_start_and_state),
         cmocka_unit_test(catalog_lists_six_connectors),
+        cmocka_unit_test(runs_from_keeps_microseconds),
+        cmocka_unit_test(runs_to_keeps_microseconds),
+        cmocka_unit_test(runs_tampered_cursor_is_400),
+        cmocka_unit_test(serve_refuses_only_previous_jwt_key),
+        cmocka_unit_test(disable_revokes_unfinished_oauth_state),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
