@@ -93,6 +93,8 @@ bool hf_config_parse_listen(const char *s, char *host, size_t hostlen, int *port
     if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
         h = s + 1;
         hl -= 2;
+    } else if (memchr(s, ':', hl)) {
+        return false; /* an IPv6 host needs its brackets: "::1" is not host ":" port 1 */
     }
     if (hl >= hostlen)
         return false;

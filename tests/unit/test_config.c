@@ -259,6 +259,19 @@ static void test_parse_listen_forms(void **state)
     assert_int_equal(port, 77);
 }
 
+/* An IPv6 host needs its brackets: "::1" is not host ":" port 1. */
+static void test_parse_listen_rejects_unbracketed_ipv6(void **state)
+{
+    (void)state;
+    char host[64] = "";
+    int port = 77;
+    if (hf_config_parse_listen("::1", host, sizeof host, &port))
+        fail_msg("\"::1\" accepted as host \"%s\" port %d", host, port);
+    if (hf_config_parse_listen("fe80::1:8080", host, sizeof host, &port))
+        fail_msg("\"fe80::1:8080\" accepted as host \"%s\" port %d", host, port);
+    expect_error("HOOKFLOW_TEST_LISTEN", "::1", "not a listen address");
+}
+
 /* ---- HOOKFLOW_CONFIG_FILE (written by main before the first lookup) ---- */
 
 static char g_dir[256];
@@ -410,6 +423,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_listen_address_is_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_required_setting_is_an_error, setup, teardown),
         cmocka_unit_test(test_parse_listen_forms),
+        cmocka_unit_test_setup_teardown(test_parse_listen_rejects_unbracketed_ipv6, setup,
+                                        teardown),
         cmocka_unit_test(test_config_file_values_are_used),
         cmocka_unit_test(test_environment_overrides_config_file),
         cmocka_unit_test(test_kafka_properties_map_to_librdkafka_names),
