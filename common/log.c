@@ -108,30 +108,45 @@ void hf_log_forget_secrets(void)
     pthread_mutex_unlock(&g_log.lock);
 }
 
-/* Appends s with every registered secret replaced. Caller holds g_log.lock. */
+/* Appends s with every registered secret replaced, the longest one where several start at the
+ * same place (a secret that begins with another must not leave its tail). Caller holds
+ * g_log.lock. */
 static void append_redacted(hf_buf *out, const char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        bool hit = false;
+        size_t hit = 0;
         for (size_t k = 0; k < g_log.nsecrets; k++) {
             size_t sl = g_log.secret_lens[k];
-            if (sl <= n - i && memcmp(s + i, g_log.secrets[k], sl) == 0) {
-                hf_buf_puts(out, "[redacted]");
-                i += sl;
-                hit = true;
-                break;
-            }
+            if (sl > hit && sl <= n - i && memcmp(s + i, g_log.secrets[k], sl) == 0)
+                hit = sl;
         }
-        if (!hit)
+        if (hit) {
+            hf_buf_puts(out, "[redacted]");
+            i += hit;
+        } else {
             hf_buf_putc(out, s[i++]);
+        }
     }
 }
 
+/* s as a JSON string; bytes that are not well-formed UTF-8 become U+FFFD, so that a line stays
+ * valid JSON whatever a platform or a client sent. */
 static void append_json_string(hf_buf *out, const char *s)
 {
     hf_buf_putc(out, '"');
+    const unsigned char *end = (const unsigned char *)s + strlen(s);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x80) {
+            size_t len = hf_utf8_char_len((const char *)p, (size_t)(end - p));
+            if (len == 0) {
+                hf_buf_puts(out, "\\ufffd");
+            } else {
+                hf_buf_append(out, p, len);
+                p += len - 1;
+            }
+            continue;
+        }
         switch (*p) {
         case '"':
             hf_buf_puts(out, "\\\"");

@@ -296,6 +296,46 @@ static void test_secret_registered_with_length_is_binary_safe(void **state)
     free(text);
 }
 
+/* Bytes that are not UTF-8 become U+FFFD: a JSON log line stays valid JSON. */
+static void test_json_line_stays_valid_utf8_with_invalid_bytes(void **state)
+{
+    (void)state;
+    /* A stray continuation byte, a lone lead byte, an overlong '/' and a UTF-16 surrogate. */
+    hf_log_kv(HF_LOG_INFO, "ev", "v",
+              "a\x80"
+              "b\xc3"
+              "c\xc0\xaf"
+              "d\xed\xa0\x80"
+              "e\xff",
+              NULL);
+    char *text = captured();
+    size_t n = strlen(text), bad = n;
+    for (size_t i = 0; i < n && bad == n;) {
+        size_t len = hf_utf8_char_len(text + i, n - i);
+        if (len == 0)
+            bad = i;
+        i += len;
+    }
+    free(text);
+    if (bad != n)
+        fail_msg("the log line has a byte that is not UTF-8 at offset %zu", bad);
+}
+
+/* A secret registered after a shorter prefix of it is redacted whole, not left with its tail. */
+static void test_overlapping_secrets_are_redacted_whole(void **state)
+{
+    (void)state;
+    hf_log_register_secret("abcd1234", 8);
+    hf_log_register_secret("abcd1234-TAIL-OF-SECRET", 23);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", "key=abcd1234-TAIL-OF-SECRET;", NULL);
+    char *text = captured();
+    bool tail_shown = strstr(text, "TAIL-OF-SECRET") != NULL;
+    bool whole = strstr(text, "\"v\":\"key=[redacted];\"") != NULL;
+    free(text);
+    assert_false(tail_shown);
+    assert_true(whole);
+}
+
 int main(void)
 {
     FILE *capture = tmpfile();
@@ -322,6 +362,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_short_secrets_are_ignored_and_forget_stops_redaction,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_registered_with_length_is_binary_safe, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_json_line_stays_valid_utf8_with_invalid_bytes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_overlapping_secrets_are_redacted_whole, setup,
                                         teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
