@@ -524,7 +524,8 @@ static bool parse_http_date(const char *s, time_t *out)
                     .tm_min = mm,
                     .tm_sec = ss};
     time_t t = timegm(&tm);
-    if (t == (time_t)-1)
+    /* timegm rolls an impossible day over ("31 Nov" -> 1 Dec): such a date is refused. */
+    if (t == (time_t)-1 || tm.tm_mday != day || tm.tm_mon != m)
         return false;
     *out = t;
     return true;

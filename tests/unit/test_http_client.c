@@ -730,6 +730,23 @@ static void test_retry_after_parsing(void **state)
     assert_int_equal(hf_http_retry_after_ms(NULL, now), -1);
 }
 
+/* Retry-After dates that do not exist ("31 Nov", "30 Feb") are refused, not rolled over. */
+static void test_retry_after_refuses_impossible_dates(void **state)
+{
+    (void)state;
+    const int64_t now = 1445412450000LL; /* 2015-10-21T07:27:30Z */
+    static const char *const bad[] = {
+        "Tue, 31 Nov 2015 07:28:00 GMT", /* November has 30 days */
+        "Tue, 30 Feb 2016 07:28:00 GMT", /* no year has a 30 February */
+        "Mon Nov 31 07:28:00 2015",
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(bad); i++) {
+        int64_t ms = hf_http_retry_after_ms(bad[i], now);
+        if (ms != -1)
+            fail_msg("accepted \"%s\" as %lld ms", bad[i], (long long)ms);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -749,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_cancels_requests_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_from_inside_done, setup, teardown),
         cmocka_unit_test(test_retry_after_parsing),
+        cmocka_unit_test(test_retry_after_refuses_impossible_dates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
