@@ -53,8 +53,9 @@ static void redact(char *s, size_t cap, const char *secret)
 }
 
 /* libpq's conninfo parse errors quote the offending fragment, which may be the password (e.g. an
- * unterminated IPv6 host quotes the whole URI). Quoted fragments longer than one character are
- * hidden; single characters ("=", "]") are kept since they explain the mistake. */
+ * unterminated IPv6 host quotes the whole URI). Single quoted characters ("=", "]") are kept
+ * since they explain the mistake; from the first longer fragment on, everything is hidden: a
+ * password may itself hold '"', so where that fragment ends cannot be known. */
 static void hide_quoted(const char *msg, char *out, size_t outlen)
 {
     hf_buf b = {0};
@@ -63,16 +64,13 @@ static void hide_quoted(const char *msg, char *out, size_t outlen)
             hf_buf_putc(&b, *p);
             continue;
         }
-        const char *close = strchr(p + 1, '"');
-        if (!close) {
-            hf_buf_puts(&b, "\"[hidden]\"");
-            break;
-        }
-        if (close - p == 2)
+        if (p[1] && p[1] != '"' && p[2] == '"') {
             hf_buf_append(&b, p, 3);
-        else
-            hf_buf_puts(&b, "\"[hidden]\"");
-        p = close;
+            p += 2;
+            continue;
+        }
+        hf_buf_puts(&b, "\"[hidden]\"");
+        break;
     }
     char *flat = hf_buf_steal(&b);
     one_line(flat ? flat : "", out, outlen);
@@ -191,6 +189,9 @@ int hf_pg_connect(const char *conninfo, const char *app_name, PGconn **out, char
         char reason[1024];
         one_line(conn ? PQerrorMessage(conn) : "out of memory", reason, sizeof reason);
         redact(reason, sizeof reason, password);
+        /* The server names the user in some refusals (password authentication failed for user
+         * "..."); the header promises err never shows it. */
+        redact(reason, sizeof reason, option_value(opts, "user"));
         rc = HF_PG_ERR_LOST;
         hf_err(err, errlen, "cannot connect to PostgreSQL at %s: %s", target, reason);
         PQfinish(conn);

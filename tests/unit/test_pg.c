@@ -8,6 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
 #include <cmocka.h>
 
 #include "log.h"
@@ -186,6 +191,112 @@ static void bytea_text_round_trips_and_malformed_text_is_refused(void **state)
     assert_null(hf_pg_bytea_decode(NULL, &n));
 }
 
+/* A password holding '"' does not reach err through libpq's quoted fragments either. */
+static void malformed_conninfo_with_a_quote_in_the_password_never_shows_it(void **state)
+{
+    (void)state;
+    static const char *const conninfos[] = {
+        "postgresql://u:s3cr\"etpw-tail@[::1/db", /* unterminated IPv6 host */
+        "host=127.0.0.1 s3cr\"etpw-tail",         /* missing '=' */
+    };
+    for (size_t i = 0; i < sizeof conninfos / sizeof conninfos[0]; i++) {
+        PGconn *conn = (PGconn *)0x1;
+        char err[1024] = "";
+        int rc = hf_pg_connect(conninfos[i], NULL, &conn, err, sizeof err);
+        assert_int_not_equal(rc, HF_PG_OK);
+        assert_null(conn);
+        assert_non_null(strstr(err, "invalid database connection string"));
+        if (strstr(err, "etpw-tail") || strstr(err, "s3cr"))
+            fail_msg("password shown: %s", err);
+    }
+}
+
+/* A fake PostgreSQL server on 127.0.0.1 that answers one startup with the ErrorResponse a real
+ * server sends for a wrong password, in a child process. Returns the port; *child its pid. */
+static int fake_server_refusing_password(const char *user, pid_t *child)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof sin;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        int c = accept(fd, NULL, NULL);
+        if (c < 0)
+            _exit(1);
+        for (;;) { /* SSLRequest / GSSENCRequest get 'N', then the startup packet */
+            unsigned char hdr[8];
+            if (recv(c, hdr, 8, MSG_WAITALL) != 8)
+                _exit(1);
+            uint32_t n =
+                (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+            uint32_t code =
+                (uint32_t)hdr[4] << 24 | (uint32_t)hdr[5] << 16 | (uint32_t)hdr[6] << 8 | hdr[7];
+            if (n == 8 && (code == 80877103u || code == 80877104u)) {
+                if (send(c, "N", 1, 0) != 1)
+                    _exit(1);
+                continue;
+            }
+            char rest[4096];
+            if (n < 8 || n - 8 > sizeof rest ||
+                recv(c, rest, n - 8, MSG_WAITALL) != (ssize_t)(n - 8))
+                _exit(1);
+            break;
+        }
+        char body[512];
+        int m =
+            snprintf(body, sizeof body,
+                     "SFATAL%cVFATAL%cC28P01%cMpassword authentication failed for user \"%s\"%c", 0,
+                     0, 0, user, 0);
+        body[m++] = '\0';
+        unsigned char msg[600];
+        uint32_t total = (uint32_t)m + 4;
+        msg[0] = 'E';
+        msg[1] = (unsigned char)(total >> 24);
+        msg[2] = (unsigned char)(total >> 16);
+        msg[3] = (unsigned char)(total >> 8);
+        msg[4] = (unsigned char)total;
+        memcpy(msg + 5, body, (size_t)m);
+        if (send(c, msg, (size_t)m + 5, 0) < 0)
+            _exit(1);
+        close(c);
+        _exit(0);
+    }
+    close(fd);
+    *child = pid;
+    return ntohs(sin.sin_port);
+}
+
+/* A server refusal naming the user ("... for user \"name\"") does not show it in err. */
+static void refused_login_error_never_shows_the_user(void **state)
+{
+    (void)state;
+    static const char user[] = "alice-the-db-user";
+    pid_t child;
+    int port = fake_server_refusing_password(user, &child);
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo,
+             "host=127.0.0.1 port=%d dbname=db user=%s password=" PASSWORD
+             " sslmode=disable gssencmode=disable",
+             port, user);
+    PGconn *conn = (PGconn *)0x1;
+    char err[1024] = "";
+    int rc = hf_pg_connect(conninfo, NULL, &conn, err, sizeof err);
+    int status = 0;
+    waitpid(child, &status, 0);
+    assert_int_equal(rc, HF_PG_ERR_LOST);
+    assert_null(conn);
+    assert_non_null(strstr(err, "password authentication failed")); /* the server did answer */
+    if (strstr(err, user))
+        fail_msg("user shown: %s", err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +308,8 @@ int main(void)
         cmocka_unit_test(sqlstate_is_empty_without_a_server_error),
         cmocka_unit_test(data_refusals_are_told_from_failures_that_may_pass),
         cmocka_unit_test(bytea_text_round_trips_and_malformed_text_is_refused),
+        cmocka_unit_test(malformed_conninfo_with_a_quote_in_the_password_never_shows_it),
+        cmocka_unit_test(refused_login_error_never_shows_the_user),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
