@@ -51,9 +51,13 @@ struct run {
     int call_attempt;
     long long attempt_id;
     char *call_input;
-    char idem_key[96];
+    /* "<run uuid>-<node id>": 36 + 1 + up to 64 (wf_parse's limit on node ids) + NUL; cut short,
+     * two nodes with long ids would share a key and the platform would answer the second call
+     * with the first one's result. */
+    char idem_key[36 + 1 + 64 + 1];
     connector_request req;
-    bool auth_retried;
+    bool auth_retried; /* the current call's 401 already led to a refresh */
+    int token_version; /* of the connection's tokens the current call was built with */
 };
 
 /* Batched writes, flushed once per tick. */
@@ -428,10 +432,12 @@ static char *secret_text(const hf_secrets *s, const char *connector, const char 
 }
 
 /* Refreshes the connection's tokens, once per connection at a time across every worker: the
- * row lock serialises refreshers, and a changed token_version means another one already did it.
- * The rotated refresh token is stored in the same transaction as the new access token. */
-static int token_refresh(engine_executor *ex, token_entry *t, const char *connector, char *err,
-                         size_t errlen)
+ * row lock serialises refreshers, and a token_version other than seen_version (the version the
+ * caller's refused call was built with) means another refresh, here or elsewhere, already
+ * happened since: its tokens are taken instead. The rotated refresh token is stored in the same
+ * transaction as the new access token. */
+static int token_refresh(engine_executor *ex, token_entry *t, const char *connector,
+                         int seen_version, char *err, size_t errlen)
 {
     PGresult *res = NULL;
     char *client_id = NULL, *client_secret = NULL, *access = NULL, *refresh = NULL, *scope = NULL;
@@ -450,8 +456,8 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     }
     long long version = 0;
     (void)hf_parse_ll(PQgetvalue(res, 0, 5), &version);
-    if ((int)version != t->version) {
-        /* Another worker refreshed meanwhile: take its tokens. */
+    if ((int)version != seen_version) {
+        /* Refreshed meanwhile (by another call or another worker): take those tokens. */
         token_from_row(ex, t, connector, res, 0);
         rc = hf_pg_commit(ex->db, err, errlen) == HF_PG_OK ? 0 : -1;
         goto done;
@@ -617,11 +623,12 @@ static void prepare_call(run *r, size_t idx)
     /* Refresh ahead of expiry rather than spend a call on a 401. */
     if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000) {
         char rerr[256];
-        if (token_refresh(ex, t, n->connector, rerr, sizeof rerr) != 0)
+        if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) != 0)
             hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error", rerr,
                       NULL);
     }
     connector_conn cc = {.account = t->account, .access_token = t->access};
+    r->token_version = t->version;
     /* The same key on every attempt of this node of this run, across crashes and workers. */
     snprintf(r->idem_key, sizeof r->idem_key, "%s-%s", r->id, n->id);
     connector_request_free(&r->req);
@@ -801,6 +808,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     int http = (int)resp->status, dur = (int)resp->duration_ms;
     switch (out) {
     case OUT_OK:
+        r->auth_retried = false; /* the next call, maybe to another connection, may refresh too */
         queue_update(ex, r, r->attempt_id, "succeeded", output.data ? output.data : "{}", NULL,
                      http, dur);
         s->st = NS_DONE;
@@ -813,7 +821,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         if (!r->auth_retried) {
             r->auth_retried = true;
             token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
-            if (t && token_refresh(ex, t, n->connector, err, sizeof err) == 0) {
+            if (t && token_refresh(ex, t, n->connector, r->token_version, err, sizeof err) == 0) {
                 prepare_call(r, idx);
                 break;
             }

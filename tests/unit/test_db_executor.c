@@ -66,7 +66,14 @@ static struct {
     int nscript, next;
     fake_answer fallback; /* the answer once the script is used up */
     int delayed;          /* answers still waiting for their delay */
+    int ntoken;           /* requests to FAKE_TOKEN_PATH (not in requests[]) */
 } fake;
+
+/* The OAuth token endpoint of the fake: always a fresh token pair, counted apart. */
+#define FAKE_TOKEN_PATH "/oauth/token"
+static const char fake_token_body[] = "{\"access_token\": \"new-access\", \"refresh_token\": "
+                                      "\"new-refresh\", \"expires_in\": 1800, "
+                                      "\"token_type\": \"Bearer\"}";
 
 typedef struct delayed_answer {
     struct evhttp_request *req;
@@ -144,6 +151,15 @@ static void fake_handle(struct evhttp_request *req, void *arg)
     r.body[n] = '\0';
     r.at_ms = hf_wall_ms();
 
+    if (strncmp(r.uri, FAKE_TOKEN_PATH, strlen(FAKE_TOKEN_PATH)) == 0) {
+        pthread_mutex_lock(&fake.lock);
+        fake.ntoken++;
+        pthread_mutex_unlock(&fake.lock);
+        fake_request_free(&r);
+        hf_http_reply_json(req, 200, fake_token_body, strlen(fake_token_body));
+        return;
+    }
+
     /* No cmocka assertion here: this is the server's thread. Requests beyond the table are
      * counted (so a test expecting fewer fails) but not kept. */
     pthread_mutex_lock(&fake.lock);
@@ -175,6 +191,7 @@ static void fake_clear(void)
     for (int i = 0; i < fake.nrequests && i < FAKE_MAX_REQUESTS; i++)
         fake_request_free(&fake.requests[i]);
     fake.nrequests = 0;
+    fake.ntoken = 0;
     fake.nscript = fake.next = 0;
     fake.fallback = (fake_answer){.status = 500, .body = "{\"message\":\"no answer scripted\"}"};
     pthread_mutex_unlock(&fake.lock);
@@ -201,6 +218,14 @@ static int fake_count(void)
 {
     pthread_mutex_lock(&fake.lock);
     int n = fake.nrequests;
+    pthread_mutex_unlock(&fake.lock);
+    return n;
+}
+
+static int fake_token_count(void)
+{
+    pthread_mutex_lock(&fake.lock);
+    int n = fake.ntoken;
     pthread_mutex_unlock(&fake.lock);
     return n;
 }
@@ -432,6 +457,32 @@ static void add_connection(fixture *f, const char *connector, const char *accoun
     free(hex);
     free(sealed);
     free(context);
+}
+
+/* An active OAuth connection with an access and a refresh token and no known expiry. */
+static void add_oauth_connection(fixture *f, const char *connector, const char *account,
+                                 const char *access, const char *refresh)
+{
+    char *actx = engine_token_context(connector, account, "access");
+    char *rctx = engine_token_context(connector, account, "refresh");
+    size_t an = 0, rn = 0;
+    unsigned char *aseal = engine_token_seal(keys, actx, access, &an);
+    unsigned char *rseal = engine_token_seal(keys, rctx, refresh, &rn);
+    char *ahex = xmalloc(2 * an + 1), *rhex = xmalloc(2 * rn + 1);
+    hf_hex_encode(aseal, an, ahex);
+    hf_hex_encode(rseal, rn, rhex);
+    const char *params[] = {f->tenant_id, connector, account, ahex, rhex};
+    free(exec_params(f->db,
+                     "INSERT INTO connections (tenant_id, connector, account, status, "
+                     "access_token_enc, refresh_token_enc) VALUES ($1, $2, $3, 'active', "
+                     "decode($4, 'hex'), decode($5, 'hex'))",
+                     5, params));
+    free(ahex);
+    free(rhex);
+    free(aseal);
+    free(rseal);
+    free(actx);
+    free(rctx);
 }
 
 /* A workflow with definition as its version 1 (both in one transaction: the current-version key
@@ -1109,6 +1160,95 @@ static void a_handed_over_run_runs_without_a_claim(void **state)
     free(wf);
 }
 
+/* Idempotency keys hold the whole node id: two nodes whose long ids share a prefix get two keys. */
+static void long_node_ids_get_distinct_idempotency_keys(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_long_node_ids");
+    add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
+#define LONG_ID_PREFIX "contact_for_the_customer_who_placed_the_order_in_the_shop"
+#define LONG_NODE(suffix)                                                                          \
+    "{\"id\": \"" LONG_ID_PREFIX suffix "\", \"type\": \"action\", \"connector\": \"xero\", "      \
+    "\"action\": \"create_contact\", \"params\": {\"name\": \"{{event.payload.name}}\"}" RETRY(    \
+        3, 20, 50) "}"
+    char *wf = add_workflow(f, WORKFLOW(LONG_NODE("_first") ", " LONG_NODE("_again"),
+                                        "{\"from\": \"" LONG_ID_PREFIX
+                                        "_first\", \"to\": \"" LONG_ID_PREFIX "_again\"}"));
+    char *run = add_run(f, wf);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_count(), 2);
+    fake_request a = fake_at(0), b = fake_at(1);
+    assert_non_null(a.idempotency_key);
+    assert_non_null(b.idempotency_key);
+    /* Two different contacts: Xero would answer the second with the first one's result. */
+    assert_string_not_equal(a.idempotency_key, b.idempotency_key);
+#undef LONG_NODE
+#undef LONG_ID_PREFIX
+    free(run);
+    free(wf);
+}
+
+/* A 401 on a later node's connection is refreshed too (one refresh per call, not per run). */
+static void a_401_on_a_second_connection_is_refreshed_too(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_two_nodes");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    add_oauth_connection(f, "quickbooks", "realm-1", "qbo-expired", "qbo-refresh");
+    char *wf = add_workflow(
+        f, WORKFLOW(CONTACT_NODE ", {\"id\": \"receipt\", \"type\": \"action\", \"connector\": "
+                                 "\"quickbooks\", \"action\": \"create_sales_receipt\", "
+                                 "\"params\": {\"lines\": [{\"amount\": 10, \"item_id\": \"1\"}]}}",
+                    "{\"from\": \"contact\", \"to\": \"receipt\"}"));
+    char *run = add_run(f, wf);
+    fake_answer unauthorized = {
+        .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"};
+    fake_script(unauthorized); /* xero, old token */
+    fake_script(xero_created); /* xero, refreshed token */
+    fake_script(unauthorized); /* quickbooks, old token */
+    fake_answer_always((fake_answer){
+        .status = 200, .body = "{\"SalesReceipt\": {\"Id\": \"7\", \"TotalAmt\": 10}}"});
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "t", "SELECT status IN ('succeeded', 'failed') FROM runs WHERE id = '%s'",
+               run);
+    expect_sql(f->db, "succeeded|-",
+               "SELECT status || '|' || coalesce(error, '-') FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_token_count(), 2);
+    assert_int_equal(fake_count(), 4);
+    free(run);
+    free(wf);
+}
+
+/* A 401 for a call made with a token already replaced takes the new one: one refresh, not two. */
+static void concurrent_401s_refresh_the_connection_once(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_once");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *run1 = add_run(f, wf);
+    char *run2 = add_run(f, wf);
+    fake_answer unauthorized = {.status = 401,
+                                .body =
+                                    "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}",
+                                .delay_ms = 200};
+    fake_script(unauthorized);
+    fake_script(unauthorized);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run1);
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run2);
+    assert_int_equal(fake_count(), 4);
+    /* Both calls failed with the same old token: one refresh serves both retries. */
+    assert_int_equal(fake_token_count(), 1);
+    expect_sql(f->db, "1", "SELECT token_version FROM connections");
+    free(run1);
+    free(run2);
+    free(wf);
+}
+
 /* ---- the group ---------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -1136,10 +1276,19 @@ static int group_setup(void **state)
     /* Set before any executor exists: connectors read them on each call. */
     setenv("HOOKFLOW_CONNECTOR_TWILIO_BASE_URL", base, 1);
     setenv("HOOKFLOW_CONNECTOR_XERO_BASE_URL", base, 1);
+    setenv("HOOKFLOW_CONNECTOR_QUICKBOOKS_BASE_URL", base, 1);
+    char token_url[96];
+    snprintf(token_url, sizeof token_url, "%s" FAKE_TOKEN_PATH, base);
+    setenv("HOOKFLOW_CONNECTOR_XERO_TOKEN_URL", token_url, 1);
+    setenv("HOOKFLOW_CONNECTOR_QUICKBOOKS_TOKEN_URL", token_url, 1);
     for (size_t i = 0; i < sizeof token_key; i++)
         token_key[i] = (unsigned char)(i * 7 + 3);
     keys = engine_keyring_from_raw(token_key);
     secrets = hf_secrets_new();
+    hf_secrets_set(secrets, "xero/client_id", "xero-client", 11);
+    hf_secrets_set(secrets, "xero/client_secret", "xero-secret", 11);
+    hf_secrets_set(secrets, "quickbooks/client_id", "qbo-client", 10);
+    hf_secrets_set(secrets, "quickbooks/client_secret", "qbo-secret", 10);
     catalog = hf_catalog_load(hf_catalog_default_dir(), err, sizeof err);
     if (!catalog) {
         fprintf(stderr, "catalog: %s\n", err);
@@ -1181,6 +1330,9 @@ int main(void)
         TEST(stop_cancels_a_non_idempotent_call_as_outcome_unknown),
         TEST(runs_of_a_lost_worker_are_taken_over),
         TEST(a_handed_over_run_runs_without_a_claim),
+        TEST(long_node_ids_get_distinct_idempotency_keys),
+        TEST(a_401_on_a_second_connection_is_refreshed_too),
+        TEST(concurrent_401s_refresh_the_connection_once),
     };
 #undef TEST
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
