@@ -681,6 +681,10 @@ int engine_oauth_parse_token(const char *body, size_t len, char **access_token,
         expires = n;
     else if (YAJL_IS_STRING(ex) && hf_parse_ll(ex->u.string, &n) && n > 0)
         expires = n;
+    /* At most a year: a token lives no longer, and an absurd value must not make the database
+     * refuse the row that also holds the rotated refresh token (which would then be lost). */
+    if (expires > ENGINE_OAUTH_MAX_EXPIRES_S)
+        expires = ENGINE_OAUTH_MAX_EXPIRES_S;
 
     hf_json sc = hf_json_get(v, "scope");
     if (YAJL_IS_STRING(sc)) {

@@ -100,8 +100,11 @@ HF_MUST_CHECK int engine_oauth_code_request(const char *id, const char *client_i
                                             const char *redirect_uri, const char *code_verifier,
                                             connector_request *out, char *err, size_t errlen);
 
+#define ENGINE_OAUTH_MAX_EXPIRES_S (366LL * 24 * 3600)
+
 /* Parses a token answer: access_token; refresh_token (NULL when absent: keep the old one);
- * expires_in in seconds (a number or numeric string; absent -> 3600); scope (a string, or an
+ * expires_in in seconds (a number or numeric string; absent -> 3600; at most
+ * ENGINE_OAUTH_MAX_EXPIRES_S); scope (a string, or an
  * array joined with spaces; NULL when absent). -1 with err on an error answer (OAuth
  * "error"/"error_description", Meta's {"error":{"message"}}, HubSpot's {"status","message"}), a
  * missing access_token or malformed JSON; the outputs are then NULL. The caller frees the

@@ -1514,6 +1514,14 @@ static void test_oauth_parse_token(void **state)
     assert_string_equal(scope, "pages_messaging pages_show_list");
     free(at), free(scope);
 
+    /* An absurd lifetime is capped at a year (the database could not store the expiry). */
+    const char *forever = "{\"access_token\":\"x\",\"expires_in\":9000000000000}";
+    assert_int_equal(
+        engine_oauth_parse_token(forever, strlen(forever), &at, &rt, &exp, &scope, err, sizeof err),
+        0);
+    assert_int_equal(exp, ENGINE_OAUTH_MAX_EXPIRES_S);
+    free(at);
+
     struct {
         const char *body;
         const char *want;
