@@ -81,7 +81,24 @@ char *ingest_derive_id(const char *provider, ...)
     while ((field = va_arg(ap, const char *)) != NULL) {
         if (!first)
             hf_mac_update(m, "\x1f", 1);
-        hf_mac_update(m, field, strlen(field));
+        /* Inside a field the separator and the escape byte are escaped (0x1e 'f', 0x1e 'e'), so
+         * no two field lists hash the same bytes; fields without them, which is every id a
+         * platform sends, hash as they always did and keep their ids across versions. */
+        const char *run = field;
+        for (const char *c = field;; c++) {
+            if (*c != '\x1e' && *c != '\x1f' && *c != '\0')
+                continue;
+            hf_mac_update(m, run, (size_t)(c - run));
+            if (*c == '\0')
+                break;
+            hf_mac_update(m,
+                          *c == '\x1e' ? "\x1e"
+                                         "e"
+                                       : "\x1e"
+                                         "f",
+                          2);
+            run = c + 1;
+        }
         first = false;
     }
     va_end(ap);

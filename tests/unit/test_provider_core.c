@@ -200,6 +200,37 @@ static void test_derive_id_field_boundaries_are_unambiguous(void **state)
         free(ids[i]);
 }
 
+/* Fields holding the separator (or the escape byte) do not merge with their neighbours. */
+static void test_derive_id_separator_inside_a_field_is_unambiguous(void **state)
+{
+    (void)state;
+    /* Two different field lists (JSON allows \u001f in any platform string): distinct events
+     * must not share an id, or the second is dropped downstream as a duplicate. */
+    char *a = ingest_derive_id("xero", "tenant",
+                               "INVOICE\x1f"
+                               "r1",
+                               "CREATE", NULL);
+    char *b = ingest_derive_id("xero", "tenant", "INVOICE",
+                               "r1\x1f"
+                               "CREATE",
+                               NULL);
+    assert_string_not_equal(a, b);
+    free(a);
+    free(b);
+    a = ingest_derive_id("xero", "x\x1e", "f", NULL);
+    b = ingest_derive_id("xero", "x",
+                         "\x1e"
+                         "f",
+                         NULL);
+    char *c = ingest_derive_id("xero", "x\x1f", NULL);
+    assert_string_not_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_string_not_equal(b, c);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* "<provider>:" then 32 lowercase hex digits; the hash covers the fields only, so the provider
  * changes the prefix and nothing else. */
 static void test_derive_id_format_is_provider_colon_32_hex(void **state)
@@ -1241,6 +1272,7 @@ int main(void)
         cmocka_unit_test(test_derive_id_is_stable_for_a_redelivery),
         cmocka_unit_test(test_derive_id_changes_with_any_field),
         cmocka_unit_test(test_derive_id_field_boundaries_are_unambiguous),
+        cmocka_unit_test(test_derive_id_separator_inside_a_field_is_unambiguous),
         cmocka_unit_test(test_derive_id_format_is_provider_colon_32_hex),
         cmocka_unit_test(test_time_from_ms_formats_known_instants),
         cmocka_unit_test(test_time_from_ms_before_the_epoch),
