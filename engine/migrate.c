@@ -192,8 +192,8 @@ static migration *find_version(const migration_set *set, int version)
  * The runner wraps each file in one transaction; a COMMIT inside would commit the part before it
  * and leave the rest to "fail and roll back", and every later run would then trip over the half
  * that stayed. So files are read, before anything runs, by a small lexer that knows what can hide
- * a statement's first word: comments (-- and nested block ones), quoted strings (with E'' escapes), quoted
- * identifiers, dollar-quoted bodies and BEGIN ATOMIC ... END bodies. */
+ * a statement's first word: comments (-- and nested block ones), quoted strings (with E'' escapes),
+ * quoted identifiers, dollar-quoted bodies and BEGIN ATOMIC ... END bodies. */
 
 typedef struct sql_lexer {
     const char *p;
