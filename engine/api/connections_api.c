@@ -1063,9 +1063,12 @@ void api_integrations_oauth_callback(api_ctx *c)
         goto done;
     }
     int64_t expires_in = 3600;
-    if (engine_oauth_parse_token(answer.data ? answer.data : "", answer.len, &grant.access,
-                                 &grant.refresh, &expires_in, &grant.scope, err, sizeof err) != 0 ||
-        status < 200 || status > 299) {
+    int parsed =
+        engine_oauth_parse_token(answer.data ? answer.data : "", answer.len, &grant.access,
+                                 &grant.refresh, &expires_in, &grant.scope, err, sizeof err);
+    if (parsed == 0 && (status < 200 || status > 299)) /* a token, but not a success: err unset */
+        hf_err(err, sizeof err, "a token came with a status that is not a success");
+    if (parsed != 0 || status < 200 || status > 299) {
         hf_buf d = {0};
         hf_buf_printf(&d, "%s refused the authorization code (HTTP %ld): ", id, status);
         hf_buf_put_quoted(&d, err, 400);
