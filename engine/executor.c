@@ -94,9 +94,15 @@ typedef struct token_entry {
     int64_t expires_ms; /* wall clock; 0 = no expiry known */
     int version;
     int64_t loaded_ms;
-    bool stale; /* the connection changed since: read the row again */
+    bool stale;                    /* the connection changed since: read the row again */
+    int64_t refresh_not_before_ms; /* after a failed refresh ahead of expiry (monotonic) */
     struct token_entry *next;
 } token_entry;
+
+/* After a refresh ahead of expiry fails, the still-valid token is used without trying again for
+ * this long: a refresh blocks the executor's loop (up to its 15 s timeout), and an identity
+ * endpoint that is down must not cost that on every call. */
+#define TOKEN_REFRESH_RETRY_MS 30000
 
 #define VEC(T)                                                                                     \
     struct {                                                                                       \
@@ -621,11 +627,14 @@ static void prepare_call(run *r, size_t idx)
         goto done;
     }
     /* Refresh ahead of expiry rather than spend a call on a 401. */
-    if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000) {
+    if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000 &&
+        hf_now_ms() >= t->refresh_not_before_ms) {
         char rerr[256];
-        if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) != 0)
+        if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) != 0) {
+            t->refresh_not_before_ms = hf_now_ms() + TOKEN_REFRESH_RETRY_MS;
             hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error", rerr,
                       NULL);
+        }
     }
     connector_conn cc = {.account = t->account, .access_token = t->access};
     r->token_version = t->version;

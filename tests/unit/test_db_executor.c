@@ -67,6 +67,7 @@ static struct {
     fake_answer fallback; /* the answer once the script is used up */
     int delayed;          /* answers still waiting for their delay */
     int ntoken;           /* requests to FAKE_TOKEN_PATH (not in requests[]) */
+    int token_status;     /* its answer's status (0: 200 with fake_token_body) */
 } fake;
 
 /* The OAuth token endpoint of the fake: always a fresh token pair, counted apart. */
@@ -154,9 +155,15 @@ static void fake_handle(struct evhttp_request *req, void *arg)
     if (strncmp(r.uri, FAKE_TOKEN_PATH, strlen(FAKE_TOKEN_PATH)) == 0) {
         pthread_mutex_lock(&fake.lock);
         fake.ntoken++;
+        int status = fake.token_status;
         pthread_mutex_unlock(&fake.lock);
         fake_request_free(&r);
-        hf_http_reply_json(req, 200, fake_token_body, strlen(fake_token_body));
+        if (status && status != 200) {
+            static const char down[] = "{\"error\": \"temporarily_unavailable\"}";
+            hf_http_reply_json(req, status, down, strlen(down));
+        } else {
+            hf_http_reply_json(req, 200, fake_token_body, strlen(fake_token_body));
+        }
         return;
     }
 
@@ -193,6 +200,7 @@ static void fake_clear(void)
     fake.nrequests = 0;
     fake.ntoken = 0;
     fake.nscript = fake.next = 0;
+    fake.token_status = 0;
     fake.fallback = (fake_answer){.status = 500, .body = "{\"message\":\"no answer scripted\"}"};
     pthread_mutex_unlock(&fake.lock);
 }
@@ -1249,6 +1257,36 @@ static void concurrent_401s_refresh_the_connection_once(void **state)
     free(wf);
 }
 
+/* A token about to expire is refreshed ahead of time; when the identity endpoint is down, the
+ * still-valid token is used and the refresh is not tried again on every call (each try blocks
+ * the executor's loop). */
+static void failed_refresh_ahead_of_expiry_is_not_retried_on_every_call(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_refresh_backoff");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-still-valid", "xero-refresh");
+    pgf_exec(f->db, "UPDATE connections SET token_expires_at = now() + interval '30 seconds'");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *runs[3];
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        runs[i] = add_run(f, wf);
+    pthread_mutex_lock(&fake.lock);
+    fake.token_status = 503;
+    pthread_mutex_unlock(&fake.lock);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", runs[i]);
+    assert_int_equal(fake_count(), 3);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(fake_at(i).authorization, "Bearer xero-still-valid");
+    assert_int_equal(fake_token_count(), 1);
+    expect_sql(f->db, "0", "SELECT token_version FROM connections");
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        free(runs[i]);
+    free(wf);
+}
+
 /* ---- the group ---------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -1333,6 +1371,7 @@ int main(void)
         TEST(long_node_ids_get_distinct_idempotency_keys),
         TEST(a_401_on_a_second_connection_is_refreshed_too),
         TEST(concurrent_401s_refresh_the_connection_once),
+        TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
     };
 #undef TEST
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
