@@ -2,7 +2,8 @@
  * process against real PostgreSQL (fixture unit_pg). engine_cmd_serve runs on a thread of this
  * test, configured through the environment; each test makes its own tenant with SQL, talks HTTP
  * to the server with bearer tokens signed here, and checks statuses, JSON members and the rows
- * the API wrote (or did not write). */
+ * the API wrote (or did not write). HubSpot's OAuth token endpoint is a fake in this process
+ * (HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL) that records each exchange and answers as scripted. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,11 +25,15 @@
 
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
 
 #include "api/auth.h"
 #include "catalog.h"
+#include "connectors/connector.h"
 #include "crypto.h"
 #include "engine_cli.h"
+#include "http_server.h"
 #include "json.h"
 #include "pg_fixture.h"
 #include "tokens.h"
@@ -40,6 +45,9 @@
 #define MAX_BODY 8192
 #define PUBLIC_URL "https://admin.example.test/"
 #define HUBSPOT_CLIENT_ID "hubspot-client-id-123"
+#define HUBSPOT_CLIENT_SECRET "hubspot-client-secret-456"
+/* Where the fake token endpoint listens (HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL). */
+#define FAKE_TOKEN_PATH "/hubspot/oauth/v1/token"
 #define QUICKBOOKS_CLIENT_ID "qb-client-id"
 #define QUICKBOOKS_AUTHORIZE "http://127.0.0.1:9/qb/authorize?prompt=consent"
 #define MISSING_UUID "00000000-0000-4000-8000-000000000000"
@@ -366,6 +374,228 @@ static hf_json find_problem(hf_json problems, const char *path, const char *code
     return NULL;
 }
 
+/* ---- a fake OAuth token endpoint: records what it receives, answers as scripted ------------- */
+
+typedef struct token_request {
+    char method[8];
+    char *uri, *content_type, *accept, *authorization, *body;
+} token_request;
+
+#define FAKE_MAX_REQUESTS 8
+
+static struct {
+    hf_http_server *server;
+    char url[96];         /* http://127.0.0.1:<port> */
+    pthread_mutex_t lock; /* guards everything below */
+    token_request got[FAKE_MAX_REQUESTS];
+    int n; /* requests received (beyond the table: counted, not kept) */
+    int status;
+    char *body; /* the answer to every request */
+} fake;
+
+static char *header_copy(struct evhttp_request *req, const char *name)
+{
+    const char *v = evhttp_find_header(evhttp_request_get_input_headers(req), name);
+    return v ? xstrdup(v) : NULL;
+}
+
+static void token_request_free(token_request *r)
+{
+    free(r->uri);
+    free(r->content_type);
+    free(r->accept);
+    free(r->authorization);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+/* On the fake's own thread: no cmocka assertions here. */
+static void fake_handle(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    token_request r = {0};
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    snprintf(r.method, sizeof r.method, "%s",
+             cmd == EVHTTP_REQ_POST  ? "POST"
+             : cmd == EVHTTP_REQ_GET ? "GET"
+                                     : "OTHER");
+    r.uri = xstrdup(evhttp_request_get_uri(req));
+    r.content_type = header_copy(req, "Content-Type");
+    r.accept = header_copy(req, "Accept");
+    r.authorization = header_copy(req, "Authorization");
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    r.body = xmalloc(n + 1);
+    evbuffer_remove(in, r.body, n);
+    r.body[n] = '\0';
+    pthread_mutex_lock(&fake.lock);
+    if (fake.n < FAKE_MAX_REQUESTS)
+        fake.got[fake.n] = r;
+    else
+        token_request_free(&r);
+    fake.n++;
+    int status = fake.status;
+    char *body = xstrdup(fake.body);
+    pthread_mutex_unlock(&fake.lock);
+    hf_http_reply_json(req, status, body, strlen(body));
+    free(body);
+}
+
+/* Forgets what was received; from now on every request is answered status with body. */
+static void fake_answer(int status, const char *body)
+{
+    pthread_mutex_lock(&fake.lock);
+    for (int i = 0; i < fake.n && i < FAKE_MAX_REQUESTS; i++)
+        token_request_free(&fake.got[i]);
+    fake.n = 0;
+    fake.status = status;
+    free(fake.body);
+    fake.body = xstrdup(body);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static int fake_count(void)
+{
+    pthread_mutex_lock(&fake.lock);
+    int n = fake.n;
+    pthread_mutex_unlock(&fake.lock);
+    return n;
+}
+
+/* Request i as received (its strings stay the fake's until the next fake_answer). */
+static token_request fake_at(int i)
+{
+    pthread_mutex_lock(&fake.lock);
+    bool have = i < fake.n && i < FAKE_MAX_REQUESTS;
+    token_request r = have ? fake.got[i] : (token_request){0};
+    pthread_mutex_unlock(&fake.lock);
+    if (!have)
+        fail_msg("the fake token endpoint has no request %d", i);
+    return r;
+}
+
+/* Starts the fake on a free port of 127.0.0.1; false when it cannot. */
+static bool fake_start(void)
+{
+    pthread_mutex_init(&fake.lock, NULL);
+    fake.status = 500;
+    fake.body =
+        xstrdup("{\"error\":\"server_error\",\"error_description\":\"no answer scripted\"}");
+    char err[256] = "";
+    hf_http_options o = {.listen = "127.0.0.1:0",
+                         .threads = 1,
+                         .max_body = 1 << 16,
+                         .max_headers = 16384,
+                         .timeout_ms = 10000,
+                         .max_connections = 16};
+    fake.server = hf_http_server_new(&o, fake_handle, NULL, err, sizeof err);
+    if (!fake.server) {
+        fprintf(stderr, "test_db_api: fake token endpoint: %s\n", err);
+        return false;
+    }
+    hf_http_server_start(fake.server);
+    snprintf(fake.url, sizeof fake.url, "http://127.0.0.1:%d", hf_http_server_port(fake.server));
+    return true;
+}
+
+static void fake_stop(void)
+{
+    if (fake.server)
+        hf_http_server_free(fake.server);
+    fake.server = NULL;
+    for (int i = 0; i < fake.n && i < FAKE_MAX_REQUESTS; i++)
+        token_request_free(&fake.got[i]);
+    fake.n = 0;
+    free(fake.body);
+    fake.body = NULL;
+    pthread_mutex_destroy(&fake.lock);
+}
+
+/* ---- form bodies ---------------------------------------------------------------------------- */
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* s[0..n) of an application/x-www-form-urlencoded body decoded ('+' is a space), as a new string;
+ * NULL when a % escape is malformed. */
+static char *form_decode(const char *s, size_t n)
+{
+    hf_buf out = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            hf_buf_putc(&out, ' ');
+        } else if (s[i] == '%') {
+            int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                hf_buf_free(&out);
+                return NULL;
+            }
+            hf_buf_putc(&out, (char)(hi * 16 + lo));
+            i += 2;
+        } else {
+            hf_buf_putc(&out, s[i]);
+        }
+    }
+    return hf_buf_steal(&out);
+}
+
+/* The field names of a form body in order, comma-separated, into out. */
+static const char *form_names(const char *body, char *out, size_t outlen)
+{
+    hf_buf names = {0};
+    for (const char *p = body; *p;) {
+        size_t len = strcspn(p, "&");
+        size_t klen = strcspn(p, "=&");
+        char *name = form_decode(p, klen);
+        if (names.len)
+            hf_buf_putc(&names, ',');
+        hf_buf_puts(&names, name ? name : "(malformed)");
+        free(name);
+        p += len;
+        if (*p)
+            p++;
+    }
+    snprintf(out, outlen, "%s", names.data ? names.data : "");
+    hf_buf_free(&names);
+    return out;
+}
+
+/* The decoded value of the form field name (its first occurrence), or NULL. Caller frees. */
+static char *form_field(const char *body, const char *name)
+{
+    for (const char *p = body; *p;) {
+        size_t len = strcspn(p, "&");
+        size_t klen = strcspn(p, "=&");
+        char *key = form_decode(p, klen);
+        bool match = key && strcmp(key, name) == 0;
+        free(key);
+        if (match)
+            return klen < len ? form_decode(p + klen + 1, len - klen - 1) : xstrdup("");
+        p += len;
+        if (*p)
+            p++;
+    }
+    return NULL;
+}
+
+/* Fails unless the form field name of body is want. */
+static void assert_form(const char *body, const char *name, const char *want)
+{
+    char *got = form_field(body, name);
+    bool ok = got && strcmp(got, want) == 0;
+    char shown[512];
+    snprintf(shown, sizeof shown, "%s", got ? got : "(absent)");
+    free(got);
+    if (!ok)
+        fail_msg("form field %s: want \"%s\", got \"%s\" in %s", name, want, shown, body);
+}
+
 /* ---- the server ----------------------------------------------------------------------------- */
 
 static void *serve_main(void *arg)
@@ -408,7 +638,7 @@ static void write_secret(const char *rel, const char *value)
 }
 
 static const char *const secret_files[] = {"api/jwt_key", "engine/token_key", "hubspot/client_id",
-                                           "quickbooks/client_id"};
+                                           "hubspot/client_secret", "quickbooks/client_id"};
 
 static void remove_secrets(void)
 {
@@ -481,6 +711,7 @@ static int setup(void **state)
     write_secret("api/jwt_key", JWT_KEY "\n");
     write_secret("engine/token_key", TOKEN_KEY_HEX "\n");
     write_secret("hubspot/client_id", HUBSPOT_CLIENT_ID "\n");
+    write_secret("hubspot/client_secret", HUBSPOT_CLIENT_SECRET "\n");
     write_secret("quickbooks/client_id", QUICKBOOKS_CLIENT_ID "\n");
     setenv("HOOKFLOW_DATABASE_URL", url, 1);
     free(url);
@@ -501,6 +732,16 @@ static int setup(void **state)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* HubSpot's token endpoint (and its API base, so that no account lookup leaves this process
+     * unseen) is the fake; the settings are read on every exchange, set here before any. */
+    if (!fake_start())
+        return -1;
+    char *token_url = xconcat(fake.url, FAKE_TOKEN_PATH, NULL);
+    char *api_base = xconcat(fake.url, "/hubspot-api", NULL);
+    setenv("HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL", token_url, 1);
+    setenv("HOOKFLOW_CONNECTOR_HUBSPOT_BASE_URL", api_base, 1);
+    free(token_url);
+    free(api_base);
     if (!server_start()) {
         fprintf(stderr, "test_db_api: the API server did not start (rc %d)\n", server_rc);
         return -1;
@@ -514,6 +755,7 @@ static int teardown(void **state)
     pthread_kill(server_thread, SIGTERM);
     pthread_join(server_thread, NULL);
     int rc = server_rc;
+    fake_stop();
     curl_global_cleanup();
     remove_secrets();
     PQfinish(db);
@@ -1914,6 +2156,329 @@ static void oauth_start_and_state(void **state)
                      1);
 }
 
+/* ---- the OAuth callback's code exchange (against the fake token endpoint) ------------------- */
+
+/* What POST .../oauth/start gave: the state, the PKCE challenge and the redirect URI. */
+typedef struct oauth_started {
+    char state[64], challenge[64], redirect[160], hash_hex[2 * HF_SHA256_LEN + 1];
+} oauth_started;
+
+/* Starts HubSpot's authorisation for t's admin. */
+static void oauth_begin(const tenant *t, oauth_started *s)
+{
+    reply r;
+    call(&r, "POST", "/api/integrations/hubspot/oauth/start", t->admin, NULL, NULL);
+    expect_status(&r, 201);
+    snprintf(s->state, sizeof s->state, "%s", jstr(r.json, "state"));
+    snprintf(s->redirect, sizeof s->redirect, "%s", jstr(r.json, "redirect_uri"));
+    url_param(jstr(r.json, "authorize_url"), "code_challenge", s->challenge, sizeof s->challenge);
+    assert_int_equal(strlen(s->state), 43);
+    assert_int_equal(strlen(s->challenge), 43);
+    reply_free(&r);
+    unsigned char hash[HF_SHA256_LEN];
+    hf_sha256(s->state, strlen(s->state), hash);
+    hf_hex_encode(hash, sizeof hash, s->hash_hex);
+}
+
+/* GET HubSpot's callback with state and code (already URL-encoded); header as for call. */
+static void oauth_finish(reply *r, const char *state, const char *code_query, const char *header)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/api/integrations/hubspot/oauth/callback?state=%s&code=%s", state,
+             code_query);
+    call(r, "GET", path, NULL, NULL, header);
+}
+
+/* The state has been used, and another callback with it is refused before the platform is asked
+ * again. */
+static void expect_state_spent(const oauth_started *s)
+{
+    assert_sql("true",
+               "SELECT (used_at IS NOT NULL)::text FROM oauth_states"
+               " WHERE state_hash = decode($1, 'hex')",
+               s->hash_hex, NULL);
+    int before = fake_count();
+    reply r;
+    oauth_finish(&r, s->state, "another-code", NULL);
+    expect_error(&r, 400, "invalid_state",
+                 "unknown, expired or already used state: start the authorisation again");
+    reply_free(&r);
+    assert_int_equal(fake_count(), before);
+}
+
+/* The token stored in column access_token_enc or refresh_token_enc (slot "access" / "refresh") of
+ * the tenant's HubSpot connection to account, opened with the token key under its context;
+ * fails unless it is sealed (plain not among its bytes, the size of a sealed plain). */
+static void expect_sealed(const char *tenant_id, const char *account, const char *slot,
+                          const char *plain)
+{
+    char *sealed_hex = sql_value("SELECT encode(CASE WHEN $3 = 'access' THEN access_token_enc"
+                                 " ELSE refresh_token_enc END, 'hex') FROM connections"
+                                 " WHERE tenant_id = $1 AND connector = 'hubspot' AND account = $2",
+                                 3, tenant_id, account, slot);
+    if (!sealed_hex)
+        fail_msg("no sealed %s token stored for hubspot account %s", slot, account);
+    size_t sealed_len = strlen(sealed_hex) / 2;
+    unsigned char *sealed = xmalloc(sealed_len);
+    assert_true(hf_hex_decode(sealed_hex, strlen(sealed_hex), sealed, sealed_len));
+    assert_int_equal(sealed_len, strlen(plain) + ENGINE_TOKEN_OVERHEAD);
+    assert_null(memmem(sealed, sealed_len, plain, strlen(plain)));
+    unsigned char key[ENGINE_TOKEN_KEY_LEN];
+    assert_true(hf_hex_decode(TOKEN_KEY_HEX, 64, key, sizeof key));
+    engine_keyring *keys = engine_keyring_from_raw(key);
+    char *context = engine_token_context("hubspot", account, slot);
+    char *opened = engine_token_open(keys, context, sealed, sealed_len);
+    bool ok = opened && strcmp(opened, plain) == 0;
+    free(opened);
+    free(context);
+    engine_keyring_free(keys);
+    free(sealed);
+    free(sealed_hex);
+    if (!ok)
+        fail_msg("the stored %s token does not open to \"%s\"", slot, plain);
+}
+
+/* Nothing of a failed exchange was stored: the tenant keeps only its pending placeholder (no
+ * account, no token), no connection to account exists, and the only audit row is the start. */
+static void expect_nothing_stored(const tenant *t, const char *account)
+{
+    assert_sql("pending|true|true|true|0|1",
+               "SELECT status || '|' || (account IS NULL) || '|' || (access_token_enc IS NULL AND"
+               " refresh_token_enc IS NULL) || '|' || (token_expires_at IS NULL AND connected_at IS"
+               " NULL) || '|' || token_version || '|' || count(*) OVER () FROM connections"
+               " WHERE tenant_id = $1",
+               t->id, NULL);
+    assert_int_equal(sql_long("SELECT count(*) FROM connections WHERE account = $1", account, NULL),
+                     0);
+    assert_sql("integration.oauth_started",
+               "SELECT string_agg(action, ',' ORDER BY id) FROM audit_log WHERE tenant_id = $1",
+               t->id, NULL);
+}
+
+/* The full callback: the code goes to the token endpoint as HubSpot wants it (form, client
+ * credentials in the form, the start's redirect URI and the PKCE verifier of its challenge); the
+ * tokens are stored sealed in the now active connection with the expiry the platform gave; one
+ * audit row; the admin is sent back to the integrations page; the state is used up. */
+static void oauth_callback_exchanges_code(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "oauthok", "production");
+    static const char access[] = "hs-access-0001-abcdef", refresh[] = "hs-refresh-0001-abcdef";
+    fake_answer(200, "{\"access_token\":\"hs-access-0001-abcdef\","
+                     "\"refresh_token\":\"hs-refresh-0001-abcdef\",\"expires_in\":1800,"
+                     "\"token_type\":\"bearer\",\"hub_id\":9100001,"
+                     "\"scope\":\"crm.objects.contacts.read automation\"}");
+    oauth_started s;
+    oauth_begin(&t, &s);
+    assert_int_equal(fake_count(), 0);
+
+    reply r;
+    oauth_finish(&r, s.state, "c0de%2F%2B%20x", NULL); /* the code "c0de/+ x" */
+    expect_status(&r, 302);
+    char h[256];
+    assert_string_equal(reply_header(&r, "Location", h, sizeof h),
+                        "https://admin.example.test/automation/integrations?connected=hubspot");
+    assert_string_equal(reply_header(&r, "Cache-Control", h, sizeof h), "no-store");
+    assert_int_equal(r.body.len, 0);
+    reply_free(&r);
+
+    /* What the token endpoint received: exactly one exchange. */
+    assert_int_equal(fake_count(), 1);
+    token_request got = fake_at(0);
+    assert_string_equal(got.method, "POST");
+    assert_string_equal(got.uri, FAKE_TOKEN_PATH);
+    assert_non_null(got.content_type);
+    assert_string_equal(got.content_type, "application/x-www-form-urlencoded");
+    assert_non_null(got.accept);
+    assert_string_equal(got.accept, "application/json");
+    assert_null(got.authorization); /* HubSpot takes the client credentials in the form */
+    char names[256];
+    assert_string_equal(form_names(got.body, names, sizeof names),
+                        "grant_type,code,redirect_uri,code_verifier,client_id,client_secret");
+    assert_form(got.body, "grant_type", "authorization_code");
+    assert_form(got.body, "code", "c0de/+ x");
+    assert_form(got.body, "redirect_uri", s.redirect);
+    assert_form(got.body, "client_id", HUBSPOT_CLIENT_ID);
+    assert_form(got.body, "client_secret", HUBSPOT_CLIENT_SECRET);
+    char *verifier = form_field(got.body, "code_verifier");
+    assert_non_null(verifier);
+    assert_int_equal(strlen(verifier), 43);
+    unsigned char digest[HF_SHA256_LEN];
+    hf_sha256(verifier, strlen(verifier), digest);
+    char challenge[64];
+    api_base64url_encode(digest, sizeof digest, challenge);
+    assert_string_equal(challenge, s.challenge);
+    /* Byte for byte, as the connector encodes a form. */
+    char want[1024];
+    snprintf(want, sizeof want,
+             "grant_type=authorization_code&code=c0de%%2F%%2B+x&redirect_uri=https%%3A%%2F%%2F"
+             "admin.example.test%%2Fapi%%2Fintegrations%%2Fhubspot%%2Foauth%%2Fcallback"
+             "&code_verifier=%s&client_id=" HUBSPOT_CLIENT_ID
+             "&client_secret=" HUBSPOT_CLIENT_SECRET,
+             verifier);
+    assert_string_equal(got.body, want);
+    free(verifier);
+
+    /* The connection: the placeholder filled in, active, with the token's scopes and expiry. */
+    assert_sql("9100001|active|{crm.objects.contacts.read,automation}|{crm.objects.contacts.read,"
+               "crm.objects.contacts.write,automation}|admin@oauthok|1|1",
+               "SELECT account || '|' || status || '|' || granted_scopes::text || '|' ||"
+               " requested_scopes::text || '|' || connected_by || '|' || token_version || '|' ||"
+               " count(*) OVER () FROM connections WHERE tenant_id = $1 AND connector = $2",
+               t.id, "hubspot");
+    assert_sql("true|true",
+               "SELECT (token_expires_at = connected_at + interval '1800 seconds') || '|' ||"
+               " (token_expires_at BETWEEN now() + interval '1800 seconds' - interval '2 minutes'"
+               " AND now() + interval '1800 seconds') FROM connections WHERE tenant_id = $1",
+               t.id, NULL);
+    expect_sealed(t.id, "9100001", "access", access);
+    expect_sealed(t.id, "9100001", "refresh", refresh);
+
+    /* One audit row for the connection, on behalf of the admin who started. */
+    assert_sql("integration.oauth_started,integration.connected",
+               "SELECT string_agg(action, ',' ORDER BY id) FROM audit_log WHERE tenant_id = $1",
+               t.id, NULL);
+    assert_sql("admin@oauthok|connection|true|hubspot|9100001|active|oauth|"
+               "[\"crm.objects.contacts.read\", \"automation\"]",
+               "SELECT a.actor || '|' || a.subject_type || '|' || (a.subject_id = c.id::text) ||"
+               " '|' || (a.detail->>'connector') || '|' || (a.detail->>'account') || '|' ||"
+               " (a.detail->>'status') || '|' || (a.detail->>'via') || '|' ||"
+               " (a.detail->'granted_scopes')::text FROM audit_log a JOIN connections c"
+               " ON c.tenant_id = a.tenant_id WHERE a.tenant_id = $1"
+               " AND a.action = 'integration.connected'",
+               t.id, NULL);
+
+    /* The view shows the connection, never a token. */
+    call(&r, "GET", "/api/integrations/hubspot", t.admin, NULL, NULL);
+    expect_status(&r, 200);
+    assert_jstr(r.json, "status", "active");
+    assert_jstr(r.json, "account", "9100001");
+    assert_jbool(r.json, "connected", true);
+    assert_null(strstr(r.body.data, access));
+    assert_null(strstr(r.body.data, refresh));
+    reply_free(&r);
+
+    expect_state_spent(&s);
+}
+
+/* A token that comes with an error status is not taken: 502 saying so (the detail names the
+ * status), nothing stored; the state was spent before the exchange, so it cannot be retried. */
+static void oauth_callback_token_with_error_status(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "oauthtok400", "production");
+    fake_answer(400, "{\"access_token\":\"leak-access-0002\",\"refresh_token\":"
+                     "\"leak-refresh-0002\",\"expires_in\":1800,\"hub_id\":9100002}");
+    oauth_started s;
+    oauth_begin(&t, &s);
+    reply r;
+    oauth_finish(&r, s.state, "code-0002", NULL);
+    expect_error(&r, 502, "token_exchange_failed",
+                 "hubspot refused the authorization code (HTTP 400): a token came with a status "
+                 "that is not a success");
+    assert_null(strstr(r.body.data, "leak-"));
+    reply_free(&r);
+    assert_int_equal(fake_count(), 1);
+    assert_form(fake_at(0).body, "code", "code-0002");
+    expect_nothing_stored(&t, "9100002");
+    expect_state_spent(&s);
+}
+
+/* The token endpoint refuses the code (RFC 6749 error, with or without a stray access token, on
+ * a 400 or even a 200): 502 with the platform's reason; nothing stored; the state is spent. */
+static void oauth_callback_refused_code(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "oauthrefused", "production");
+    static const struct {
+        int status;
+        const char *body, *detail;
+    } cases[] = {
+        {400,
+         "{\"error\":\"invalid_grant\",\"error_description\":\"authorization code expired\","
+         "\"hub_id\":9100003}",
+         "hubspot refused the authorization code (HTTP 400): token endpoint error: invalid_grant: "
+         "authorization code expired"},
+        {400, "{\"access_token\":\"x\",\"error\":\"invalid_grant\",\"hub_id\":9100003}",
+         "hubspot refused the authorization code (HTTP 400): token endpoint error: invalid_grant"},
+        {200, "{\"access_token\":\"x\",\"error\":\"invalid_grant\",\"hub_id\":9100003}",
+         "hubspot refused the authorization code (HTTP 200): token endpoint error: invalid_grant"},
+        {400, "{\"status\":\"BAD_AUTH_CODE\",\"message\":\"missing or unknown auth code\"}",
+         "hubspot refused the authorization code (HTTP 400): token endpoint error: BAD_AUTH_CODE: "
+         "missing or unknown auth code"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fake_answer(cases[i].status, cases[i].body);
+        oauth_started s;
+        oauth_begin(&t, &s);
+        reply r;
+        oauth_finish(&r, s.state, "code-0003", NULL);
+        expect_error(&r, 502, "token_exchange_failed", cases[i].detail);
+        reply_free(&r);
+        assert_int_equal(fake_count(), 1);
+        assert_form(fake_at(0).body, "grant_type", "authorization_code");
+        assert_sql("integration.oauth_started",
+                   "SELECT string_agg(DISTINCT action, ',') FROM audit_log WHERE tenant_id = $1",
+                   t.id, NULL);
+        assert_int_equal(
+            sql_long("SELECT count(*) FROM audit_log WHERE tenant_id = $1", t.id, NULL),
+            (long)i + 1);
+        assert_sql("pending|true|true|1",
+                   "SELECT status || '|' || (account IS NULL) || '|' || (access_token_enc IS NULL"
+                   " AND refresh_token_enc IS NULL AND token_expires_at IS NULL) || '|' ||"
+                   " count(*) OVER () FROM connections WHERE tenant_id = $1",
+                   t.id, NULL);
+        assert_int_equal(
+            sql_long("SELECT count(*) FROM connections WHERE account = $1", "9100003", NULL), 0);
+        expect_state_spent(&s);
+    }
+}
+
+/* An absurd expires_in is stored as at most a year (ENGINE_OAUTH_MAX_EXPIRES_S); without a
+ * refresh token none is stored. Asked for JSON, the callback answers with the integration. */
+static void oauth_callback_caps_expires_in(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "oauthcap", "production");
+    static const char access[] = "hs-access-0004-abcdef";
+    fake_answer(200, "{\"access_token\":\"hs-access-0004-abcdef\",\"expires_in\":9000000000000,"
+                     "\"hub_id\":\"9100004\"}");
+    oauth_started s;
+    oauth_begin(&t, &s);
+    reply r;
+    oauth_finish(&r, s.state, "code-0004", "Accept: application/json");
+    expect_status(&r, 200);
+    assert_jstr(r.json, "connected", "hubspot");
+    hf_json in = hf_json_get(r.json, "integration");
+    assert_jstr(in, "connector", "hubspot");
+    assert_jstr(in, "status", "active");
+    assert_jstr(in, "account", "9100004");
+    assert_jbool(in, "connected", true);
+    assert_int_equal(hf_json_len(hf_json_get(in, "granted_scopes")), 3); /* none in the answer */
+    hf_json conns = hf_json_get(in, "connections");
+    assert_int_equal(hf_json_len(conns), 1);
+    assert_jbool(hf_json_at(conns, 0), "has_refresh_token", false);
+    assert_null(strstr(r.body.data, access));
+    reply_free(&r);
+    assert_int_equal(fake_count(), 1);
+
+    char cap[32];
+    snprintf(cap, sizeof cap, "%lld", (long long)ENGINE_OAUTH_MAX_EXPIRES_S);
+    assert_sql("true|true|true",
+               "SELECT (token_expires_at = connected_at + make_interval(secs => $2::double"
+               " precision)) || '|' || (token_expires_at BETWEEN now() + make_interval(secs =>"
+               " $2::double precision) - interval '2 minutes' AND now() + make_interval(secs =>"
+               " $2::double precision)) || '|' || (refresh_token_enc IS NULL) FROM connections"
+               " WHERE tenant_id = $1 AND status = 'active'",
+               t.id, cap);
+    expect_sealed(t.id, "9100004", "access", access);
+    expect_state_spent(&s);
+}
+
 /* ---- catalog_api.c -------------------------------------------------------------------------- */
 
 /* The catalog: the six connectors exactly as loaded from schemas/catalog, a strong ETag of the
@@ -2159,6 +2724,10 @@ int main(void)
         cmocka_unit_test(connections_disable_and_enable),
         cmocka_unit_test(twilio_credentials_are_sealed),
         cmocka_unit_test(oauth_start_and_state),
+        cmocka_unit_test(oauth_callback_exchanges_code),
+        cmocka_unit_test(oauth_callback_token_with_error_status),
+        cmocka_unit_test(oauth_callback_refused_code),
+        cmocka_unit_test(oauth_callback_caps_expires_in),
         cmocka_unit_test(catalog_lists_six_connectors),
         cmocka_unit_test(runs_from_keeps_microseconds),
         cmocka_unit_test(runs_to_keeps_microseconds),
