@@ -83,6 +83,19 @@ char *pgf_value(PGconn *db, const char *sql)
     return v;
 }
 
+char *pgf_value_params(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        die(sql, PQerrorMessage(db));
+    char *v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
+                  ? xstrdup(PQgetvalue(r, 0, 0))
+                  : NULL;
+    PQclear(r);
+    return v;
+}
+
 char *pgf_empty_database(const char *name)
 {
     for (const char *c = name; *c; c++)

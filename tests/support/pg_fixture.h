@@ -21,6 +21,10 @@ PGconn *pgf_connect(const char *url);
  * or no row; aborts when the statement fails. */
 char *pgf_value(PGconn *db, const char *sql);
 
+/* pgf_value for sql with n text parameters ($1...); a statement that returns no rows (an INSERT
+ * without RETURNING) gives NULL too. Aborts when the statement fails. */
+char *pgf_value_params(PGconn *db, const char *sql, int n, const char *const *params);
+
 /* Runs sql (no parameters, no result wanted); aborts when it fails. */
 void pgf_exec(PGconn *db, const char *sql);
 

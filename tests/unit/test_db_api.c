@@ -73,29 +73,18 @@ static int server_rc;
 
 /* ---- SQL ------------------------------------------------------------------------------------ */
 
-/* Runs sql with n text parameters (NULL: SQL NULL); the first column of the first row as a new
- * string (NULL for none or SQL NULL). Fails the test when the statement fails. */
+/* Runs sql on the test's database with n text parameters given inline (NULL: SQL NULL); the
+ * first column of the first row as a new string (NULL for none or SQL NULL). */
 static char *sql_value(const char *sql, int n, ...)
 {
     const char *params[16];
+    assert_true(n <= 16);
     va_list ap;
     va_start(ap, n);
-    for (int i = 0; i < n && i < 16; i++)
+    for (int i = 0; i < n; i++)
         params[i] = va_arg(ap, const char *);
     va_end(ap);
-    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(db));
-        PQclear(r);
-        fail_msg("SQL failed: %s: %s", sql, msg);
-    }
-    char *v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                  ? xstrdup(PQgetvalue(r, 0, 0))
-                  : NULL;
-    PQclear(r);
-    return v;
+    return pgf_value_params(db, sql, n, params);
 }
 
 /* sql_value of a count(*) (or any integer) query. */

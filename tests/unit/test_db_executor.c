@@ -276,24 +276,6 @@ static void fake_wait_idle(void)
 
 /* ---- the database ------------------------------------------------------------------------- */
 
-/* The first column of the first row of sql with its parameters (NULL for SQL NULL or no row). */
-static char *exec_params(PGconn *db, const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(db));
-        PQclear(res);
-        fail_msg("%s: %s", sql, msg);
-    }
-    char *v = st == PGRES_TUPLES_OK && PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)
-                  ? xstrdup(PQgetvalue(res, 0, 0))
-                  : NULL;
-    PQclear(res);
-    return v;
-}
-
 static char *vsql(const char *fmt, va_list ap) HF_PRINTF(1, 0);
 static char *vsql(const char *fmt, va_list ap)
 {
@@ -458,10 +440,10 @@ static void add_connection(fixture *f, const char *connector, const char *accoun
     char *hex = xmalloc(2 * n + 1);
     hf_hex_encode(sealed, n, hex);
     const char *params[] = {f->tenant_id, connector, account, status, hex};
-    free(exec_params(f->db,
-                     "INSERT INTO connections (tenant_id, connector, account, status, "
-                     "access_token_enc) VALUES ($1, $2, $3, $4, decode($5, 'hex'))",
-                     5, params));
+    free(pgf_value_params(f->db,
+                          "INSERT INTO connections (tenant_id, connector, account, status, "
+                          "access_token_enc) VALUES ($1, $2, $3, $4, decode($5, 'hex'))",
+                          5, params));
     free(hex);
     free(sealed);
     free(context);
@@ -480,11 +462,11 @@ static void add_oauth_connection(fixture *f, const char *connector, const char *
     hf_hex_encode(aseal, an, ahex);
     hf_hex_encode(rseal, rn, rhex);
     const char *params[] = {f->tenant_id, connector, account, ahex, rhex};
-    free(exec_params(f->db,
-                     "INSERT INTO connections (tenant_id, connector, account, status, "
-                     "access_token_enc, refresh_token_enc) VALUES ($1, $2, $3, 'active', "
-                     "decode($4, 'hex'), decode($5, 'hex'))",
-                     5, params));
+    free(pgf_value_params(f->db,
+                          "INSERT INTO connections (tenant_id, connector, account, status, "
+                          "access_token_enc, refresh_token_enc) VALUES ($1, $2, $3, 'active', "
+                          "decode($4, 'hex'), decode($5, 'hex'))",
+                          5, params));
     free(ahex);
     free(rhex);
     free(aseal);
@@ -499,16 +481,17 @@ static char *add_workflow(fixture *f, const char *definition)
 {
     pgf_exec(f->db, "BEGIN");
     const char *p1[] = {f->tenant_id};
-    char *id = exec_params(f->db,
-                           "INSERT INTO workflows (tenant_id, name, enabled, trigger_connector, "
-                           "trigger_event) VALUES ($1, 'wf-' || gen_random_uuid(), true, 'meta', "
-                           "'message') RETURNING id",
-                           1, p1);
+    char *id =
+        pgf_value_params(f->db,
+                         "INSERT INTO workflows (tenant_id, name, enabled, trigger_connector, "
+                         "trigger_event) VALUES ($1, 'wf-' || gen_random_uuid(), true, 'meta', "
+                         "'message') RETURNING id",
+                         1, p1);
     const char *p2[] = {id, definition};
-    free(exec_params(f->db,
-                     "INSERT INTO workflow_versions (workflow_id, version, definition) "
-                     "VALUES ($1, 1, $2::jsonb)",
-                     2, p2));
+    free(pgf_value_params(f->db,
+                          "INSERT INTO workflow_versions (workflow_id, version, definition) "
+                          "VALUES ($1, 1, $2::jsonb)",
+                          2, p2));
     pgf_exec(f->db, "COMMIT");
     return id;
 }
@@ -526,11 +509,11 @@ static char *add_run(fixture *f, const char *workflow_id)
     char event_id[32];
     snprintf(event_id, sizeof event_id, "evt-%d", ++seq);
     const char *params[] = {f->tenant_id, workflow_id, event_id, TRIGGER};
-    return exec_params(f->db,
-                       "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, "
-                       "ordering_key, ordering_seq, trigger) "
-                       "VALUES ($1, $2, 1, $3, 'meta:' || $3, 1, $4::jsonb) RETURNING id",
-                       4, params);
+    return pgf_value_params(f->db,
+                            "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, "
+                            "ordering_key, ordering_seq, trigger) "
+                            "VALUES ($1, $2, 1, $3, 'meta:' || $3, 1, $4::jsonb) RETURNING id",
+                            4, params);
 }
 
 /* ---- workflows and answers ---------------------------------------------------------------- */
@@ -877,6 +860,19 @@ static void rejected_credentials_fail_the_run(void **state)
     free(wf);
 }
 
+/* Starts worker slot 0 ("worker-a") with the fake answering its first call with answer only
+ * after delay_ms, and every later call with answer at once; returns once that first call has
+ * reached the fake, i.e. is in flight. */
+static void fx_start_with_a_slow_first_call(fixture *f, fake_answer answer, int delay_ms)
+{
+    fake_answer slow = answer;
+    slow.delay_ms = delay_ms;
+    fake_script(slow);
+    fake_answer_always(answer);
+    fx_start(f, 0, "worker-a");
+    fake_wait_requests(1);
+}
+
 /* Stopping with a call in flight that answers within the timeout waits for it: the run is
  * finished before stop returns. */
 static void stop_lets_a_call_in_flight_finish(void **state)
@@ -885,12 +881,7 @@ static void stop_lets_a_call_in_flight_finish(void **state)
     add_connection(f, "twilio", TWILIO_ACCOUNT, TWILIO_TOKEN, "active");
     char *wf = add_workflow(f, WORKFLOW(SMS_NODE(""), ""));
     char *run = add_run(f, wf);
-    fake_answer slow = twilio_created;
-    slow.delay_ms = 300;
-    fake_script(slow);
-    fake_answer_always(twilio_created);
-    fx_start(f, 0, "worker-a");
-    fake_wait_requests(1);
+    fx_start_with_a_slow_first_call(f, twilio_created, 300);
 
     fx_stop(f, 0, 5000);
     expect_sql(f->db, "succeeded|SM0001|true",
@@ -911,12 +902,7 @@ static void stop_cancels_an_idempotent_call_and_another_worker_finishes(void **s
     add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
     char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
     char *run = add_run(f, wf);
-    fake_answer slow = xero_created;
-    slow.delay_ms = 2000;
-    fake_script(slow);
-    fake_answer_always(xero_created);
-    fx_start(f, 0, "worker-a");
-    fake_wait_requests(1);
+    fx_start_with_a_slow_first_call(f, xero_created, 2000);
     wait_value(f->db, "running", "SELECT status FROM node_attempts WHERE run_id = '%s'", run);
 
     int64_t t0 = hf_now_ms();
@@ -971,12 +957,7 @@ static void stop_does_not_spend_a_retry(void **state)
                     "\"{{event.payload.name}}\"}" RETRY(1, 20, 50) "}",
                     ""));
     char *run = add_run(f, wf);
-    fake_answer slow = xero_created;
-    slow.delay_ms = 2000;
-    fake_script(slow);
-    fake_answer_always(xero_created);
-    fx_start(f, 0, "worker-a");
-    fake_wait_requests(1);
+    fx_start_with_a_slow_first_call(f, xero_created, 2000);
     wait_value(f->db, "running", "SELECT status FROM node_attempts WHERE run_id = '%s'", run);
 
     fx_stop(f, 0, 100);
@@ -1044,12 +1025,7 @@ static void stop_cancels_a_non_idempotent_call_as_outcome_unknown(void **state)
     add_connection(f, "twilio", TWILIO_ACCOUNT, TWILIO_TOKEN, "active");
     char *wf = add_workflow(f, WORKFLOW(SMS_NODE(RETRY(3, 20, 50)), ""));
     char *run = add_run(f, wf);
-    fake_answer slow = twilio_created;
-    slow.delay_ms = 2000;
-    fake_script(slow);
-    fake_answer_always(twilio_created);
-    fx_start(f, 0, "worker-a");
-    fake_wait_requests(1);
+    fx_start_with_a_slow_first_call(f, twilio_created, 2000);
     wait_value(f->db, "running", "SELECT status FROM node_attempts WHERE run_id = '%s'", run);
 
     fx_stop(f, 0, 100);
@@ -1086,16 +1062,16 @@ static void runs_of_a_lost_worker_are_taken_over(void **state)
                     "lease_expires_at = now() - interval '1 second', started_at = now(), "
                     "attempt = 1");
     const char *p1[] = {xero_run, key};
-    free(exec_params(f->db,
-                     "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
-                     "idempotency_key) VALUES ($1, 'contact', 1, 'running', "
-                     "'{\"name\": \"Ann\"}', $2)",
-                     2, p1));
+    free(pgf_value_params(f->db,
+                          "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
+                          "idempotency_key) VALUES ($1, 'contact', 1, 'running', "
+                          "'{\"name\": \"Ann\"}', $2)",
+                          2, p1));
     const char *p2[] = {twilio_run};
-    free(exec_params(f->db,
-                     "INSERT INTO node_attempts (run_id, node_id, attempt, status, input) "
-                     "VALUES ($1, 'sms', 1, 'running', '{\"to\": \"+15550001111\"}')",
-                     1, p2));
+    free(pgf_value_params(f->db,
+                          "INSERT INTO node_attempts (run_id, node_id, attempt, status, input) "
+                          "VALUES ($1, 'sms', 1, 'running', '{\"to\": \"+15550001111\"}')",
+                          1, p2));
     fake_answer_always(xero_created);
     fx_start(f, 0, "worker-a");
 

@@ -11,8 +11,6 @@
 
 #include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +23,7 @@
 #include "executor.h"
 #include "intake.h"
 #include "json.h"
+#include "kafka_mock.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg_fixture.h"
@@ -63,9 +62,7 @@ typedef struct worker {
 
 /* What one test works against: a fresh migrated database, a mock cluster, a plain producer. */
 typedef struct fixture {
-    rd_kafka_t *owner; /* hosts the mock cluster */
-    rd_kafka_mock_cluster_t *mock;
-    const char *bootstraps; /* owned by mock */
+    km_cluster *kafka;
     rd_kafka_t *producer;
     char *url;
     PGconn *db;
@@ -76,31 +73,7 @@ typedef struct fixture {
     worker *workers[2];                  /* freed by teardown if a test stops half-way */
 } fixture;
 
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
 /* ---- PostgreSQL ------------------------------------------------------------------------------ */
-
-/* Runs sql with text parameters; the first column of the first row as a new string (NULL for
- * none). Fails the test when the statement fails. */
-static char *sql_value(PGconn *db, const char *sql, int n, const char *const *params)
-{
-    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(db));
-        PQclear(r);
-        fail_msg("%s: %s", sql, msg);
-    }
-    char *v = st == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)
-                  ? xstrdup(PQgetvalue(r, 0, 0))
-                  : NULL;
-    PQclear(r);
-    return v;
-}
 
 static long long sql_count(PGconn *db, const char *sql)
 {
@@ -150,20 +123,20 @@ static char *workflow_add(PGconn *db, const char *tenant, const char *name, cons
     snprintf(current, sizeof current, "%d", nversions);
     pgf_exec(db, "BEGIN"); /* the current-version key is checked at commit */
     const char *p[] = {tenant, name, event, enabled ? "true" : "false", current};
-    char *id = sql_value(db,
-                         "INSERT INTO workflows (tenant_id, name, enabled, current_version, "
-                         "trigger_connector, trigger_event) "
-                         "VALUES ($1, $2, $4::boolean, $5::int, 'meta', $3) RETURNING id",
-                         5, p);
+    char *id = pgf_value_params(db,
+                                "INSERT INTO workflows (tenant_id, name, enabled, current_version, "
+                                "trigger_connector, trigger_event) "
+                                "VALUES ($1, $2, $4::boolean, $5::int, 'meta', $3) RETURNING id",
+                                5, p);
     for (int v = 1; v <= nversions; v++) {
         char version[16];
         snprintf(version, sizeof version, "%d", v);
         char *def = definition(name, event, filters[v - 1]);
         const char *pv[] = {id, version, def};
-        free(sql_value(db,
-                       "INSERT INTO workflow_versions (workflow_id, version, definition) "
-                       "VALUES ($1, $2::int, $3::jsonb)",
-                       3, pv));
+        free(pgf_value_params(db,
+                              "INSERT INTO workflow_versions (workflow_id, version, definition) "
+                              "VALUES ($1, $2::int, $3::jsonb)",
+                              3, pv));
         free(def);
     }
     pgf_exec(db, "COMMIT");
@@ -173,10 +146,10 @@ static char *workflow_add(PGconn *db, const char *tenant, const char *name, cons
 static void connection_add(PGconn *db, const char *tenant, const char *account, const char *status)
 {
     const char *p[] = {tenant, account, status};
-    free(sql_value(db,
-                   "INSERT INTO connections (tenant_id, connector, account, status) "
-                   "VALUES ($1, 'meta', $2, $3)",
-                   3, p));
+    free(pgf_value_params(db,
+                          "INSERT INTO connections (tenant_id, connector, account, status) "
+                          "VALUES ($1, 'meta', $2, $3)",
+                          3, p));
 }
 
 /* ---- Kafka ----------------------------------------------------------------------------------- */
@@ -252,19 +225,7 @@ static int64_t send_event(fixture *f, const char *mid, const char *account, cons
  * wait_ms pass (0: read once). RD_KAFKA_OFFSET_INVALID when there is none. */
 static int64_t committed_offset(fixture *f, const char *group, int64_t want, int wait_ms)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr))
-        fail_msg("consumer conf: %s", errstr);
-    /* rd_kafka_new() takes ownership of conf on success only. */
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fail_msg("consumer: %s", errstr);
-    }
+    rd_kafka_t *rk = km_consumer_new(f->kafka, group, NULL);
     int64_t until = hf_now_ms() + wait_ms, offset = RD_KAFKA_OFFSET_INVALID;
     for (;;) {
         rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
@@ -276,8 +237,7 @@ static int64_t committed_offset(fixture *f, const char *group, int64_t want, int
             break;
         usleep(50 * 1000);
     }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    km_consumer_free(rk);
     return offset;
 }
 
@@ -304,59 +264,41 @@ typedef struct dead_letter {
     long value_len;
 } dead_letter;
 
+/* Takes one dead-letter message apart into the next free slot of a dead_letters_read. */
+static void dead_letter_add(const rd_kafka_message_t *m, void *arg)
+{
+    dead_letter **next = arg;
+    dead_letter *d = (*next)++;
+    memset(d, 0, sizeof *d);
+    d->key = m->key ? xstrndup(m->key, m->key_len) : NULL;
+    char err[128];
+    hf_json v = hf_json_parse(m->payload, m->len, err, sizeof err);
+    const char *reason = hf_json_str(hf_json_get(v, "reason"));
+    const char *topic = hf_json_str(hf_json_get(v, "topic"));
+    const char *by = hf_json_str(hf_json_get(v, "worker"));
+    d->reason = reason ? xstrdup(reason) : NULL;
+    d->topic = topic ? xstrdup(topic) : NULL;
+    d->worker = by ? xstrdup(by) : NULL;
+    d->partition = d->offset = -1;
+    (void)hf_json_int(hf_json_get(v, "partition"), &d->partition);
+    (void)hf_json_int(hf_json_get(v, "offset"), &d->offset);
+    const char *b64 = hf_json_str(hf_json_get(v, "value_base64"));
+    d->value_len = b64 ? hf_base64_decode(b64, strlen(b64), d->value, sizeof d->value) : -1;
+    hf_json_free(v);
+}
+
 /* Reads the dead-letter topic from its start until want messages arrived or WAIT_MS passed;
  * returns how many were read (at most max) and sets *end to the topic's high watermark. */
 static size_t dead_letters_read(fixture *f, dead_letter *out, size_t max, size_t want, int64_t *end)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", "unit-intake-reader", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr))
-        fail_msg("consumer conf: %s", errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fail_msg("consumer: %s", errstr);
-    }
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, DEADLETTER, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    size_t n = 0;
-    int64_t until = hf_now_ms() + WAIT_MS;
-    while (!e && n < want && n < max && hf_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
-            continue;
-        if (!m->err) {
-            dead_letter *d = &out[n++];
-            memset(d, 0, sizeof *d);
-            d->key = m->key ? xstrndup(m->key, m->key_len) : NULL;
-            char err[128];
-            hf_json v = hf_json_parse(m->payload, m->len, err, sizeof err);
-            const char *reason = hf_json_str(hf_json_get(v, "reason"));
-            const char *topic = hf_json_str(hf_json_get(v, "topic"));
-            const char *by = hf_json_str(hf_json_get(v, "worker"));
-            d->reason = reason ? xstrdup(reason) : NULL;
-            d->topic = topic ? xstrdup(topic) : NULL;
-            d->worker = by ? xstrdup(by) : NULL;
-            d->partition = d->offset = -1;
-            (void)hf_json_int(hf_json_get(v, "partition"), &d->partition);
-            (void)hf_json_int(hf_json_get(v, "offset"), &d->offset);
-            const char *b64 = hf_json_str(hf_json_get(v, "value_base64"));
-            d->value_len = b64 ? hf_base64_decode(b64, strlen(b64), d->value, sizeof d->value) : -1;
-            hf_json_free(v);
-        }
-        rd_kafka_message_destroy(m);
-    }
+    rd_kafka_t *rk = km_consumer_new(f->kafka, "unit-intake-reader", NULL);
+    dead_letter *next = out;
+    size_t n = km_consume(rk, DEADLETTER, want < max ? want : max, WAIT_MS, dead_letter_add, &next);
     int64_t low = -1, high = -1;
     if (rd_kafka_query_watermark_offsets(rk, DEADLETTER, 0, &low, &high, WAIT_MS))
         high = -1;
     *end = high;
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    km_consumer_free(rk);
     return n;
 }
 
@@ -387,7 +329,7 @@ static worker *worker_start(fixture *f, int slot, const char *group)
 {
     worker *w = xcalloc(1, sizeof *w);
     f->workers[slot] = w;
-    setenv("HOOKFLOW_KAFKA_BROKERS", f->bootstraps, 1);
+    setenv("HOOKFLOW_KAFKA_BROKERS", f->kafka->bootstraps, 1);
     setenv("HOOKFLOW_DATABASE_URL", f->url, 1);
     setenv("HOOKFLOW_WORKER_GROUP", group, 1);
     setenv("HOOKFLOW_WORKER_ID", WORKER_ID, 1);
@@ -483,26 +425,14 @@ static int fixture_setup(void **state)
     free(other);
 
     char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    /* rd_kafka_new() takes ownership of conf on success only. */
-    f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!f->owner) {
-        rd_kafka_conf_destroy(conf);
-        fail_msg("mock owner: %s", errstr);
-    }
-    f->mock = rd_kafka_mock_cluster_new(f->owner, 1);
-    if (!f->mock)
-        fail_msg("rd_kafka_mock_cluster_new failed");
-    for (size_t i = 0; i < HF_ARRAY_LEN(topics); i++)
-        if (rd_kafka_mock_topic_create(f->mock, topics[i], 1, 1))
-            fail_msg("cannot create topic %s", topics[i]);
-    f->bootstraps = rd_kafka_mock_cluster_bootstraps(f->mock);
+    f->kafka = km_cluster_new(topics, HF_ARRAY_LEN(topics), errstr, sizeof errstr);
+    if (!f->kafka)
+        fail_msg("mock cluster: %s", errstr);
 
-    conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, km_quiet_log);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->kafka->bootstraps, errstr, sizeof errstr) ||
         rd_kafka_conf_set(conf, "linger.ms", "0", errstr, sizeof errstr)) {
         rd_kafka_conf_destroy(conf);
         fail_msg("producer conf: %s", errstr);
@@ -514,22 +444,6 @@ static int fixture_setup(void **state)
     }
     return 0;
 }
-
-static void *cluster_destroy(void *arg)
-{
-    fixture *f = arg;
-    if (f->mock)
-        rd_kafka_mock_cluster_destroy(f->mock);
-    if (f->owner)
-        rd_kafka_destroy(f->owner);
-    free(f);
-    return NULL;
-}
-
-/* Destroying a mock cluster often stalls for 1 s (its poll loop's timeout), so each one is
- * destroyed on its own thread while the next test runs; reapers_join waits for them all. */
-static pthread_t reapers[32];
-static size_t nreapers;
 
 static int fixture_teardown(void **state)
 {
@@ -548,11 +462,8 @@ static int fixture_teardown(void **state)
     free(f->postback_a_id);
     free(f->postback_b_id);
     free(f->paused_id);
-    if (nreapers == HF_ARRAY_LEN(reapers) ||
-        pthread_create(&reapers[nreapers], NULL, cluster_destroy, f) != 0)
-        cluster_destroy(f);
-    else
-        nreapers++;
+    km_cluster_destroy_later(f->kafka);
+    free(f);
     return 0;
 }
 
@@ -563,15 +474,6 @@ static int shared_setup(void **state)
 {
     fixture_setup(state);
     worker_start(*state, 0, GROUP);
-    return 0;
-}
-
-static int reapers_join(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < nreapers; i++)
-        pthread_join(reapers[i], NULL);
-    nreapers = 0;
     return 0;
 }
 
@@ -597,12 +499,12 @@ static void matching_event_creates_one_run_with_trigger_tenant_and_version(void 
 
     assert_int_equal(runs_total(f), runs_before + 1);
     const char *p[] = {env};
-    char *run = sql_value(f->db,
-                          "SELECT concat_ws('|', tenant_id, workflow_id, workflow_version, "
-                          "trigger = $1::jsonb, ordering_key, ordering_seq, status, "
-                          "lease_owner, attempt, started_at IS NOT NULL) FROM runs "
-                          "WHERE event_id = 'meta:m_one'",
-                          1, p);
+    char *run = pgf_value_params(f->db,
+                                 "SELECT concat_ws('|', tenant_id, workflow_id, workflow_version, "
+                                 "trigger = $1::jsonb, ordering_key, ordering_seq, status, "
+                                 "lease_owner, attempt, started_at IS NOT NULL) FROM runs "
+                                 "WHERE event_id = 'meta:m_one'",
+                                 1, p);
     char *want = xasprintf("%s|%s|2|t|meta:" PAGE ":psid:m_one|%lld|running|" WORKER_ID "|1|t",
                            f->tenant_id, f->pickup_id, (long long)offset);
     assert_string_equal(run, want);
@@ -650,10 +552,11 @@ static void disabled_workflow_creates_no_run(void **state)
     send_event(f, "m_paused_1", PAGE, "message", "order paused");
     wait_taken_in(f, GROUP);
     const char *p[] = {f->paused_id};
-    char *enabled_run = sql_value(f->db,
-                                  "SELECT count(*) FROM runs WHERE event_id = 'meta:m_paused_1' "
-                                  "AND workflow_id = $1::uuid",
-                                  1, p);
+    char *enabled_run =
+        pgf_value_params(f->db,
+                         "SELECT count(*) FROM runs WHERE event_id = 'meta:m_paused_1' "
+                         "AND workflow_id = $1::uuid",
+                         1, p);
     assert_string_equal(enabled_run, "1");
 
     pgf_exec(f->db, "UPDATE workflows SET enabled = false WHERE name = 'Paused'");
@@ -683,11 +586,12 @@ static void unknown_account_creates_no_run_and_does_not_stall(void **state)
 
     assert_int_equal(runs_total(f), runs_before + 1);
     const char *p[] = {f->tenant_id};
-    char *runs = sql_value(f->db,
-                           "SELECT string_agg(event_id || '@' || (tenant_id = $1::uuid), ',') "
-                           "FROM runs WHERE event_id IN ('meta:m_stranger', 'meta:m_off', "
-                           "'meta:m_known')",
-                           1, p);
+    char *runs =
+        pgf_value_params(f->db,
+                         "SELECT string_agg(event_id || '@' || (tenant_id = $1::uuid), ',') "
+                         "FROM runs WHERE event_id IN ('meta:m_stranger', 'meta:m_off', "
+                         "'meta:m_known')",
+                         1, p);
     assert_string_equal(runs, "meta:m_known@true");
     char *keys = pgf_value(f->db, "SELECT string_agg(event_id || '@' || account, ',' "
                                   "ORDER BY kafka_offset) FROM event_keys WHERE event_id IN "
@@ -708,11 +612,12 @@ static void event_matching_two_workflows_creates_two_runs(void **state)
 
     assert_int_equal(runs_total(f), runs_before + 2);
     const char *p[] = {f->tenant_id};
-    char *runs = sql_value(f->db,
-                           "SELECT string_agg(concat_ws('|', workflow_id, workflow_version, "
-                           "status, tenant_id = $1::uuid), ',' ORDER BY workflow_id) FROM runs "
-                           "WHERE event_id = 'meta:m_two'",
-                           1, p);
+    char *runs =
+        pgf_value_params(f->db,
+                         "SELECT string_agg(concat_ws('|', workflow_id, workflow_version, "
+                         "status, tenant_id = $1::uuid), ',' ORDER BY workflow_id) FROM runs "
+                         "WHERE event_id = 'meta:m_two'",
+                         1, p);
     bool a_first = strcmp(f->postback_a_id, f->postback_b_id) < 0;
     char *want =
         xasprintf("%s|1|running|t,%s|1|running|t", a_first ? f->postback_a_id : f->postback_b_id,
@@ -957,8 +862,8 @@ int main(void)
         INTAKE_TEST(idle_worker_is_healthy),
     };
     int failed = cmocka_run_group_tests_name("matching", matching, shared_setup, fixture_teardown);
-    failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, reapers_join);
-    reapers_join(NULL);
+    failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, km_reapers_join);
+    km_reapers_join(NULL);
     curl_global_cleanup();
     return failed;
 }

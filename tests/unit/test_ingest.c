@@ -27,6 +27,7 @@
 
 #include "ingest.h"
 #include "json.h"
+#include "kafka_mock.h"
 #include "log.h"
 #include "provider_request.h"
 #include "util.h"
@@ -47,9 +48,8 @@ enum { API_PRODUCE = 0 };
 /* ---- fixture: a mock cluster, a secrets directory, a configuration, the server ---- */
 
 typedef struct fixture {
-    rd_kafka_t *owner; /* hosts the mock cluster */
-    rd_kafka_mock_cluster_t *mock;
-    char bootstraps[256];
+    km_cluster *kafka;
+    char bootstraps[256]; /* cfg.kafka_brokers: a copy of kafka's, as the config is not const */
     char secrets_dir[64];
     char listen[32], prefix[32], empty[1], level[8], format[8];
     ingest_config cfg;
@@ -57,11 +57,6 @@ typedef struct fixture {
     int port;
     int log_fd; /* > 0 while the log goes to a file of the test's */
 } fixture;
-
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
 
 static void write_file(const char *path, const char *value)
 {
@@ -103,30 +98,18 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 static int setup(void **state)
 {
-    char errstr[256];
+    static const char *const topics[] = {TOPIC};
+    char err[256];
     fixture *f = xcalloc(1, sizeof *f);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    /* rd_kafka_new() takes ownership of conf on success only. */
-    f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!f->owner) {
-        rd_kafka_conf_destroy(conf);
+    f->kafka = km_cluster_new(topics, HF_ARRAY_LEN(topics), err, sizeof err);
+    if (!f->kafka) {
         free(f);
         return -1;
     }
-    f->mock = rd_kafka_mock_cluster_new(f->owner, 1);
-    if (!f->mock || rd_kafka_mock_topic_create(f->mock, TOPIC, 1, 1)) {
-        if (f->mock)
-            rd_kafka_mock_cluster_destroy(f->mock);
-        rd_kafka_destroy(f->owner);
-        free(f);
-        return -1;
-    }
-    snprintf(f->bootstraps, sizeof f->bootstraps, "%s", rd_kafka_mock_cluster_bootstraps(f->mock));
+    snprintf(f->bootstraps, sizeof f->bootstraps, "%s", f->kafka->bootstraps);
     snprintf(f->secrets_dir, sizeof f->secrets_dir, "/tmp/hf-test-ingest-XXXXXX");
     if (!mkdtemp(f->secrets_dir)) {
-        rd_kafka_mock_cluster_destroy(f->mock);
-        rd_kafka_destroy(f->owner);
+        km_cluster_free(f->kafka);
         free(f);
         return -1;
     }
@@ -162,20 +145,6 @@ static int setup(void **state)
     return 0;
 }
 
-static void *cluster_destroy(void *arg)
-{
-    fixture *f = arg;
-    rd_kafka_mock_cluster_destroy(f->mock);
-    rd_kafka_destroy(f->owner);
-    free(f);
-    return NULL;
-}
-
-/* Destroying a mock cluster often stalls for 1 s (its poll loop's timeout), so each one is
- * destroyed on its own thread while the next test runs; reapers_join waits for them all. */
-static pthread_t reapers[64];
-static size_t nreapers;
-
 static int teardown(void **state)
 {
     fixture *f = *state;
@@ -187,20 +156,8 @@ static int teardown(void **state)
         close(f->log_fd);
     }
     nftw(f->secrets_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    if (nreapers == HF_ARRAY_LEN(reapers) ||
-        pthread_create(&reapers[nreapers], NULL, cluster_destroy, f) != 0)
-        cluster_destroy(f);
-    else
-        nreapers++;
-    return 0;
-}
-
-static int reapers_join(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < nreapers; i++)
-        pthread_join(reapers[i], NULL);
-    nreapers = 0;
+    km_cluster_destroy_later(f->kafka);
+    free(f);
     return 0;
 }
 
@@ -389,27 +346,16 @@ static void kmsgs_free(kmsgs *m)
 
 static rd_kafka_t *consumer_new(const fixture *f)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstraps, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", "test_ingest", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "50", errstr, sizeof errstr))
-        fail_msg("consumer conf: %s", errstr);
-    /* rd_kafka_new() takes ownership of conf on success only. */
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fail_msg("consumer: %s", errstr);
-    }
-    return rk;
+    static const char *const props[] = {"fetch.wait.max.ms", "50", NULL};
+    return km_consumer_new(f->kafka, "test_ingest", props);
 }
 
-static void consumer_free(rd_kafka_t *rk)
+static void kmsgs_add(const rd_kafka_message_t *m, void *arg)
 {
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    kmsgs *out = arg;
+    out->v[out->n].key = xstrndup(m->key ? m->key : "", m->key_len);
+    out->v[out->n].value = xstrndup(m->payload ? m->payload : "", m->len);
+    out->n++;
 }
 
 /* Reads the topic (one partition) from the beginning until want messages have arrived or
@@ -418,25 +364,9 @@ static void consume(const fixture *f, size_t want, int timeout_ms, kmsgs *out)
 {
     out->n = 0;
     rd_kafka_t *rk = consumer_new(f);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, TOPIC, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    if (e)
-        fail_msg("assign: %s", rd_kafka_err2str(e));
-    int64_t until = hf_now_ms() + timeout_ms;
-    while (out->n < want && out->n < HF_ARRAY_LEN(out->v) && hf_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
-        if (!m)
-            continue;
-        if (!m->err) {
-            out->v[out->n].key = xstrndup(m->key ? m->key : "", m->key_len);
-            out->v[out->n].value = xstrndup(m->payload ? m->payload : "", m->len);
-            out->n++;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    consumer_free(rk);
+    km_consume(rk, TOPIC, want < HF_ARRAY_LEN(out->v) ? want : HF_ARRAY_LEN(out->v), timeout_ms,
+               kmsgs_add, out);
+    km_consumer_free(rk);
 }
 
 /* The topic's high watermark (messages in it), asked of the broker now; -1 on error. */
@@ -602,7 +532,7 @@ static void signed_delivery_is_answered_after_both_envelopes_are_in_kafka(void *
     assert_status(&r, 200);
     assert_int_equal(in_kafka, 4);
     reply_free(&r);
-    consumer_free(watcher);
+    km_consumer_free(watcher);
 
     kmsgs m;
     consume(f, 4, WAIT_MS, &m);
@@ -942,7 +872,7 @@ static void broker_down_is_503_with_retry_after_and_recovers(void **state)
     naccepted++;
     assert_int_equal(status_wait(f, "/readyz", 200, WAIT_MS), 200);
 
-    rd_kafka_mock_broker_set_down(f->mock, 1);
+    rd_kafka_mock_broker_set_down(f->kafka->mock, 1);
     assert_int_equal(status_wait(f, "/readyz", 503, WAIT_MS), 503);
     reply r;
     http(f, "GET", "/readyz", &r);
@@ -964,7 +894,7 @@ static void broker_down_is_503_with_retry_after_and_recovers(void **state)
                   "unavailable\"}"),
         3);
 
-    rd_kafka_mock_broker_set_up(f->mock, 1);
+    rd_kafka_mock_broker_set_up(f->kafka->mock, 1);
     assert_int_equal(status_wait(f, "/readyz", 200, WAIT_MS), 200);
     int64_t until = hf_now_ms() + WAIT_MS;
     long status = 0;
@@ -995,7 +925,7 @@ static void produce_refused_by_the_broker_is_503_and_not_in_kafka(void **state)
     fixture *f = *state;
     server_start(f);
     assert_int_equal(status_wait(f, "/readyz", 200, WAIT_MS), 200);
-    rd_kafka_mock_push_request_errors(f->mock, API_PRODUCE, 1,
+    rd_kafka_mock_push_request_errors(f->kafka->mock, API_PRODUCE, 1,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     delivery refused;
     meta_delivery(&refused, "refused");
@@ -1027,7 +957,7 @@ static void retriable_produce_errors_are_retried_before_answering(void **state)
     fixture *f = *state;
     server_start(f);
     rd_kafka_mock_push_request_errors(
-        f->mock, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        f->kafka->mock, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
     delivery d;
     assert_int_equal(post_fresh(f, APP_SECRET, &d), 200);
@@ -1162,7 +1092,7 @@ static void drain_returns_zero_once_in_flight_deliveries_are_answered(void **sta
     reply_free(&r);
     curl_easy_cleanup(kept);
     assert_int_equal(messages_in_topic(watcher), 2);
-    consumer_free(watcher);
+    km_consumer_free(watcher);
 }
 
 /* Drain with Kafka down: gives up after its timeout, returns how many deliveries were still
@@ -1171,7 +1101,7 @@ static void drain_with_kafka_down_returns_the_unanswered_and_answers_them_503(vo
 {
     fixture *f = *state;
     f->cfg.ack_timeout_ms = 20000;
-    rd_kafka_mock_broker_set_down(f->mock, 1);
+    rd_kafka_mock_broker_set_down(f->kafka->mock, 1);
     server_start_quick_reconnect(f);
     post_job job;
     post_job_start(&job, f, "stuck");
@@ -1187,7 +1117,7 @@ static void drain_with_kafka_down_returns_the_unanswered_and_answers_them_503(vo
     assert_string_equal(job.r.retry_after, "5");
     reply_free(&job.r);
 
-    rd_kafka_mock_broker_set_up(f->mock, 1);
+    rd_kafka_mock_broker_set_up(f->kafka->mock, 1);
     kmsgs m;
     consume(f, 1, QUIET_MS, &m);
     assert_int_equal(m.n, 0);
@@ -1200,7 +1130,7 @@ static void deliveries_beyond_max_in_flight_are_503(void **state)
     fixture *f = *state;
     f->cfg.max_in_flight = 1;
     f->cfg.ack_timeout_ms = 20000;
-    rd_kafka_mock_broker_set_down(f->mock, 1);
+    rd_kafka_mock_broker_set_down(f->kafka->mock, 1);
     server_start_quick_reconnect(f);
     post_job job;
     post_job_start(&job, f, "waiting");
@@ -1215,7 +1145,7 @@ static void deliveries_beyond_max_in_flight_are_503(void **state)
     assert_string_equal(r.retry_after, "5");
     reply_free(&r);
 
-    rd_kafka_mock_broker_set_up(f->mock, 1);
+    rd_kafka_mock_broker_set_up(f->kafka->mock, 1);
     pthread_join(job.thread, NULL);
     assert_status(&job.r, 200);
     reply_free(&job.r);
@@ -1315,7 +1245,7 @@ int main(void)
         INGEST_TEST(deliveries_beyond_max_in_flight_are_503),
         INGEST_TEST(log_lines_carry_request_ids_and_never_a_secret_or_signature),
     };
-    int failed = cmocka_run_group_tests(tests, NULL, reapers_join);
+    int failed = cmocka_run_group_tests(tests, NULL, km_reapers_join);
     curl_global_cleanup();
     return failed;
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kafka.h"
+#include "kafka_mock.h"
 #include "log.h"
 #include "util.h"
 
@@ -29,13 +30,6 @@ enum { API_PRODUCE = 0, API_INIT_PRODUCER_ID = 22 };
 #define TOPIC_B "hf-test-b"
 #define NOWHERE "127.0.0.1:1" /* nothing listens there: connections are refused at once */
 #define WAIT_MS 5000
-
-/* A one-broker mock cluster, owned by a producer handle that only hosts it. */
-typedef struct cluster {
-    rd_kafka_t *owner;
-    rd_kafka_mock_cluster_t *mock;
-    const char *bootstraps; /* owned by mock */
-} cluster;
 
 /* What every delivery report of one test adds up to; on_delivery runs on the producer's thread. */
 typedef struct tally {
@@ -51,70 +45,17 @@ typedef struct report {
     char err[128]; /* the first failure's text */
 } report;
 
-static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk, (void)level, (void)fac, (void)buf;
-}
-
 static int cluster_setup(void **state)
 {
-    char errstr[256];
-    cluster *c = calloc(1, sizeof *c);
-    if (!c)
-        return -1;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    /* rd_kafka_new() takes ownership of conf on success only. */
-    c->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!c->owner) {
-        rd_kafka_conf_destroy(conf);
-        free(c);
-        return -1;
-    }
-    c->mock = rd_kafka_mock_cluster_new(c->owner, 1);
-    if (!c->mock || rd_kafka_mock_topic_create(c->mock, TOPIC_A, 1, 1) ||
-        rd_kafka_mock_topic_create(c->mock, TOPIC_B, 1, 1)) {
-        if (c->mock)
-            rd_kafka_mock_cluster_destroy(c->mock);
-        rd_kafka_destroy(c->owner);
-        free(c);
-        return -1;
-    }
-    c->bootstraps = rd_kafka_mock_cluster_bootstraps(c->mock);
-    *state = c;
-    return 0;
+    static const char *const topics[] = {TOPIC_A, TOPIC_B};
+    char err[256];
+    *state = km_cluster_new(topics, HF_ARRAY_LEN(topics), err, sizeof err);
+    return *state ? 0 : -1;
 }
-
-static void *cluster_destroy(void *arg)
-{
-    cluster *c = arg;
-    rd_kafka_mock_cluster_destroy(c->mock);
-    rd_kafka_destroy(c->owner);
-    free(c);
-    return NULL;
-}
-
-/* Destroying a mock cluster often stalls for 1 s (its poll loop's timeout), so each one is
- * destroyed on its own thread while the next test runs; reapers_join waits for them all. */
-static pthread_t reapers[64];
-static size_t nreapers;
 
 static int cluster_teardown(void **state)
 {
-    if (nreapers == sizeof reapers / sizeof reapers[0] ||
-        pthread_create(&reapers[nreapers], NULL, cluster_destroy, *state) != 0)
-        cluster_destroy(*state);
-    else
-        nreapers++;
-    return 0;
-}
-
-static int reapers_join(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < nreapers; i++)
-        pthread_join(reapers[i], NULL);
-    nreapers = 0;
+    km_cluster_destroy_later(*state);
     return 0;
 }
 
@@ -241,48 +182,34 @@ static void send_one(hf_producer *p, hf_topic *topic, report *r, const char *val
         fail_msg("hf_producer_send: rc %d: %s", rc, err);
 }
 
+/* A message's key and value copied into the caller's buffers. */
+typedef struct key_value {
+    char *key, *value;
+    size_t keylen, valuelen;
+} key_value;
+
+static void copy_key_value(const rd_kafka_message_t *m, void *arg)
+{
+    key_value *kv = arg;
+    snprintf(kv->key, kv->keylen, "%.*s", (int)m->key_len, (const char *)m->key);
+    snprintf(kv->value, kv->valuelen, "%.*s", (int)m->len, (const char *)m->payload);
+}
+
 /* Reads the message at offset 0 of partition 0 of topic from the mock cluster (a plain assigned
  * consumer, no group). Returns false when none arrives in time. */
-static bool fetch_first(const cluster *c, const char *topic, char *key, size_t keylen, char *value,
-                        size_t valuelen)
+static bool fetch_first(const km_cluster *c, const char *topic, char *key, size_t keylen,
+                        char *value, size_t valuelen)
 {
-    char errstr[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, quiet_log);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "group.id", "test_kafka", errstr, sizeof errstr) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr))
-        fail_msg("consumer conf: %s", errstr);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fail_msg("consumer: %s", errstr);
-    }
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(parts, topic, 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    bool found = false;
-    int64_t until = hf_now_ms() + WAIT_MS;
-    while (!e && !found && hf_now_ms() < until) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
-            continue;
-        if (!m->err) {
-            snprintf(key, keylen, "%.*s", (int)m->key_len, (const char *)m->key);
-            snprintf(value, valuelen, "%.*s", (int)m->len, (const char *)m->payload);
-            found = true;
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    key_value kv = {key, value, keylen, valuelen};
+    rd_kafka_t *rk = km_consumer_new(c, "test_kafka", NULL);
+    bool found = km_consume(rk, topic, 1, WAIT_MS, copy_key_value, &kv) == 1;
+    km_consumer_free(rk);
     return found;
 }
 
 static void one_message_gets_exactly_one_successful_report(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
@@ -309,7 +236,7 @@ static void one_message_gets_exactly_one_successful_report(void **state)
 
 static void many_messages_each_get_exactly_one_report(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     enum { N = 500 };
     tally t;
     tally_init(&t);
@@ -347,7 +274,7 @@ static void many_messages_each_get_exactly_one_report(void **state)
  * change what reaches Kafka. */
 static void sent_key_and_value_reach_the_topic_as_they_were_at_send_time(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
@@ -376,7 +303,7 @@ static void sent_key_and_value_reach_the_topic_as_they_were_at_send_time(void **
 
 static void each_topic_handle_delivers_to_its_own_topic(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
@@ -408,7 +335,7 @@ static void each_topic_handle_delivers_to_its_own_topic(void **state)
 
 static void ready_becomes_true_against_a_running_cluster(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     hf_producer_options o = options(c->bootstraps);
     hf_producer *p = producer_new(&o);
     bool ready = ready_wait(p, true, WAIT_MS);
@@ -418,7 +345,7 @@ static void ready_becomes_true_against_a_running_cluster(void **state)
 
 static void ready_follows_the_broker_going_down_and_coming_back(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     /* Reconnect backoff grows to 10 s by default; cap it so the way back is quick. */
     setenv("HOOKFLOW_KAFKA_RECONNECT_BACKOFF_MAX_MS", "200", 1);
     hf_producer_options o = options(c->bootstraps);
@@ -437,7 +364,7 @@ static void ready_follows_the_broker_going_down_and_coming_back(void **state)
 
 static void produce_refused_by_the_broker_reports_a_failure(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
@@ -471,7 +398,7 @@ static void produce_refused_by_the_broker_reports_a_failure(void **state)
 
 static void undelivered_message_fails_after_message_timeout(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     rd_kafka_mock_broker_set_down(c->mock, 1);
@@ -498,7 +425,7 @@ static void undelivered_message_fails_after_message_timeout(void **state)
 
 static void purge_fails_every_queued_message(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     enum { N = 20 };
     tally t;
     tally_init(&t);
@@ -536,7 +463,7 @@ static void purge_fails_every_queued_message(void **state)
 
 static void free_after_send_delivers_before_returning(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
@@ -558,7 +485,7 @@ static void free_after_send_delivers_before_returning(void **state)
  * its 5 s is reported as failed before free returns. */
 static void free_reports_what_it_could_not_deliver(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     tally t;
     tally_init(&t);
     rd_kafka_mock_broker_set_down(c->mock, 1);
@@ -577,7 +504,7 @@ static void free_reports_what_it_could_not_deliver(void **state)
 
 static void send_beyond_the_queue_bound_is_refused_at_once_without_a_report(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     enum { BOUND = 5 };
     tally t;
     tally_init(&t);
@@ -679,7 +606,7 @@ static void unknown_or_malformed_property_is_refused_naming_it(void **state)
 
 static void valid_passthrough_properties_are_accepted(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     setenv("HOOKFLOW_KAFKA_CLIENT_RACK", "rack-a", 1);
     setenv("HOOKFLOW_KAFKA_SOCKET_TIMEOUT_MS", "30000", 1);
     char err[512] = "";
@@ -732,7 +659,7 @@ static void passthrough_overrides_the_options(void **state)
  * ready and refuses new messages at once. */
 static void fatal_error_makes_the_producer_unready_and_refuse_sends(void **state)
 {
-    cluster *c = *state;
+    km_cluster *c = *state;
     rd_kafka_mock_push_request_errors(c->mock, API_INIT_PRODUCER_ID, 1,
                                       RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
     tally t;
@@ -795,5 +722,5 @@ int main(void)
         cmocka_unit_test(passthrough_overrides_the_options),
         MOCK_TEST(fatal_error_makes_the_producer_unready_and_refuse_sends),
     };
-    return cmocka_run_group_tests(tests, NULL, reapers_join);
+    return cmocka_run_group_tests(tests, NULL, km_reapers_join);
 }
