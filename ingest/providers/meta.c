@@ -75,8 +75,8 @@ static char *occurred_at(hf_json ts)
     return ingest_time_from_ms(ms);
 }
 
-static bool add_messaging_event(ingest_result *res, const char *page, hf_json item, size_t e,
-                                size_t m)
+static bool add_messaging_event(ingest_result *res, const char *page, hf_json entry_time,
+                                hf_json item, size_t e, size_t m)
 {
     if (!hf_json_is_object(item)) {
         ingest_result_fail(res, 400, "malformed", "entry[%zu].messaging[%zu] is not an object", e,
@@ -115,8 +115,13 @@ static bool add_messaging_event(ingest_result *res, const char *page, hf_json it
     const char *user =
         echo ? provider_util_id_text(hf_json_path(item, "recipient", "id", NULL)) : sender;
     char *resource = user ? xconcat("psid:", user, NULL) : NULL;
-    ingest_result_add(res, id, xstrdup(native), xstrdup(page), resource,
-                      occurred_at(hf_json_get(item, "timestamp")), provider_util_payload(item));
+    /* The item's own time; items without one (deliveries and reads in Meta's examples) happened
+     * by the time of their entry. */
+    char *when = occurred_at(hf_json_get(item, "timestamp"));
+    if (!when)
+        when = occurred_at(entry_time);
+    ingest_result_add(res, id, xstrdup(native), xstrdup(page), resource, when,
+                      provider_util_payload(item));
     return true;
 }
 
@@ -139,7 +144,8 @@ static bool add_entry_events(ingest_result *res, hf_json entry, size_t e)
         return false;
     }
     for (size_t m = 0; m < hf_json_len(messaging); m++)
-        if (!add_messaging_event(res, page, hf_json_at(messaging, m), e, m))
+        if (!add_messaging_event(res, page, hf_json_get(entry, "time"), hf_json_at(messaging, m), e,
+                                 m))
             return false;
     return true;
 }

@@ -76,6 +76,30 @@ static void call_signed(const char *body, const char *key, const hf_secrets *sec
     call("POST", NULL, body, headers, secrets, res);
 }
 
+/* occurred_at is the item's timestamp, else its entry's time (Meta's delivery and read examples
+ * carry none of their own), else absent. */
+static void test_occurred_at_falls_back_to_the_entry_time(void **state)
+{
+    (void)state;
+    hf_secrets *s = pr_secrets("meta/app_secret", "k", NULL);
+    ingest_result res;
+    call_signed("{\"object\":\"page\",\"entry\":[{\"id\":\"77\",\"time\":1776138605000,"
+                "\"messaging\":[{\"sender\":{\"id\":\"U9\"},\"recipient\":{\"id\":\"77\"},"
+                "\"timestamp\":1776138600000,\"message\":{\"mid\":\"m_1\",\"text\":\"hi\"}},"
+                "{\"sender\":{\"id\":\"U9\"},\"recipient\":{\"id\":\"77\"},"
+                "\"delivery\":{\"mids\":[\"m_1\"],\"watermark\":1776138600000}}]},"
+                "{\"id\":\"78\",\"messaging\":[{\"sender\":{\"id\":\"U9\"},\"recipient\":"
+                "{\"id\":\"78\"},\"read\":{\"watermark\":1776138600000}}]}]}",
+                "k", s, &res);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(res.nevents, 3);
+    assert_string_equal(res.events[0].occurred_at, "2026-04-14T03:50:00.000Z");
+    assert_string_equal(res.events[1].occurred_at, "2026-04-14T03:50:05.000Z");
+    assert_null(res.events[2].occurred_at);
+    ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
 /* The payload is the messaging item exactly as Meta sent it: spacing, escapes and number text
  * are kept, not re-serialised. */
 static void test_payload_is_the_item_as_sent(void **state)
@@ -281,6 +305,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_published_vector),
         cmocka_unit_test(test_payload_is_the_item_as_sent),
+        cmocka_unit_test(test_occurred_at_falls_back_to_the_entry_time),
         cmocka_unit_test(test_batch_splits_into_events),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_previous_secret_accepted),
