@@ -14,7 +14,10 @@ typedef struct num {
     bool is_int; /* i is exact; otherwise d holds the value */
     long long i;
     double d;
-    const char *text; /* the context's own spelling of the number, or NULL */
+    /* The context's own spelling of the number; for a literal, its digits when it is an integer
+     * too big for i (owned by the literal's node); else NULL. Integers past int64 compare by it
+     * (ids of 64-bit platforms must not meet as equal doubles). */
+    const char *text;
 } num;
 
 typedef enum { V_NULL, V_BOOL, V_NUM, V_STR, V_JSON, V_LIST } vkind;
@@ -81,6 +84,8 @@ static void node_free(node *n)
     path_free(n->path);
     if (n->k == N_LIT && n->lit.k == V_STR)
         free((char *)n->lit.s);
+    if (n->k == N_LIT && n->lit.k == V_NUM)
+        free((char *)n->lit.n.text);
     free(n);
 }
 
@@ -133,7 +138,8 @@ typedef enum {
 typedef struct token {
     tkind k;
     size_t pos, len; /* in the source */
-    char *str;       /* T_STR: the decoded bytes, owned until taken */
+    char *str;       /* T_STR: the decoded bytes; T_NUM: an integer past int64's digits; owned
+                        until taken */
     size_t slen;
     num n; /* T_NUM */
 } token;
@@ -382,6 +388,8 @@ static int lex_number(parser *p, size_t start)
             perr(p, start, "number out of range");
             return -1;
         }
+        if (integral)
+            p->tok.str = xstrdup(text);
     }
     p->tok.k = T_NUM;
     p->tok.n = n;
@@ -674,6 +682,8 @@ static node *parse_primary(parser *p)
         n = node_new(N_LIT);
         n->lit.k = V_NUM;
         n->lit.n = p->tok.n;
+        n->lit.n.text = p->tok.str; /* a big integer's digits, or NULL */
+        p->tok.str = NULL;
         return lex(p) == 0 ? n : (node_free(n), NULL);
     case T_STR:
         n = node_new(N_LIT);
@@ -768,6 +778,18 @@ static node *parse_unary(parser *p)
         if (n->is_int && n->i != LLONG_MIN) {
             n->i = -n->i;
             n->d = (double)n->i;
+        } else if (n->text) { /* a big integer: its digits change sign too */
+            char *neg = n->text[0] == '-' ? xstrdup(n->text + 1) : xconcat("-", n->text, NULL);
+            free((char *)n->text);
+            n->text = neg;
+            n->d = -n->d;
+            long long v;
+            if (hf_parse_ll(neg, &v)) { /* -9223372036854775808 fits after all */
+                n->is_int = true;
+                n->i = v;
+                free(neg);
+                n->text = NULL;
+            }
         } else {
             n->is_int = false;
             n->d = -n->d;
@@ -1037,41 +1059,114 @@ static bool step(evalctx *ec)
     return true;
 }
 
+/* An integer spelled in decimal: an optional '-' and digits only. */
+static bool integer_text(const char *s)
+{
+    if (!s)
+        return false;
+    if (*s == '-')
+        s++;
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_digit(*s))
+            return false;
+    return true;
+}
+
+/* Compares two integers spelled in decimal exactly, whatever their size. */
+static int integer_text_cmp(const char *a, const char *b)
+{
+    int sa = *a == '-' ? -1 : 1, sb = *b == '-' ? -1 : 1;
+    a += *a == '-';
+    b += *b == '-';
+    while (*a == '0' && a[1])
+        a++;
+    while (*b == '0' && b[1])
+        b++;
+    if (strcmp(a, "0") == 0)
+        sa = 0;
+    if (strcmp(b, "0") == 0)
+        sb = 0;
+    if (sa != sb)
+        return sa < sb ? -1 : 1;
+    size_t la = strlen(a), lb = strlen(b);
+    int mag = la != lb ? (la < lb ? -1 : 1) : strcmp(a, b);
+    mag = mag < 0 ? -1 : mag > 0;
+    return sa * mag;
+}
+
+/* An int64 against a double, exactly (a double past int64's range is beyond every int64). */
+static int int_double_cmp(long long i, double d)
+{
+    if (d >= 9223372036854775808.0)
+        return -1;
+    if (d < -9223372036854775808.0)
+        return 1;
+    double t = trunc(d);
+    long long ti = (long long)t;
+    if (i != ti)
+        return i < ti ? -1 : 1;
+    return d > t ? -1 : d < t; /* equal integer parts: d's fraction decides */
+}
+
 static int num_cmp(const num *a, const num *b)
 {
     if (a->is_int && b->is_int)
         return a->i < b->i ? -1 : a->i > b->i;
+    /* Integers past int64 (a literal's or the context's digits): exactly, not as doubles. */
+    bool big_a = !a->is_int && integer_text(a->text), big_b = !b->is_int && integer_text(b->text);
+    if (big_a && big_b)
+        return integer_text_cmp(a->text, b->text);
+    if (big_b && a->is_int) /* b lies beyond every int64, on its sign's side */
+        return b->text[0] == '-' ? 1 : -1;
+    if (big_a && b->is_int)
+        return a->text[0] == '-' ? -1 : 1;
+    if (a->is_int)
+        return int_double_cmp(a->i, b->d);
+    if (b->is_int)
+        return -int_double_cmp(b->i, a->d);
     return a->d < b->d ? -1 : a->d > b->d;
 }
 
 static bool val_eq(const val *a, const val *b, evalctx *ec);
 
+/* Objects are equal when they have the same members: the same keys, each as many times, with
+ * equal values in the order they come (a repeated key's n-th value against the other's n-th).
+ * So the comparison is symmetric whatever the repeats, and costs no more than a search per key. */
 static bool obj_eq(hf_json a, hf_json b, evalctx *ec)
 {
     size_t n = a->u.object.len;
     if (n != b->u.object.len)
         return false;
-    for (size_t i = 0; i < n; i++) {
+    bool *taken = xcalloc(n ? n : 1, sizeof *taken);
+    bool ok = true;
+    size_t lo = 0; /* every member of b before lo is matched */
+    for (size_t i = 0; ok && i < n; i++) {
         const char *key = a->u.object.keys[i];
-        hf_json other = NULL;
-        /* Same member order is the common case; fall back to a search otherwise. */
-        if (strcmp(b->u.object.keys[i], key) == 0) {
-            other = b->u.object.values[i];
-        } else {
-            for (size_t k = 0; k < n && !other; k++) {
-                if (!step(ec))
-                    return false;
-                if (strcmp(b->u.object.keys[k], key) == 0)
-                    other = b->u.object.values[k];
-            }
-            if (!other)
+        /* The first member of b with this key not yet matched; with the same member order (the
+         * common case) that is the one at lo, found at once. */
+        while (lo < n && taken[lo])
+            lo++;
+        size_t at = n;
+        for (size_t k = lo; k < n && at == n; k++) {
+            if (!step(ec)) {
+                free(taken);
                 return false;
+            }
+            if (!taken[k] && strcmp(b->u.object.keys[k], key) == 0)
+                at = k;
         }
-        val x = val_of_json(a->u.object.values[i]), y = val_of_json(other);
-        if (!val_eq(&x, &y, ec))
-            return false;
+        if (at == n) {
+            ok = false;
+        } else {
+            taken[at] = true;
+            val v = val_of_json(a->u.object.values[i]), w = val_of_json(b->u.object.values[at]);
+            ok = val_eq(&v, &w, ec);
+        }
     }
-    return true;
+    free(taken);
+    return ok;
 }
 
 static bool val_eq(const val *a, const val *b, evalctx *ec)

@@ -760,6 +760,94 @@ static void test_render_limit(void **state)
     hf_json_free(big);
 }
 
+/* BUG: integers past int64 / mixed int-double compare as doubles: distinct ids equal */
+static void test_big_integer_comparison(void **state)
+{
+    (void)state;
+    /* docs/workflows.md: "numbers compare by value". event.payload.big is
+     * 12345678901234567890 (above INT64_MAX): a different 20-digit id is not equal to it. */
+    expect_false("event.payload.big == 12345678901234567891");
+    expect_true("event.payload.big != 12345678901234567891");
+    expect_true("event.payload.big < 12345678901234567891");
+    /* INT64_MAX against INT64_MAX + 1: an int64 against a number that does not fit one. */
+    expect_false("9223372036854775807 == 9223372036854775808");
+    expect_true("9223372036854775807 < 9223372036854775808");
+    /* Two uint64 ids from the context. */
+    char err[256];
+    static const char big_ctx[] = "{\"event\": {\"a\": 18446744073709551615, \"b\": "
+                                  "18446744073709551614, \"m\": 9223372036854775807}}";
+    hf_json c = hf_json_parse(big_ctx, strlen(big_ctx), err, sizeof err);
+    assert_non_null(c);
+    static const struct {
+        const char *src;
+        bool want;
+    } cases[] = {
+        {"event.a == event.b", false},
+        {"event.a > event.b", true},
+        {"event.m == 9223372036854775808", false},
+        {"event.m < 9223372036854775808", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        wf_expr *e = parse_ok(cases[i].src);
+        bool v = !cases[i].want;
+        assert_int_equal(wf_expr_eval_bool(e, c, &v, err, sizeof err), 0);
+        if (v != cases[i].want)
+            fail_msg("%s: got %s, want %s", cases[i].src, v ? "true" : "false",
+                     cases[i].want ? "true" : "false");
+        wf_expr_free(e);
+    }
+    hf_json_free(c);
+}
+
+/* BUG: object == is asymmetric when the left object repeats a key */
+static void test_object_equality_duplicate_keys(void **state)
+{
+    (void)state;
+    char err[256];
+    static const char dup_ctx[] = "{\"event\": {\"a\": {\"x\": 1, \"x\": 1}, \"b\": {\"x\": 1, "
+                                  "\"y\": 1}}}";
+    hf_json c = hf_json_parse(dup_ctx, strlen(dup_ctx), err, sizeof err);
+    assert_non_null(c);
+    /* event.a names x twice and has no y: it is not event.b, seen from either side. */
+    bool ab = true, ba = true;
+    wf_expr *e = parse_ok("event.a == event.b");
+    assert_int_equal(wf_expr_eval_bool(e, c, &ab, err, sizeof err), 0);
+    wf_expr_free(e);
+    e = parse_ok("event.b == event.a");
+    assert_int_equal(wf_expr_eval_bool(e, c, &ba, err, sizeof err), 0);
+    wf_expr_free(e);
+    if (ab != ba)
+        fail_msg("event.a == event.b is %s but event.b == event.a is %s", ab ? "true" : "false",
+                 ba ? "true" : "false");
+    assert_false(ab);
+    hf_json_free(c);
+
+    /* A repeated key's values meet in the order they come, on both sides alike. */
+    static const char order_ctx[] = "{\"event\": {\"a\": {\"y\": 0, \"x\": 1, \"x\": 2}, "
+                                    "\"b\": {\"x\": 2, \"x\": 1, \"y\": 0}, "
+                                    "\"c\": {\"x\": 1, \"y\": 0, \"x\": 2}}}";
+    c = hf_json_parse(order_ctx, strlen(order_ctx), err, sizeof err);
+    assert_non_null(c);
+    static const struct {
+        const char *src;
+        bool want;
+    } cases[] = {
+        {"event.a == event.b", false},
+        {"event.b == event.a", false},
+        {"event.a == event.c", true},
+        {"event.c == event.a", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        e = parse_ok(cases[i].src);
+        bool v = !cases[i].want;
+        assert_int_equal(wf_expr_eval_bool(e, c, &v, err, sizeof err), 0);
+        if (v != cases[i].want)
+            fail_msg("%s: got %s", cases[i].src, v ? "true" : "false");
+        wf_expr_free(e);
+    }
+    hf_json_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -785,6 +873,8 @@ int main(void)
         cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_template_check_paths),
         cmocka_unit_test(test_render_limit),
+        cmocka_unit_test(test_big_integer_comparison),
+        cmocka_unit_test(test_object_equality_duplicate_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
