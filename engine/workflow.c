@@ -4,6 +4,7 @@
 #include "workflow.h"
 
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,37 @@ static void check_members(build *b, hf_json obj, const char *base, const char *c
     }
 }
 
+/* Reports every member that repeats in an object anywhere under v (the free-form values:
+ * params, output, metadata, ui), where a second "to" would reach a connector unnoticed. */
+static void check_no_repeats(build *b, hf_json v, const char *path)
+{
+    if (hf_json_is_array(v)) {
+        for (size_t i = 0; i < hf_json_len(v); i++) {
+            char *p = jp_index(path, i);
+            check_no_repeats(b, hf_json_at(v, i), p);
+            free(p);
+        }
+        return;
+    }
+    if (!hf_json_is_object(v))
+        return;
+    for (size_t i = 0; i < hf_json_len(v); i++) {
+        const char *key;
+        hf_json member = hf_json_member(v, i, &key);
+        char *p = jp_key(path, key);
+        for (size_t k = 0; k < i; k++) {
+            const char *prev;
+            hf_json_member(v, k, &prev);
+            if (strcmp(prev, key) == 0) {
+                schema(b, p, "duplicate member");
+                break;
+            }
+        }
+        check_no_repeats(b, member, p);
+        free(p);
+    }
+}
+
 /* A string member; NULL (and a problem when required or mistyped) otherwise. */
 static const char *get_string(build *b, hf_json obj, const char *key, const char *base,
                               bool required)
@@ -221,7 +253,14 @@ static bool get_int_in(build *b, hf_json obj, const char *key, const char *base,
     if (!v)
         return false;
     long long x;
-    if (!hf_json_int(v, &x) || x < lo || x > hi) {
+    /* An integer as JSON Schema sees one: 5, or 5.0 and 1e3 (a number without a fraction). */
+    bool integral = hf_json_int(v, &x);
+    if (!integral && YAJL_IS_NUMBER(v) && (v->u.number.flags & YAJL_NUMBER_DOUBLE_VALID) &&
+        v->u.number.d == trunc(v->u.number.d) && fabs(v->u.number.d) <= 9007199254740992.0) {
+        x = (long long)v->u.number.d;
+        integral = true;
+    }
+    if (!integral || x < lo || x > hi) {
         char *path = jp_key(base, key);
         schema(b, path, "must be an integer %lld..%lld", lo, hi);
         free(path);
@@ -339,11 +378,16 @@ static void build_retry(build *b, hf_json v, const char *base, wf_retry *r)
     int64_t x;
     if (get_int_in(b, v, "max_attempts", base, 1, 20, &x))
         r->max_attempts = (int)x;
-    get_int_in(b, v, "initial_ms", base, 0, 3600000, &r->initial_ms);
+    bool has_initial = get_int_in(b, v, "initial_ms", base, 0, 3600000, &r->initial_ms);
     bool has_max = get_int_in(b, v, "max_ms", base, 0, 86400000, &r->max_ms);
     if (has_max && r->max_ms < r->initial_ms) {
         char *path = jp_key(base, "max_ms");
         schema(b, path, "must be at least initial_ms (%lld)", (long long)r->initial_ms);
+        free(path);
+    } else if (has_initial && r->max_ms < r->initial_ms) { /* against the default max_ms */
+        char *path = jp_key(base, "initial_ms");
+        schema(b, path, "must be at most max_ms (%lld by default; set max_ms too)",
+               (long long)r->max_ms);
         free(path);
     }
     hf_json m = hf_json_get(v, "multiplier");
@@ -428,6 +472,17 @@ static void build_node(build *b, size_t i, hf_json v)
         free(path);
     } else {
         n->metadata = md;
+        if (md) {
+            char *path = jp_key(base, "metadata");
+            check_no_repeats(b, md, path);
+            free(path);
+        }
+    }
+    hf_json ui = hf_json_get(v, "ui");
+    if (ui) {
+        char *path = jp_key(base, "ui");
+        check_no_repeats(b, ui, path);
+        free(path);
     }
     if (t < 0) {
         free(base);
@@ -448,6 +503,7 @@ static void build_node(build *b, size_t i, hf_json v)
         } else if (params) {
             n->params = params;
             check_templates(b, params, path);
+            check_no_repeats(b, params, path);
         }
         break;
     }
@@ -457,10 +513,12 @@ static void build_node(build *b, size_t i, hf_json v)
     case WF_TRANSFORM:
         n->output = hf_json_get(v, "output");
         path = jp_key(base, "output");
-        if (!n->output)
+        if (!n->output) {
             schema(b, path, "required");
-        else
+        } else {
             check_templates(b, n->output, path);
+            check_no_repeats(b, n->output, path);
+        }
         break;
     case WF_DELAY: {
         hf_json ms = hf_json_get(v, "delay_ms"), until = hf_json_get(v, "until");
@@ -685,6 +743,7 @@ static wf_def *build_def(hf_json doc, build *b)
     static const char *const top[] = {"name",  "description", "trigger", "nodes",
                                       "edges", "ui",          NULL};
     check_members(b, doc, "", top, NULL, NULL);
+    check_no_repeats(b, hf_json_get(doc, "ui"), "ui");
     d->name = get_string(b, doc, "name", "", true);
     if (d->name && (!d->name[0] || strlen(d->name) > WF_MAX_NAME)) {
         schema(b, "name", "must be 1..%d bytes", WF_MAX_NAME);

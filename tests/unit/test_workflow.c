@@ -1201,6 +1201,80 @@ static void test_validate_robustness(void **state)
     wf_problems_free(&p);
 }
 
+/* A member repeated inside params, output, metadata or ui is refused, at its path. */
+static void test_duplicate_member_in_free_form_json(void **state)
+{
+    (void)state;
+    /* schemas/workflow.schema.json: "wf_parse checks ... no object member appears twice". */
+    static const struct {
+        const char *from, *to, *path;
+    } cases[] = {
+        {"\"params\": {\"to\": \"{{event.payload.From}}\"}",
+         "\"params\": {\"to\": \"{{event.payload.From}}\", \"to\": \"+14155550123\"}",
+         "nodes[2].params.to"},
+        {"\"output\": {\"x\": 1}", "\"output\": {\"x\": 1, \"x\": 2}", "nodes[0].output.x"},
+        {"\"output\": {\"x\": 1}",
+         "\"output\": {\"x\": 1}, \"metadata\": {\"id\": \"a\", \"id\": "
+         "\"b\"}",
+         "nodes[0].metadata.id"},
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(cases); i++) {
+        char *json = replace_once(base, cases[i].from, cases[i].to);
+        char err[512] = "";
+        wf_def *d = wf_parse(json, strlen(json), err, sizeof err);
+        if (d) {
+            wf_free(d);
+            fail_msg("parsed, want a duplicate member error at %s:\n%s", cases[i].path, json);
+        }
+        if (!strstr(err, cases[i].path) || !strstr(err, "duplicate"))
+            fail_msg("error '%s', want a duplicate member error at %s", err, cases[i].path);
+        free(json);
+    }
+}
+
+/* retry.initial_ms above the default max_ms is refused, as max_ms below the default initial_ms. */
+static void test_retry_initial_above_default_max(void **state)
+{
+    (void)state;
+    /* docs/workflows.md: retry max_ms defaults to 60000 and "max_ms >= initial_ms"; the mirror
+     * case ({"max_ms": 500} against the default initial_ms 1000) is already refused. */
+    char *json = replace_once(base, "\"output\": {\"x\": 1}",
+                              "\"output\": 1, \"retry\": {\"initial_ms\": 120000}");
+    char err[512] = "";
+    wf_def *d = wf_parse(json, strlen(json), err, sizeof err);
+    if (d) {
+        const wf_retry *r = &d->nodes[0].retry;
+        long long initial = r->initial_ms, max = r->max_ms;
+        wf_free(d);
+        free(json);
+        if (max < initial)
+            fail_msg("parsed with max_ms %lld < initial_ms %lld", max, initial);
+        return;
+    }
+    assert_non_null(strstr(err, "nodes[0].retry"));
+    free(json);
+}
+
+/* Integers spelled 5.0 or 1e3 are integers, as for the JSON Schema. */
+static void test_integer_members_in_other_spellings(void **state)
+{
+    (void)state;
+    /* schemas/workflow.schema.json types max_attempts, delay_ms, timeout_ms as "integer", which
+     * in draft 2020-12 is any number with a zero fractional part; wf_parse claims to check "the
+     * same rules". */
+    char *json = replace_once(base, "\"output\": {\"x\": 1}",
+                              "\"output\": 1, \"retry\": {\"max_attempts\": 5.0}, "
+                              "\"timeout_ms\": 1.5e4");
+    char *json2 = replace_once(json, "\"delay_ms\": 5", "\"delay_ms\": 1e3");
+    wf_def *d = parse_ok(json2);
+    assert_int_equal(d->nodes[0].retry.max_attempts, 5);
+    assert_int_equal(d->nodes[0].timeout_ms, 15000);
+    assert_int_equal(d->nodes[3].delay_ms, 1000);
+    wf_free(d);
+    free(json);
+    free(json2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1219,6 +1293,9 @@ int main(void)
         cmocka_unit_test(test_validate_metadata),
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_validate_robustness),
+        cmocka_unit_test(test_duplicate_member_in_free_form_json),
+        cmocka_unit_test(test_retry_initial_above_default_max),
+        cmocka_unit_test(test_integer_members_in_other_spellings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
