@@ -48,6 +48,7 @@ struct engine_intake {
     bool started;
     atomic_bool stop;
     atomic_bool db_ok;
+    char failed_state[6]; /* SQLSTATE of record_batch's last failed statement ("" if none) */
     atomic_int dl_pending;
     atomic_bool dl_failed;
     hf_counter *consumed, *duplicates, *runs_created, *dead, *batch_retries;
@@ -341,9 +342,18 @@ static hf_json filter_context(const item *it, PGresult *cand, int row)
 }
 
 /* The whole batch in one transaction. 0, or an HF_PG_* error with err. */
+/* Keeps the SQLSTATE of a failed statement: whether the database refused the data (a bad
+ * event, to set aside) or failed for a while (read-only after a failover, a deadlock, a full
+ * disk: to retry, never to dead-letter good events for). */
+static void note_failure(engine_intake *in, const PGresult *res)
+{
+    snprintf(in->failed_state, sizeof in->failed_state, "%s", hf_pg_sqlstate(res));
+}
+
 static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_out, char *err,
                         size_t errlen)
 {
+    in->failed_state[0] = '\0';
     hf_pg_array ids = {0}, providers = {0}, accounts = {0}, topics = {0}, parts = {0},
                 offsets = {0};
     PGresult *res = NULL, *cand = NULL;
@@ -376,8 +386,10 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
                     "$5::int[], $6::bigint[]) "
                     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
                     6, p1, &res, err, errlen);
-    if (rc != HF_PG_OK)
+    if (rc != HF_PG_OK) {
+        note_failure(in, res);
         goto done;
+    }
     /* Mark the first item of each new id (a batch may hold the same id twice). */
     for (int r = 0; r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
@@ -425,8 +437,10 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     hf_pg_array_free(&cprov);
     hf_pg_array_free(&cacc);
     hf_pg_array_free(&cevt);
-    if (rc != HF_PG_OK)
+    if (rc != HF_PG_OK) {
+        note_failure(in, cand);
         goto done;
+    }
 
     hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0}, r_oseq = {0},
                 r_trigger = {0}, r_claim = {0};
@@ -434,7 +448,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     /* Where each run came from (item, candidate row), to hand the claimed ones over. */
     size_t *src_item = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_item);
     int *src_row = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_row);
-    long long budget = engine_executor_room(in->executor);
+    /* Runs claimed earlier in this batch (event by event) are not the executor's yet. */
+    long long budget = engine_executor_room(in->executor) - (long long)in->nhandoff;
     /* The filter context of the last (item, tenant): rows come ordered by item, and an event
      * with several workflows of one tenant needs it built once. */
     hf_json ctx = NULL;
@@ -525,6 +540,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
             "ON CONFLICT (workflow_id, event_id) DO NOTHING "
             "RETURNING id, workflow_id, event_id, status",
             10, p3, &ins, err, errlen);
+        if (rc != HF_PG_OK)
+            note_failure(in, ins);
     }
     hf_pg_array_free(&r_tenant);
     hf_pg_array_free(&r_wf);
@@ -613,8 +630,8 @@ static int record_one_by_one(engine_intake *in, item *items, size_t n, size_t *r
             *runs_out += runs;
             continue;
         }
-        if (hf_pg_connection_lost(in->db))
-            return rc;
+        if (hf_pg_connection_lost(in->db) || !hf_pg_refuses_data(in->failed_state))
+            return rc; /* not this event's fault: the whole batch is tried again later */
         snprintf(items[i].dead_reason, sizeof items[i].dead_reason,
                  "the database rejected the event: %.120s", err);
         dead_letter(in, &items[i]);
@@ -723,9 +740,11 @@ static void process(engine_intake *in, item *items, size_t n)
                 break;
             hf_log_kv(HF_LOG_WARN, "intake.batch_failed", "error", err, NULL);
             if (!hf_pg_connection_lost(in->db)) {
-                /* The server rejected the batch itself: after a few tries, record the events
-                 * one by one so a single bad event cannot hold up the partition. */
-                rejected++;
+                /* The server refused the batch's data: after a few tries, record the events one
+                 * by one so a single bad event cannot hold up the partition. Any other error
+                 * (read-only, deadlock, disk full) is waited out with the whole batch. */
+                if (hf_pg_refuses_data(in->failed_state))
+                    rejected++;
                 PQfinish(in->db);
                 in->db = NULL;
             }
@@ -795,7 +814,7 @@ static void *intake_main(void *arg)
     int64_t db_checked_ms = 0;
     while (!atomic_load(&in->stop)) {
         size_t n = 0;
-        int64_t deadline = hf_now_ms() + 20;
+        int64_t deadline = 0; /* set when the batch's first message arrives */
         while (n < cap && !atomic_load(&in->stop)) {
             int wait = n == 0 ? 200 : (int)(deadline - hf_now_ms());
             if (n > 0 && wait <= 0)
@@ -814,6 +833,8 @@ static void *intake_main(void *arg)
                 rd_kafka_message_destroy(m);
                 continue;
             }
+            if (n == 0) /* a batch gathers for 20 ms from its first message, not its wait */
+                deadline = hf_now_ms() + 20;
             items[n++].msg = m;
         }
         if (n > 0)

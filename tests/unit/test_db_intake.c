@@ -452,6 +452,7 @@ static int fixture_teardown(void **state)
         worker_stop(f, i);
     unsetenv("HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS");
     unsetenv("HOOKFLOW_KAFKA_HEARTBEAT_INTERVAL_MS");
+    unsetenv("HOOKFLOW_WORKER_CONCURRENCY");
     if (f->producer)
         rd_kafka_destroy(f->producer);
     if (f->db)
@@ -826,6 +827,80 @@ static void event_the_database_rejects_is_dead_lettered_alone(void **state)
     free(runs);
 }
 
+/* The huge-number envelope of event_the_database_rejects_is_dead_lettered_alone: JSON that
+ * PostgreSQL's jsonb refuses, so its batch falls back to recording event by event. */
+#define HUGE_ENVELOPE                                                                              \
+    "{\"id\":\"meta:m_huge\",\"provider\":\"meta\",\"event\":\"message\","                         \
+    "\"native_type\":\"message\",\"account\":\"" PAGE "\",\"resource\":\"psid:" SENDER             \
+    "\",\"occurred_at\":\"2026-11-27T10:00:00.000Z\",\"received_at\":\"" RECEIVED_1                \
+    "\",\"request_id\":\"req-huge\",\"payload\":{\"sender\":{\"id\":\"" SENDER                     \
+    "\"},\"message\":{\"mid\":\"m_huge\",\"text\":\"pickup now\"},"                                \
+    "\"amount\":1e999999}}"
+
+/* An error that is not the event's (here a read-only database after a failover) is waited out:
+ * good events are not dead-lettered, nothing is committed, and they get their runs once writes
+ * work again. */
+static void transient_database_refusal_does_not_dead_letter_good_events(void **state)
+{
+    fixture *f = *state;
+    /* Every new session of the test database is read-only, as on a standby after a failover
+     * (SQLSTATE 25006): nothing about the event itself is wrong. */
+    char *dbname = pgf_value(f->db, "SELECT current_database()");
+    char *set_ro =
+        xasprintf("ALTER DATABASE \"%s\" SET default_transaction_read_only = on", dbname);
+    char *reset_ro = xasprintf("ALTER DATABASE \"%s\" RESET default_transaction_read_only", dbname);
+    pgf_exec(f->db, set_ro);
+    worker *w = worker_start(f, 0, GROUP);
+    send_event(f, "m_readonly", PAGE, "message", "pickup during the failover");
+    /* Several retries (100 + 200 + 400 + 800 ms of backoff), well past the three rejections
+     * after which intake records the batch event by event. */
+    int64_t until = hf_now_ms() + WAIT_MS;
+    while (counter(w, "hookflow_engine_intake_retries_total") < 5 && hf_now_ms() < until)
+        usleep(50 * 1000);
+    int64_t committed_while_ro = committed_offset(f, GROUP, RD_KAFKA_OFFSET_INVALID, 0);
+    uint64_t dead_while_ro = counter(w, "hookflow_engine_deadletter_total");
+    /* The database takes writes again: the event must still get its run. */
+    pgf_exec(f->db, reset_ro);
+    long long runs =
+        sql_count_wait(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_readonly'", 1);
+
+    assert_int_equal(dead_while_ro, 0);
+    assert_int_equal(committed_while_ro, RD_KAFKA_OFFSET_INVALID);
+    assert_int_equal(runs, 1);
+    assert_int_equal(committed_offset(f, GROUP, 1, WAIT_MS), 1);
+    free(reset_ro);
+    free(set_ro);
+    free(dbname);
+}
+
+/* Recording event by event claims runs against what is left of the room, not the same room for
+ * each event: never more than HOOKFLOW_WORKER_CONCURRENCY. */
+static void event_by_event_recording_claims_no_more_than_the_concurrency(void **state)
+{
+    fixture *f = *state;
+    setenv("HOOKFLOW_WORKER_CONCURRENCY", "1", 1); /* teardown unsets it */
+    /* All produced before the worker joins, so they are fetched together: a message no workflow
+     * takes, then two matching events (ordering keys of their own) around one the database
+     * refuses, which sends their batch down the event-by-event path. */
+    send_event(f, "m_conc_hello", PAGE, "message", "hello there");
+    send_event(f, "m_conc_a", PAGE, "message", "pickup a");
+    produce(f, MESSAGING, "meta:" PAGE, HUGE_ENVELOPE);
+    send_event(f, "m_conc_b", PAGE, "message", "pickup b");
+    worker *w = worker_start(f, 0, GROUP);
+    assert_int_equal(committed_offset(f, GROUP, 4, WAIT_MS), 4);
+    assert_int_equal(counter(w, "hookflow_engine_deadletter_total"), 1);
+    assert_int_equal(sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id IN "
+                                      "('meta:m_conc_a', 'meta:m_conc_b')"),
+                     2);
+
+    /* One place in the executor: at most one run may be claimed for this worker, the other
+     * waits pending for the executor to claim it later. */
+    long long claimed = sql_count(f->db, "SELECT count(*) FROM runs WHERE status = 'running' "
+                                         "AND lease_owner = '" WORKER_ID "'");
+    assert_true(claimed <= w->cfg.concurrency);
+    assert_true(engine_executor_room(w->executor) >= 0);
+}
+
 /* A worker with nothing to consume is ready as soon as PostgreSQL answers: readiness must not
  * wait for the first event (an idle worker would fail its rollout). */
 static void idle_worker_is_healthy(void **state)
@@ -860,6 +935,8 @@ int main(void)
         INTAKE_TEST(malformed_messages_are_dead_lettered_and_the_batch_goes_on),
         INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
         INTAKE_TEST(idle_worker_is_healthy),
+        INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
+        INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
     };
     int failed = cmocka_run_group_tests_name("matching", matching, shared_setup, fixture_teardown);
     failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, km_reapers_join);
