@@ -1287,6 +1287,7 @@ static int apply_connection(apply_ctx *c, const char *tenant_id, const connectio
             rc = check_beta_approval(c, k, tenant_id);
         const char *ins[] = {tenant_id,      k->connector, k->account,  status,
                              k->scopes_json, access_hex,   refresh_hex, opt_value(&k->expires_at)};
+        PGresult *created = NULL;
         if (rc == 0)
             rc = db_exec(c, k->path,
                          "INSERT INTO connections (tenant_id, connector, account, status,"
@@ -1294,12 +1295,15 @@ static int apply_connection(apply_ctx *c, const char *tenant_id, const connectio
                          "VALUES ($1, $2, $3, $4,"
                          " ARRAY(SELECT jsonb_array_elements_text(coalesce($5::jsonb, '[]'))),"
                          " decode($6, 'hex'), decode($7, 'hex'), $8::timestamptz) RETURNING id",
-                         8, ins, NULL);
+                         8, ins, &created);
         detail_str(&detail, "status", status);
         detail_end(&detail);
+        /* Named by the connection's id, as its later rows (connection.updated) and the API's
+         * are, so one connection's history reads as one. */
         if (rc == 0)
-            rc = audit(c, k->path, tenant_id, "connection.created", "connection", k->connector,
-                       detail.data);
+            rc = audit(c, k->path, tenant_id, "connection.created", "connection",
+                       PQgetvalue(created, 0, 0), detail.data);
+        PQclear(created);
         ch->connections_created++;
     } else if (rc == 0) {
         const char *changed[5];

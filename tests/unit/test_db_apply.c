@@ -637,6 +637,30 @@ static void open_transaction_is_refused(void **state)
     PQfinish(db);
 }
 
+/* connection.created names the connection by its id, as connection.updated does. */
+static void connection_audit_rows_name_the_connection(void **state)
+{
+    (void)state;
+    PGconn *db = fresh("unit_apply_audit_conn");
+    char *doc = acme("Acme Laundry", "Pickup request");
+    apply_ok(db, doc, false, FIRST_SUMMARY);
+    /* A changed token: the connection.updated row of the same connection. */
+    char *changed = json_of("{'tenants': [{'slug': 'acme', 'name': 'Acme Laundry', "
+                            "'connections': [{'connector': 'hubspot', 'account': '33', "
+                            "'access_token': 'another-access-token'}]}]}");
+    apply_ok(db, changed, false, "acme: 1 connection updated\n");
+
+    assert_sql(db,
+               "SELECT string_agg(action || '|' || subject_type || '|' || "
+               "(subject_id = (SELECT id::text FROM connections WHERE connector = 'hubspot' "
+               "AND account = '33'))::text, ',' ORDER BY id) FROM audit_log "
+               "WHERE action LIKE 'connection.%'",
+               "connection.created|connection|true,connection.updated|connection|true");
+    free(changed);
+    free(doc);
+    PQfinish(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +673,7 @@ int main(void)
         cmocka_unit_test(tokens_need_a_key),
         cmocka_unit_test(token_files_resolve_against_base_dir),
         cmocka_unit_test(open_transaction_is_refused),
+        cmocka_unit_test(connection_audit_rows_name_the_connection),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
