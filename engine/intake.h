@@ -24,7 +24,9 @@ void engine_intake_start(engine_intake *in);
 /* Finishes the batch in hand, commits, leaves the consumer group and joins the thread. */
 void engine_intake_stop(engine_intake *in);
 void engine_intake_free(engine_intake *in);
-/* True while the consumer has partitions or is waiting for them, and PostgreSQL answers. */
+/* True while PostgreSQL answers (checked by every batch, and at most a second apart when idle).
+ * Kafka is not part of it: a worker without its broker still runs the runs it holds, and the
+ * consumer reconnects by itself (its lag shows in the metrics). */
 bool engine_intake_healthy(engine_intake *in);
 
 #endif
