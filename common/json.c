@@ -339,11 +339,66 @@ static void yajl_reason(parse_ctx *p, const char *text, size_t len, char *err, s
         yajl_free_error(p->h, msg);
 }
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The code unit of the four hex digits at s, or -1. */
+static long hex4(const char *s)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_value(s[i]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* True (with the offset of its backslash) when an escaped high surrogate (\uD800-\uDBFF) is
+ * not followed at once by an escaped low one. yajl turns a lone one into '?' and folds one
+ * followed by any other \u escape into some astral character, so that two different texts
+ * would decode the same. A backslash escapes the next character when an odd run of them ends
+ * there; outside strings a backslash is refused by yajl anyway. Most bodies have no backslash
+ * at all: memchr finds none. */
+static bool lone_high_surrogate(const char *text, size_t len, size_t *at)
+{
+    const char *p = text, *end = text + len;
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        const char *run = p;
+        while (p < end && *p == '\\')
+            p++;
+        if ((p - run) % 2 == 0 || end - p < 5 || *p != 'u')
+            continue;
+        long unit = hex4(p + 1);
+        if (unit < 0xD800 || unit > 0xDBFF)
+            continue;
+        const char *next = p + 5;
+        long low = end - next >= 6 && next[0] == '\\' && next[1] == 'u' ? hex4(next + 2) : -1;
+        if (low < 0xDC00 || low > 0xDFFF) {
+            *at = (size_t)(p - 1 - text);
+            return true;
+        }
+    }
+    return false;
+}
+
 hf_json hf_json_parse(const char *text, size_t len, char *err, size_t errlen)
 {
     const char *nul = memchr(text, '\0', len);
     if (nul) {
         hf_err(err, errlen, "JSON contains a NUL byte at offset %zu", (size_t)(nul - text));
+        return NULL;
+    }
+    size_t lone;
+    if (lone_high_surrogate(text, len, &lone)) {
+        hf_err(err, errlen, "JSON string has an unpaired UTF-16 surrogate escape at offset %zu",
+               lone);
         return NULL;
     }
     parse_ctx ctx, *p = &ctx;

@@ -525,6 +525,43 @@ static void test_serialize_escapes_keys_and_values(void **state)
     free(out);
 }
 
+/* An unpaired \ud800-\udbff escape is refused, not decoded to "?" or a wrong code point. */
+static void test_unpaired_high_surrogate_escapes_are_rejected(void **state)
+{
+    (void)state;
+    /* A lone low surrogate is refused (test_invalid_utf8_is_rejected); a high one must be too,
+     * not become '?' (which "\ud800" and "?" would then share), nor, followed by an escape
+     * that is not a low surrogate, be folded with it into some other character: "\ud800\u0041"
+     * came out as U+10041, the same string as the proper pair "\ud800\udc41". */
+    static const char *const bad[] = {
+        "[\"\\ud800\"]",        /* lone, at the end of the string */
+        "[\"\\udbffx\"]",       /* lone, before a plain character */
+        "{\"\\ud800\":1}",      /* lone, in a key */
+        "[\"\\ud800\\u0041\"]", /* followed by an escaped 'A' */
+        "[\"\\ud800\\ud800\"]", /* followed by another high surrogate */
+        "[\"\\ud83d\\n\"]",     /* followed by another escape */
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(bad); i++) {
+        char err[256] = "";
+        hf_json v = hf_json_parse(bad[i], strlen(bad[i]), err, sizeof err);
+        if (v) {
+            hf_buf b = {0};
+            hf_json_serialize(v, &b);
+            char shown[64];
+            snprintf(shown, sizeof shown, "%s", b.data);
+            hf_buf_free(&b);
+            hf_json_free(v);
+            fail_msg("accepted %s as %s", bad[i], shown);
+        }
+        assert_true(err[0] != '\0');
+    }
+    /* Proper pairs still decode. */
+    hf_json v = parse_ok("[\"\\ud800\\udc41\",\"\\udbff\\udfff\"]");
+    assert_string_equal(hf_json_str(hf_json_at(v, 0)), "\xf0\x90\x81\x81");
+    assert_string_equal(hf_json_str(hf_json_at(v, 1)), "\xf4\x8f\xbf\xbf");
+    hf_json_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_string_escaping),
         cmocka_unit_test(test_string_escaping_every_byte_at_every_position),
         cmocka_unit_test(test_serialize_escapes_keys_and_values),
+        cmocka_unit_test(test_unpaired_high_surrogate_escapes_are_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
