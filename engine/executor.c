@@ -1586,11 +1586,39 @@ static void release_all(engine_executor *ex)
                   "the leases will expire instead", NULL);
 }
 
+/* The end of a stop: calls still in flight are cancelled (their callbacks record what they
+ * can), the rest is written and the leases released, and the loop ends. Without PostgreSQL
+ * nothing can be written: the leases then expire and another worker resumes the runs, as after
+ * a crash. */
+static void finish_stop(engine_executor *ex, bool have_db)
+{
+    hf_http_client_free(ex->http);
+    ex->http = NULL;
+    for (size_t i = 0; i < ex->to_call.n; i++)
+        if (ex->to_call.v[i])
+            ex->to_call.v[i]->in_call = false;
+    ex->to_call.n = 0;
+    if (have_db) {
+        flush(ex);
+        release_all(ex);
+    } else {
+        hf_log_kv(HF_LOG_WARN, "executor.stopped_without_database", "msg",
+                  "PostgreSQL is unreachable: this worker's leases will expire and another "
+                  "worker will resume its runs",
+                  NULL);
+    }
+    event_base_loopbreak(ex->base);
+}
+
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
     engine_executor *ex = arg;
     if (!ensure_db(ex)) {
-        schedule_tick(ex, 1000);
+        if (ex->stopping && (ex->ncalls == 0 || hf_now_ms() >= ex->stop_deadline_ms)) {
+            finish_stop(ex, false);
+            return;
+        }
+        schedule_tick(ex, ex->stopping ? 20 : 1000);
         return;
     }
     forget_changed_connections(ex, true);
@@ -1615,15 +1643,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         if (ex->ncalls == 0 || hf_now_ms() >= ex->stop_deadline_ms) {
             /* Cancelling calls still in flight runs their callbacks (treated as unknown
              * outcomes where the platform has no idempotency key). */
-            hf_http_client_free(ex->http);
-            ex->http = NULL;
-            for (size_t i = 0; i < ex->to_call.n; i++)
-                if (ex->to_call.v[i])
-                    ex->to_call.v[i]->in_call = false;
-            ex->to_call.n = 0;
-            flush(ex);
-            release_all(ex);
-            event_base_loopbreak(ex->base);
+            finish_stop(ex, true);
             return;
         }
         schedule_tick(ex, 20);
