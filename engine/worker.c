@@ -98,8 +98,14 @@ static void usage(void)
            "Runs one engine worker: consumes webhook envelopes from Kafka (consumer group), "
            "records\nruns in PostgreSQL and executes them against the platforms. Scale out by "
            "starting more.\nSIGTERM/SIGINT: stop intake, finish or release runs in flight, "
-           "leave the group, exit 0.\n\n");
+           "leave the group, exit 0.\nSIGHUP is logged and ignored (restart to use new "
+           "secrets).\n\n");
     hf_config_print_help(engine_config_items, engine_config_nitems);
+    printf("  %-36s the connector catalog (default: schemas/catalog of the source tree)\n"
+           "  %-36s a platform's API and OAuth token endpoints, <ID> one of XERO, QUICKBOOKS,\n"
+           "  %-36s HUBSPOT, KLAVIYO, TWILIO, META (default: the platform's own)\n",
+           "HOOKFLOW_CATALOG_DIR", "HOOKFLOW_CONNECTOR_<ID>_BASE_URL",
+           "HOOKFLOW_CONNECTOR_<ID>_TOKEN_URL");
 }
 
 int engine_cmd_work(int argc, char **argv)
@@ -123,7 +129,7 @@ int engine_cmd_work(int argc, char **argv)
     hf_log_init_from_config("hookflow-engine", cfg.log_level, cfg.log_format);
 
     sigset_t sigs;
-    hf_signals_take(&sigs, false);
+    hf_signals_take(&sigs, true); /* SIGHUP too: it must not kill a worker (see below) */
     evthread_use_pthreads();
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -188,9 +194,18 @@ int engine_cmd_work(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "worker.started", "worker", worker_id, "listen", cfg.listen, "port",
               port, "group", cfg.group, "version", HOOKFLOW_VERSION, NULL);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        /* ingest reloads its secrets on SIGHUP; a worker holds them in running calls and token
+         * caches: a rolling restart picks up new ones. SIGHUP sent to every process (a common
+         * reload habit) must not take the worker down without a drain. */
+        hf_log_kv(HF_LOG_WARN, "worker.sighup_ignored", "msg",
+                  "workers do not reload secrets; restart the worker to use new ones", NULL);
+    }
     hf_log_kv(HF_LOG_INFO, "worker.stopping", NULL);
     /* Intake first, so no new runs arrive; then the executor finishes or releases its runs. */
     engine_intake_stop(w.intake);

@@ -1192,7 +1192,7 @@ int engine_cmd_serve(int argc, char **argv)
     hf_log_init_from_config("hookflow-engine", cfg.log_level, cfg.log_format);
 
     sigset_t sigs;
-    hf_signals_take(&sigs, false);
+    hf_signals_take(&sigs, true); /* SIGHUP is logged and ignored below, not fatal */
 
     int rc = 1;
     api_server s;
@@ -1241,9 +1241,15 @@ int engine_cmd_serve(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "api.started", "listen", cfg.listen, "port", port, "threads", nthreads,
               "public_url", s.public_url, "version", HOOKFLOW_VERSION, NULL);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        hf_log_kv(HF_LOG_WARN, "api.sighup_ignored", "msg",
+                  "the API does not reload secrets; restart it to use new ones", NULL);
+    }
     hf_log_kv(HF_LOG_INFO, "api.stopping", NULL);
     hf_http_server_stop_accepting(http);
     drain(&s, cfg.shutdown_timeout_ms);
