@@ -17,7 +17,7 @@
 
 static _Noreturn void oom(size_t n)
 {
-    fprintf(stderr, "hookflow: out of memory allocating %zu bytes\n", n);
+    fprintf(stderr, "%s: out of memory allocating %zu bytes\n", program_invocation_short_name, n);
     abort();
 }
 
@@ -91,7 +91,8 @@ char *xconcat(const char *first, ...)
 void hf_die(const char *fmt, ...)
 {
     va_list ap;
-    fputs("hookflow: ", stderr);
+    /* The program's own name, as its other start-up errors give it ("hookflow-ingest: ..."). */
+    fprintf(stderr, "%s: ", program_invocation_short_name);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
