@@ -44,7 +44,7 @@ start)
     if [ -z "$port" ] || ss -ltn "sport = :$port" | grep -q LISTEN; then port=$(free_port); fi
     echo "$port" >"$dir/port"
     as_owner "$bindir/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
+      -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
       || { tail -n 20 "$dir/postgres.log" >&2; exit 1; }
   fi
   if ! as_owner "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \

@@ -50,7 +50,9 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 echo "== PostgreSQL"
-db_url=$(bash deploy/local/pg.sh start "$state/pg")
+# 9>&-: the PostgreSQL server outlives this script (pg.sh reuses it next time) and must not hold
+# the stack's lock, or a run.sh killed with -9 could never be started again.
+db_url=$(bash deploy/local/pg.sh start "$state/pg" 9>&-)
 HOOKFLOW_DATABASE_URL="$db_url" "$bin/hookflow-engine" migrate
 
 echo "== dev broker"

@@ -12,15 +12,15 @@ url="http://$addr/api/integrations/webhooks/$provider"
 case "$provider" in
 meta)
   body='{"object":"page","entry":[{"id":"104877","time":'$now_ms',"messaging":[{"sender":{"id":"6123"},"recipient":{"id":"104877"},"timestamp":'$now_ms',"message":{"mid":"m_demo_'$now_ms'","text":"Is my pickup ready?"}}]}]}'
-  sig="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat $secrets/meta/app_secret)" -hex | sed 's/^.* //')"
+  sig="sha256=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat "$secrets/meta/app_secret")" -hex | sed 's/^.* //')"
   header="X-Hub-Signature-256: $sig" ;;
 xero)
   body='{"events":[{"resourceUrl":"https://api.xero.com/api.xro/2.0/Invoices/0f2b","resourceId":"0f2b","eventDateUtc":"2026-11-27T10:00:00.000","eventType":"CREATE","eventCategory":"INVOICE","tenantId":"c2cc9b6e-9458-4c7d-93cc-f02b81b0594f","tenantType":"ORGANISATION"}],"firstEventSequence":1,"lastEventSequence":1,"entropy":"demo"}'
-  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat $secrets/xero/webhook_key)" -binary | base64)
+  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat "$secrets/xero/webhook_key")" -binary | base64)
   header="x-xero-signature: $sig" ;;
 quickbooks)
   body='{"eventNotifications":[{"realmId":"9130","dataChangeEvent":{"entities":[{"name":"SalesReceipt","id":"'$now_ms'","operation":"Create","lastUpdated":"2026-11-27T10:00:00.000Z"}]}}]}'
-  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat $secrets/quickbooks/verifier_token)" -binary | base64)
+  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat "$secrets/quickbooks/verifier_token")" -binary | base64)
   header="intuit-signature: $sig" ;;
 *)
   echo "send-demo-webhook: provider must be meta, xero or quickbooks" >&2; exit 2 ;;
