@@ -28,6 +28,20 @@
 
 typedef struct loop loop;
 
+/* Request deadlines. The inactivity timeout (timeout_ms) closes an idle or stalled connection,
+ * but a client sending a byte just often enough (slowloris) would keep it forever: a request
+ * must also arrive whole within REQUEST_DEADLINE_FACTOR x timeout_ms of its connection's last
+ * answer (or of the accept). A loop sweeps its connections twice per timeout; the time its
+ * handler takes to answer is not the client's, so a connection waiting for an answer is left
+ * alone. Connections are found by socket, which is unique while open. */
+#define REQUEST_DEADLINE_FACTOR 4
+
+typedef struct conn_clock {
+    struct evhttp_connection *evcon; /* NULL: no connection on this socket */
+    int64_t since_ms;                /* accepted, or its last answer sent */
+    bool answering;                  /* a request is with the handler */
+} conn_clock;
+
 struct hf_http_server {
     hf_http_options opts;
     hf_http_handler handler;
@@ -53,6 +67,9 @@ struct loop {
     size_t nfresh, capfresh;
     int open;
     bool paused;
+    conn_clock *clocks; /* by socket: this loop's connections (see request deadlines) */
+    size_t nclocks;
+    struct event *sweep;
 };
 
 static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
@@ -147,9 +164,57 @@ static void pause_or_resume(loop *l)
                   "connection limit reached; new connections wait in the backlog", NULL);
 }
 
+/* The clock of evcon's socket, grown on demand; NULL when the socket is gone. */
+static conn_clock *clock_of(loop *l, struct evhttp_connection *evcon, bool grow)
+{
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= l->nclocks) {
+        if (!grow)
+            return NULL;
+        size_t n = l->nclocks ? l->nclocks : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        l->clocks = xrealloc(l->clocks, n * sizeof *l->clocks);
+        memset(l->clocks + l->nclocks, 0, (n - l->nclocks) * sizeof *l->clocks);
+        l->nclocks = n;
+    }
+    return &l->clocks[fd];
+}
+
+static void request_answered(struct evhttp_request *req, void *arg)
+{
+    conn_clock *c = clock_of(arg, evhttp_request_get_connection(req), false);
+    if (c && c->evcon == evhttp_request_get_connection(req)) {
+        c->answering = false;
+        c->since_ms = hf_now_ms();
+    }
+}
+
+/* Closes the connections whose next request has not arrived whole in time. */
+static void sweep_connections(evutil_socket_t fd, short what, void *arg)
+{
+    loop *l = arg;
+    int64_t limit = (int64_t)REQUEST_DEADLINE_FACTOR * l->server->opts.timeout_ms;
+    int64_t now = hf_now_ms();
+    for (size_t i = 0; i < l->nclocks; i++) {
+        conn_clock *c = &l->clocks[i];
+        if (c->evcon && !c->answering && now - c->since_ms > limit) {
+            hf_log_kv(HF_LOG_INFO, "http.request_too_slow", "msg",
+                      "a request did not arrive whole in time; connection closed", NULL);
+            evhttp_connection_free(c->evcon); /* its close callback clears c */
+        }
+    }
+}
+
 static void connection_closed(struct evhttp_connection *evcon, void *arg)
 {
     loop *l = arg;
+    conn_clock *c = clock_of(l, evcon, false);
+    if (c && c->evcon == evcon)
+        c->evcon = NULL;
     l->open--;
     atomic_fetch_sub(&l->server->connections, 1);
     pause_or_resume(l);
@@ -169,6 +234,10 @@ static struct bufferevent *connection_new(struct event_base *base, void *arg)
     l->fresh[l->nfresh++] = bev;
     l->open++;
     atomic_fetch_add(&l->server->connections, 1);
+    /* At the limit, stop now: the listener's callback goes on accepting the whole backlog
+     * unless it is disabled while it runs. */
+    if (l->open >= per_loop_limit(l))
+        pause_or_resume(l);
     event_active(l->post_accept, EV_TIMEOUT, 0);
     return bev;
 }
@@ -183,6 +252,9 @@ static void connections_adopt(evutil_socket_t fd, short what, void *arg)
         bufferevent_getcb(bev, NULL, NULL, &eventcb, &cbarg);
         if (eventcb && cbarg) {
             evhttp_connection_set_closecb(cbarg, connection_closed, l);
+            conn_clock *c = clock_of(l, cbarg, true);
+            if (c)
+                *c = (conn_clock){.evcon = cbarg, .since_ms = hf_now_ms()};
         } else {
             /* evhttp gave the connection up during the accept itself. */
             l->open--;
@@ -197,6 +269,12 @@ static void connections_adopt(evutil_socket_t fd, short what, void *arg)
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     loop *l = arg;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    conn_clock *c = clock_of(l, evcon, false);
+    if (c && c->evcon == evcon) {
+        c->answering = true;
+        evhttp_request_set_on_complete_cb(req, request_answered, l);
+    }
     l->server->handler(req, l->server->arg);
 }
 
@@ -223,6 +301,10 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
     s->handler = handler;
     s->arg = arg;
     s->nloops = opts->threads > 0 ? opts->threads : 1;
+    /* Every loop takes at least one connection: more loops than connections allowed would let
+     * the loops together take more than the limit. */
+    if (opts->max_connections > 0 && s->nloops > opts->max_connections)
+        s->nloops = opts->max_connections;
     s->loops = xcalloc((size_t)s->nloops, sizeof *s->loops);
     atomic_store(&s->accepting, true);
     for (int i = 0; i < s->nloops; i++) {
@@ -262,6 +344,10 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
         }
         l->post_accept = event_new(l->base, -1, 0, connections_adopt, l);
         event_priority_set(l->post_accept, 0);
+        l->sweep = event_new(l->base, -1, EV_PERSIST, sweep_connections, l);
+        int every = opts->timeout_ms / 2 > 10 ? opts->timeout_ms / 2 : 10;
+        struct timeval sweep_tv = {every / 1000, (every % 1000) * 1000};
+        event_add(l->sweep, &sweep_tv);
     }
     return s;
 fail:
@@ -354,7 +440,10 @@ void hf_http_server_free(hf_http_server *s)
             evhttp_free(l->http); /* closes the listener and every connection */
         if (l->post_accept)
             event_free(l->post_accept);
+        if (l->sweep)
+            event_free(l->sweep);
         free(l->fresh);
+        free(l->clocks);
         if (l->base)
             event_base_free(l->base);
         if (!listening && l->fd >= 0)

@@ -21,7 +21,9 @@ typedef struct hf_http_options {
     int threads;         /* event-loop threads */
     size_t max_body;     /* bytes; larger bodies get 413 */
     size_t max_headers;  /* bytes of request line + headers; larger get 431/400 */
-    int timeout_ms;      /* read/write inactivity timeout; idle keep-alive ends too */
+    int timeout_ms;      /* read/write inactivity timeout; idle keep-alive ends too; and a
+                            request must arrive whole within 4 x timeout_ms of the connection's
+                            last answer (a client trickling bytes is closed) */
     int max_connections; /* open connections across all threads; beyond it accepting
                             pauses and new connections wait in the listen backlog */
 } hf_http_options;

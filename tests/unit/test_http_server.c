@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -82,6 +83,11 @@ static int distinct_bases(ctx *c)
 
 static atomic_int busy_entered, busy_left;
 
+static void answer_later(evutil_socket_t fd, short what, void *arg)
+{
+    hf_http_reply(arg, 200, "text/plain", "late", 4);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
     ctx *c = arg;
@@ -104,6 +110,10 @@ static void handle(struct evhttp_request *req, void *arg)
         usleep(300 * 1000);
         atomic_store(&busy_left, 1);
         hf_http_reply(req, 200, "text/plain", "done", 4);
+    } else if (strcmp(uri, "/later") == 0) {
+        /* Answered 1.5 s later from the loop, as ingest answers once Kafka has acknowledged. */
+        struct timeval later = {1, 500000};
+        event_base_once(hf_http_request_base(req), -1, EV_TIMEOUT, answer_later, req, &later);
     } else if (strcmp(uri, "/echo") == 0) {
         char text[32];
         size_t n = evbuffer_get_length(evhttp_request_get_input_buffer(req));
@@ -979,6 +989,149 @@ static void test_free_right_after_start_returns(void **state)
     pthread_join(t, NULL);
 }
 
+/* ---- limits under load: found in review ---- */
+
+/* A loop at its limit stops accepting at once: a burst waiting in the backlog stays there. */
+static void test_max_connections_holds_when_a_burst_waits_in_the_backlog(void **state)
+{
+    (void)state;
+    enum { WAITING = 5 };
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.max_connections = 2;
+    hf_http_server *s = start_server(&o, &c);
+    int port = hf_http_server_port(s);
+    response r;
+    conn a, b, w[WAITING];
+    conn_open(&a, port, 3000);
+    assert_int_equal(get(&a, "/hello", &r), 1);
+    conn_open(&b, port, 3000);
+    assert_int_equal(get(&b, "/hello", &r), 1);
+    assert_int_equal(hf_http_server_connections(s), 2); /* full: the listener is paused */
+    /* Several clients queue in the kernel backlog, each with a request. */
+    for (int i = 0; i < WAITING; i++) {
+        conn_open(&w[i], port, 3000);
+        conn_send_str(&w[i], "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    usleep(200 * 1000);
+    assert_int_equal(hf_http_server_connections(s), 2);
+    /* One slot frees: one waiting connection may come in, not all of them. */
+    conn_close(&a);
+    int64_t most = 0, until = hf_now_ms() + 1000;
+    while (hf_now_ms() < until) {
+        int64_t n = hf_http_server_connections(s);
+        most = n > most ? n : most;
+        usleep(2 * 1000);
+    }
+    int answered_early = atomic_load(&c.requests) - 2;
+    for (int i = 0; i < WAITING; i++)
+        conn_close(&w[i]);
+    conn_close(&b);
+    assert_int_equal(wait_connections(s, 0, 3000), 0);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+    if (most > 2 || answered_early > 1)
+        fail_msg("max_connections 2: %lld open at once, %d waiting clients served", (long long)most,
+                 answered_early);
+}
+
+/* max_connections below the thread count is still the total (fewer loops run). */
+static void test_max_connections_below_the_thread_count_is_still_the_total(void **state)
+{
+    (void)state;
+    enum { CONNS = 12 };
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.threads = 4;
+    o.max_connections = 1;
+    hf_http_server *s = start_server(&o, &c);
+    int port = hf_http_server_port(s);
+    /* One at a time (no burst in any backlog): each either gets its answer or waits. */
+    conn ks[CONNS];
+    int served = 0;
+    for (int i = 0; i < CONNS; i++) {
+        conn_open(&ks[i], port, 300);
+        response r;
+        conn_send_str(&ks[i], "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        if (read_response(&ks[i], &r) == 1)
+            served++;
+    }
+    int64_t open_now = hf_http_server_connections(s);
+    for (int i = 0; i < CONNS; i++)
+        conn_close(&ks[i]);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+    /* The kernel spreads the connections over the 4 SO_REUSEPORT sockets: all 12 on one loop
+     * has odds of 4^-11. */
+    if (open_now > 1 || served > 1)
+        fail_msg("max_connections 1 with 4 threads: %lld open, %d served at once",
+                 (long long)open_now, served);
+}
+
+/* A client trickling header bytes faster than timeout_ms is closed once the request deadline
+ * (4 x timeout_ms) passes (slowloris). */
+static void test_client_trickling_headers_is_closed_in_bounded_time(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.timeout_ms = 300;
+    hf_http_server *s = start_server(&o, &c);
+    conn k;
+    conn_open(&k, hf_http_server_port(s), 3000);
+    conn_send_str(&k, "GET /hello HTTP/1.1\r\nHost: a\r\nX-Slow: ");
+    /* One byte every 100 ms for 3 s: ten times the timeout, well under max_headers. */
+    bool closed = false;
+    int64_t start = hf_now_ms();
+    while (!closed && hf_now_ms() - start < 3000) {
+        usleep(100 * 1000);
+        closed = send(k.fd, "x", 1, MSG_NOSIGNAL) != 1;
+    }
+    if (!closed) {
+        /* Still open: one more probe after the server would have had to close it. */
+        usleep(50 * 1000);
+        closed = send(k.fd, "\r\n\r\n", 4, MSG_NOSIGNAL) != 4;
+        response r;
+        if (!closed)
+            closed = read_response(&k, &r) != 1;
+    }
+    conn_close(&k);
+    int served = atomic_load(&c.requests);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+    if (!closed)
+        fail_msg("a request trickled over 3 s with timeout_ms 300 was kept open and served "
+                 "(%d request(s) reached the handler)",
+                 served);
+}
+
+/* The request deadline is the client's, not the handler's: an answer that takes longer than it
+ * (ingest waiting for Kafka) still goes out, and the connection serves the next request. */
+static void test_slow_answer_is_not_cut_by_the_request_deadline(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.timeout_ms = 300; /* deadline 1.2 s; the answer takes 1.5 s */
+    hf_http_server *s = start_server(&o, &c);
+    conn k;
+    conn_open(&k, hf_http_server_port(s), 5000);
+    conn_send_str(&k, "GET /later HTTP/1.1\r\nHost: a\r\n\r\n");
+    response r;
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    conn_send_str(&k, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    conn_close(&k);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -999,6 +1152,10 @@ int main(void)
         cmocka_unit_test(test_bad_listen_address_gives_null_and_err),
         cmocka_unit_test(test_free_with_connections_open_at_the_limit),
         cmocka_unit_test(test_free_right_after_start_returns),
+        cmocka_unit_test(test_max_connections_holds_when_a_burst_waits_in_the_backlog),
+        cmocka_unit_test(test_max_connections_below_the_thread_count_is_still_the_total),
+        cmocka_unit_test(test_client_trickling_headers_is_closed_in_bounded_time),
+        cmocka_unit_test(test_slow_answer_is_not_cut_by_the_request_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
