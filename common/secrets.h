@@ -25,8 +25,10 @@ void hf_secrets_free(hf_secrets *s);
  * they stay valid until the store is freed. */
 size_t hf_secrets_get(const hf_secrets *s, const char *path, const char *vals[2], size_t lens[2]);
 
-/* True when path itself (not path.previous) holds a non-empty value: a key whose rotation left
- * only the retired one must not be used as if it were current. */
+/* True when path itself (not path.previous) holds a non-empty value. Webhook verification
+ * accepts .previous alone (mid-rotation, deliveries signed with the old key keep arriving);
+ * keys that sign or encrypt (engine/token_key, api/jwt_key) refuse to start without the current
+ * one. */
 bool hf_secrets_has(const hf_secrets *s, const char *path);
 
 /* Number of values loaded. */
