@@ -52,6 +52,7 @@ struct engine_intake {
     atomic_int dl_pending;
     atomic_bool dl_failed;
     hf_counter *consumed, *duplicates, *runs_created, *dead, *batch_retries;
+    hf_counter *skipped_filter, *skipped_definition; /* workflows that could not be matched */
     hf_histogram *batch_seconds;
 };
 
@@ -203,6 +204,13 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
                                   "Messages sent to the dead-letter topic", NULL);
     in->batch_retries = hf_metrics_counter(metrics, "hookflow_engine_intake_retries_total",
                                            "Intake batches retried after a database error", NULL);
+    static const char skipped_help[] =
+        "Events a workflow was not run for because its filter could not be evaluated or its "
+        "definition could not be loaded (each logged with the workflow and event)";
+    in->skipped_filter = hf_metrics_counter(metrics, "hookflow_engine_workflow_skipped_total",
+                                            skipped_help, "reason=\"filter_error\"");
+    in->skipped_definition = hf_metrics_counter(metrics, "hookflow_engine_workflow_skipped_total",
+                                                skipped_help, "reason=\"bad_definition\"");
     static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
     in->batch_seconds =
         hf_metrics_histogram(metrics, "hookflow_engine_intake_batch_seconds",
@@ -357,7 +365,8 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     hf_pg_array ids = {0}, providers = {0}, accounts = {0}, topics = {0}, parts = {0},
                 offsets = {0};
     PGresult *res = NULL, *cand = NULL;
-    size_t duplicates = 0; /* counted once the transaction commits: a retried batch would recount */
+    /* Counted once the transaction commits: a retried batch would count them again. */
+    size_t duplicates = 0, filter_errors = 0, bad_definitions = 0;
     int rc = hf_pg_begin(in->db, err, errlen);
     if (rc != HF_PG_OK)
         goto done;
@@ -468,6 +477,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         if (!def) {
             hf_log_kv(HF_LOG_ERROR, "intake.bad_workflow", "workflow", PQgetvalue(cand, r, 2),
                       "error", derr, NULL);
+            bad_definitions++;
             continue;
         }
         if (def->filter) {
@@ -483,6 +493,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
             if (frc != 0) {
                 hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow", PQgetvalue(cand, r, 2),
                           "event_id", it->id, "error", ctx ? ferr : "context", NULL);
+                filter_errors++;
                 continue;
             }
             if (!pass)
@@ -592,8 +603,11 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
 done:
     if (rc != HF_PG_OK)
         hf_pg_rollback(in->db);
-    else
+    else {
         hf_counter_add(in->duplicates, duplicates);
+        hf_counter_add(in->skipped_filter, filter_errors);
+        hf_counter_add(in->skipped_definition, bad_definitions);
+    }
     PQclear(res);
     PQclear(cand);
     hf_pg_array_free(&ids);

@@ -901,6 +901,45 @@ static void event_by_event_recording_claims_no_more_than_the_concurrency(void **
     assert_true(engine_executor_room(w->executor) >= 0);
 }
 
+/* A filter that cannot be evaluated (here it runs out of its step budget comparing two big
+ * objects) creates no run for its workflow; the event is recorded and the skip counted, so an
+ * operator can see and alert on it (the log names the workflow and the event). */
+static void filter_that_cannot_be_evaluated_is_counted(void **state)
+{
+    fixture *f = *state;
+    const char *const heavy[] = {"event.payload.a == event.payload.b"};
+    char *wf = workflow_add(f->db, f->tenant_id, "Heavy", "message", true, heavy, 1);
+    worker *w = worker_start(f, 0, GROUP);
+    hf_buf j = {0};
+    hf_buf_puts(&j,
+                "{\"id\":\"meta:m_heavy\",\"provider\":\"meta\",\"event\":\"message\","
+                "\"native_type\":\"message\",\"account\":\"" PAGE "\",\"resource\":\"psid:" SENDER
+                "\",\"occurred_at\":\"2026-11-27T10:00:00.000Z\",\"received_at\":\"" RECEIVED_1
+                "\",\"request_id\":\"req-heavy\",\"payload\":{\"a\":{");
+    enum { members = 5000 }; /* compared in reverse order: ~12.5M steps, over the 10M budget */
+    for (int i = 0; i < members; i++)
+        hf_buf_printf(&j, "%s\"k%d\":%d", i ? "," : "", i, i);
+    hf_buf_puts(&j, "},\"b\":{");
+    for (int i = members - 1; i >= 0; i--)
+        hf_buf_printf(&j, "%s\"k%d\":%d", i < members - 1 ? "," : "", i, i);
+    hf_buf_puts(&j, "}}}");
+    produce(f, MESSAGING, "meta:" PAGE, j.data);
+    hf_buf_free(&j);
+
+    assert_int_equal(committed_offset(f, GROUP, 1, WAIT_MS), 1);
+    const char *p[] = {wf};
+    char *runs = pgf_value_params(f->db, "SELECT count(*) FROM runs WHERE workflow_id = $1", 1, p);
+    assert_string_equal(runs, "0");
+    free(runs);
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM event_keys WHERE event_id = 'meta:m_heavy'"), 1);
+    assert_int_equal(
+        hf_counter_value(hf_metrics_counter(w->metrics, "hookflow_engine_workflow_skipped_total",
+                                            "", "reason=\"filter_error\"")),
+        1);
+    free(wf);
+}
+
 /* A worker with nothing to consume is ready as soon as PostgreSQL answers: readiness must not
  * wait for the first event (an idle worker would fail its rollout). */
 static void idle_worker_is_healthy(void **state)
@@ -935,6 +974,7 @@ int main(void)
         INTAKE_TEST(malformed_messages_are_dead_lettered_and_the_batch_goes_on),
         INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
         INTAKE_TEST(idle_worker_is_healthy),
+        INTAKE_TEST(filter_that_cannot_be_evaluated_is_counted),
         INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
         INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
     };
