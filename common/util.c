@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
 static _Noreturn void oom(size_t n)
 {
     fprintf(stderr, "%s: out of memory allocating %zu bytes\n", program_invocation_short_name, n);
@@ -520,6 +522,18 @@ void hf_buf_put_quoted(hf_buf *out, const char *s, size_t max)
     }
     if (i < n)
         hf_buf_puts(out, "...");
+}
+
+void hf_signals_wait_stop(const sigset_t *set, const char *hup_event, const char *hup_msg)
+{
+    for (;;) {
+        int sig = 0;
+        if (sigwait(set, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            return;
+        hf_log_kv(HF_LOG_WARN, hup_event, "msg", hup_msg, NULL);
+    }
 }
 
 void hf_signals_take(sigset_t *set, bool hup)

@@ -194,18 +194,11 @@ int engine_cmd_work(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "worker.started", "worker", worker_id, "listen", cfg.listen, "port",
               port, "group", cfg.group, "version", HOOKFLOW_VERSION, NULL);
 
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig != SIGHUP)
-            break;
-        /* ingest reloads its secrets on SIGHUP; a worker holds them in running calls and token
-         * caches: a rolling restart picks up new ones. SIGHUP sent to every process (a common
-         * reload habit) must not take the worker down without a drain. */
-        hf_log_kv(HF_LOG_WARN, "worker.sighup_ignored", "msg",
-                  "workers do not reload secrets; restart the worker to use new ones", NULL);
-    }
+    /* ingest reloads its secrets on SIGHUP; a worker holds them in running calls and token
+     * caches: a rolling restart picks up new ones. SIGHUP sent to every process (a common reload
+     * habit) must not take the worker down without a drain. */
+    hf_signals_wait_stop(&sigs, "worker.sighup_ignored",
+                         "workers do not reload secrets; restart the worker to use new ones");
     hf_log_kv(HF_LOG_INFO, "worker.stopping", NULL);
     /* Intake first, so no new runs arrive; then the executor finishes or releases its runs. */
     engine_intake_stop(w.intake);

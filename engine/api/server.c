@@ -1241,15 +1241,8 @@ int engine_cmd_serve(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "api.started", "listen", cfg.listen, "port", port, "threads", nthreads,
               "public_url", s.public_url, "version", HOOKFLOW_VERSION, NULL);
 
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig != SIGHUP)
-            break;
-        hf_log_kv(HF_LOG_WARN, "api.sighup_ignored", "msg",
-                  "the API does not reload secrets; restart it to use new ones", NULL);
-    }
+    hf_signals_wait_stop(&sigs, "api.sighup_ignored",
+                         "the API does not reload secrets; restart it to use new ones");
     hf_log_kv(HF_LOG_INFO, "api.stopping", NULL);
     hf_http_server_stop_accepting(http);
     drain(&s, cfg.shutdown_timeout_ms);
