@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "connectors/connector.h"
+
 /* params of an action node without one; never modified, so shared by every definition. */
 static struct yajl_val_s empty_object = {.type = yajl_t_object};
 
@@ -332,7 +334,16 @@ static bool digits(const char **s, int n, int *out)
 }
 
 /* RFC 3339 date-time: 2026-03-18T09:41:27(.945)?(Z|+02:00). */
+static bool is_rfc3339_syntax(const char *s);
+
+/* RFC 3339 with a zone, that the executor's parser also takes (years 1000-9999 in UTC). */
 static bool is_rfc3339(const char *s)
+{
+    int64_t ms;
+    return is_rfc3339_syntax(s) && hf_parse_rfc3339(s, &ms);
+}
+
+static bool is_rfc3339_syntax(const char *s)
 {
     int y, mo, d, h, mi, se, oh, om;
     if (!digits(&s, 4, &y) || *s++ != '-' || !digits(&s, 2, &mo) || *s++ != '-' ||
@@ -1268,11 +1279,26 @@ static bool param_fits(const char *type, hf_json v, const char **actual)
     return strcmp(type, json_type_name(v)) == 0;
 }
 
+/* True when a template appears anywhere in v (only known at run time). */
+static bool has_template(hf_json v)
+{
+    if (YAJL_IS_STRING(v))
+        return wf_template_is_dynamic(v->u.string, strlen(v->u.string));
+    for (size_t i = 0; i < hf_json_len(v); i++) {
+        const char *key;
+        hf_json member = hf_json_is_object(v) ? hf_json_member(v, i, &key) : hf_json_at(v, i);
+        if (has_template(member))
+            return true;
+    }
+    return false;
+}
+
 static void check_params(vstate *vs, size_t i, const char *base, hf_json action)
 {
     wf_node *n = &vs->b->d->nodes[i];
     hf_json inputs = hf_json_get(action, "inputs");
     char *pbase = jp_key(base, "params");
+    size_t before = vs->b->probs->n;
     for (size_t k = 0; k < hf_json_len(inputs); k++) {
         hf_json in = hf_json_at(inputs, k);
         const char *name = hf_json_str(hf_json_get(in, "name"));
@@ -1326,6 +1352,13 @@ static void check_params(vstate *vs, size_t i, const char *base, hf_json action)
         }
         free(path);
     }
+    /* Params known in full now, and right for each input: the connector's own rules as well
+     * (what its request builder refuses, every run would fail on). */
+    char err[320];
+    if (vs->b->probs->n == before && !has_template(n->params) &&
+        engine_connector_check_params(n->connector, n->action, n->params, err, sizeof err) != 0)
+        problem_add(vs->b->probs, "param_rule", pbase, "%s %s refuses these params: %s",
+                    n->connector, n->action, err);
     free(pbase);
 }
 

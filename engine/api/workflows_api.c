@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "connectors/connector.h"
 #include "expr.h"
 #include "log.h"
 #include "pg.h"
@@ -916,6 +917,18 @@ static void sim_fail(sim_node *n, const char *why)
     n->note = xstrdup(why);
 }
 
+/* The rendered params as the connector's request builder takes them on a real run (nothing is
+ * sent); false with its reason in err. */
+static bool check_rendered_params(const wf_node *wn, const sim_node *n, char *err, size_t errlen)
+{
+    hf_json params = hf_json_parse(n->params.data ? n->params.data : "{}",
+                                   n->params.data ? n->params.len : 2, err, errlen);
+    bool ok = params &&
+              engine_connector_check_params(wn->connector, wn->action, params, err, errlen) == 0;
+    hf_json_free(params);
+    return ok;
+}
+
 static void sim_action(sim_run *s, const wf_node *wn, sim_node *n)
 {
     char err[512];
@@ -927,6 +940,8 @@ static void sim_action(sim_run *s, const wf_node *wn, sim_node *n)
     const hf_action *a = k ? hf_connector_action(k, wn->action) : NULL;
     if (!a) {
         sim_fail(n, k ? "the connector has no such action" : "unknown connector");
+    } else if (!check_rendered_params(wn, n, err, sizeof err)) {
+        sim_fail(n, err); /* what the engine's run would fail this node with, before any call */
     } else if (!hf_action_simulatable(a)) {
         /* No Sim badge: reported, never called. */
         n->st = SIM_NOT_SIMULATED;

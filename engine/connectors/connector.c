@@ -775,3 +775,17 @@ long connector_perform(const connector_request *req, long timeout_ms, hf_buf *ou
     *out = body.buf;
     return status;
 }
+
+int engine_connector_check_params(const char *id, const char *action, hf_json params, char *err,
+                                  size_t errlen)
+{
+    const engine_connector *conn = engine_connector_find(id);
+    if (!conn)
+        return hf_err(err, errlen, "unknown connector %s", id);
+    connector_conn cc = {.account = "checked", .access_token = "checked"};
+    connector_request req = {0};
+    int rc = conn->build(action, params, &cc, engine_connector_base_url(id), "checked", &req, err,
+                         errlen);
+    connector_request_free(&req);
+    return rc == 0 ? 0 : -1;
+}

@@ -82,6 +82,13 @@ const engine_connector *engine_connector_find(const char *id);
 const char *engine_connector_base_url(const char *id);
 const char *engine_connector_token_url(const char *id);
 
+/* Whether the connector's action takes params the way its build would for a real call (with a
+ * placeholder connection; nothing is sent): 0, or -1 with build's one-line reason in err. For
+ * validation and simulation, so that they refuse what every run would fail on, including the
+ * rules the catalog cannot state (Klaviyo's email-or-phone, Meta's tag with MESSAGE_TAG). */
+HF_MUST_CHECK int engine_connector_check_params(const char *id, const char *action, hf_json params,
+                                                char *err, size_t errlen);
+
 /* The refresh_token grant as the platform wants it: POST to the token URL, form body
  * grant_type=refresh_token&refresh_token=...; client authentication by HTTP Basic
  * client_id:client_secret (Xero, QuickBooks, Klaviyo) or client_id/client_secret in the form

@@ -2692,6 +2692,45 @@ static void disable_revokes_unfinished_oauth_state(void **state)
     reply_free(&r);
 }
 
+/* Simulate fails a node whose rendered params the connector's build refuses, as the run would. */
+static void simulate_fails_params_the_connector_refuses(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "simbuild", "production");
+    /* to renders null for an event without phone: twilio's build (what prepare_call runs) fails
+     * the node with a missing required param, before any call. */
+    static const char def[] =
+        "{\"name\":\"Sim build\",\"trigger\":{\"connector\":\"hubspot\",\"event\":"
+        "\"contact.created\"},\"nodes\":[{\"id\":\"sms\",\"type\":\"action\",\"connector\":"
+        "\"twilio\",\"action\":\"send_message\",\"params\":{\"to\":\"{{event.payload.phone}}\","
+        "\"from\":\"+14155559876\",\"body\":\"hi\"}}],\"edges\":[]}";
+    char *wf = workflow_insert(t.id, "Sim build", def, NULL, false);
+    char err[256] = "";
+    hf_json params = hf_json_parse("{\"to\":null,\"from\":\"+14155559876\",\"body\":\"hi\"}", 45,
+                                   err, sizeof err);
+    assert_non_null(params);
+    connector_conn cc = {.account = "AC1", .access_token = "tok"};
+    connector_request req;
+    assert_int_equal(engine_connector_twilio.build("send_message", params, &cc,
+                                                   "http://127.0.0.1:9", "k", &req, err,
+                                                   sizeof err),
+                     -1);
+    hf_json_free(params);
+    char path[128];
+    snprintf(path, sizeof path, "/api/workflows/%s/simulate", wf);
+    reply r;
+    call(&r, "POST", path, t.admin, "{\"event\":{\"objectId\":1}}", NULL);
+    expect_status(&r, 200);
+    hf_json node = hf_json_at(hf_json_get(r.json, "nodes"), 0);
+    assert_jstr(node, "id", "sms");
+    if (!jstr(node, "status") || strcmp(jstr(node, "status"), "failed") != 0)
+        fail_msg("the engine fails this node (%s); simulate says: %s", err, r.body.data);
+    assert_jstr(r.json, "status", "failed");
+    reply_free(&r);
+    free(wf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2723,6 +2762,7 @@ int main(void)
         cmocka_unit_test(runs_tampered_cursor_is_400),
         cmocka_unit_test(serve_refuses_only_previous_jwt_key),
         cmocka_unit_test(disable_revokes_unfinished_oauth_state),
+        cmocka_unit_test(simulate_fails_params_the_connector_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

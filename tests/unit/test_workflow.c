@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "catalog.h"
+#include "connectors/connector.h"
 #include "json.h"
 #include "util.h"
 #include "workflow.h"
@@ -1275,6 +1276,75 @@ static void test_integer_members_in_other_spellings(void **state)
     free(json2);
 }
 
+/* validate refuses an until literal that the executor's parser would refuse. */
+static void test_until_literal_the_executor_refuses(void **state)
+{
+    (void)state;
+    /* docs/workflows.md: validate reports `schema` for bounds; the executor (advance, WF_DELAY)
+     * fails the node with "until is not an RFC 3339 time" when hf_parse_rfc3339 says no. */
+    static const char *const literals[] = {"0999-12-31T09:00:00Z", "9999-12-31T23:30:00-01:00"};
+    for (size_t i = 0; i < sizeof literals / sizeof *literals; i++) {
+        int64_t ms;
+        assert_false(hf_parse_rfc3339(literals[i], &ms)); /* what the executor runs */
+        char *until = xasprintf("\"until\": \"%s\"", literals[i]);
+        char *json = replace_once(base, "\"delay_ms\": 5", until);
+        wf_problems p;
+        validate(json, &p);
+        expect_problem(&p, "schema", "nodes[3].until");
+        wf_problems_free(&p);
+        free(json);
+        free(until);
+    }
+}
+
+/* validate reports literal params the connector's build always refuses (param_rule). */
+static void test_params_the_connector_always_refuses(void **state)
+{
+    (void)state;
+    static const struct {
+        const engine_connector *conn;
+        const char *node;
+        const char *params;
+    } cases[] = {
+        {&engine_connector_klaviyo,
+         "{\"id\": \"ev\", \"type\": \"action\", \"connector\": \"klaviyo\", \"action\": "
+         "\"create_event\", \"params\": ",
+         "{\"metric_name\": \"Coupon issued\"}"},
+        {&engine_connector_meta,
+         "{\"id\": \"ev\", \"type\": \"action\", \"connector\": \"meta\", \"action\": "
+         "\"send_message\", \"params\": ",
+         "{\"recipient_id\": \"6523918047715832\", \"text\": \"hi\", \"messaging_type\": "
+         "\"MESSAGE_TAG\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        /* The engine's own build (prepare_call) refuses these params whatever the event. */
+        char err[256] = "";
+        hf_json params = hf_json_parse(cases[i].params, strlen(cases[i].params), err, sizeof err);
+        connector_conn cc = {.account = "acct", .access_token = "token"};
+        connector_request req;
+        const char *action = i == 0 ? "create_event" : "send_message";
+        assert_int_equal(cases[i].conn->build(action, params, &cc, "http://127.0.0.1:9", "k", &req,
+                                              err, sizeof err),
+                         -1);
+        hf_json_free(params);
+        char *json =
+            xasprintf("{\"name\": \"t\", \"trigger\": {\"connector\": \"hubspot\", \"event\": "
+                      "\"contact.created\"}, \"nodes\": [%s%s}]}",
+                      cases[i].node, cases[i].params);
+        wf_problems p;
+        validate(json, &p);
+        bool found = false;
+        for (size_t k = 0; k < p.n && !found; k++)
+            found = strncmp(p.items[k].path, "nodes[0].params", 15) == 0;
+        if (!found) {
+            dump(&p);
+            fail_msg("no problem under nodes[0].params, though the connector says: %s", err);
+        }
+        wf_problems_free(&p);
+        free(json);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1296,6 +1366,8 @@ int main(void)
         cmocka_unit_test(test_duplicate_member_in_free_form_json),
         cmocka_unit_test(test_retry_initial_above_default_max),
         cmocka_unit_test(test_integer_members_in_other_spellings),
+        cmocka_unit_test(test_until_literal_the_executor_refuses),
+        cmocka_unit_test(test_params_the_connector_always_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
