@@ -48,8 +48,9 @@ typedef struct api_ctx {
 
 typedef void (*api_handler)(api_ctx *c);
 
-/* SQL for a timestamptz column as the API shows it (and cursors carry it): UTC with
- * microseconds, "2024-05-01T10:00:00.123456Z". */
+/* SQL for a timestamptz column as the API shows it (and cursors carry it): RFC 3339 UTC with
+ * microseconds, "2024-05-01T10:00:00.123456Z", whatever the session's TimeZone, so the same text
+ * goes into cursors and is read back exactly. */
 #define API_TS(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 /* Replies. Every handler ends in exactly one of these. */

@@ -231,10 +231,10 @@ static void integration_object(hf_buf *out, const hf_connector *k, const char *e
     "SELECT connector, json_agg(json_build_object("                                                \
     "  'id', id, 'account', account, 'status', status,"                                            \
     "  'granted_scopes', granted_scopes, 'requested_scopes', requested_scopes,"                    \
-    "  'token_expires_at', " API_TS("token_expires_at") ","                                            \
+    "  'token_expires_at', " API_TS("token_expires_at") ","                                        \
     "  'has_refresh_token', refresh_token_enc IS NOT NULL,"                                        \
-    "  'connected_by', connected_by, 'connected_at', " API_TS("connected_at") ","                      \
-    "  'created_at', " API_TS("created_at") ", 'updated_at', " API_TS("updated_at") ")"                    \
+    "  'connected_by', connected_by, 'connected_at', " API_TS("connected_at") ","                  \
+    "  'created_at', " API_TS("created_at") ", 'updated_at', " API_TS("updated_at") ")"            \
     "  ORDER BY CASE WHEN status = 'active' THEN 0"                                                \
     "                WHEN status = 'pending' AND account IS NOT NULL THEN 1"                       \
     "                WHEN status = 'disabled' THEN 2 ELSE 3 END,"                                  \
@@ -244,7 +244,7 @@ static void integration_object(hf_buf *out, const hf_connector *k, const char *e
 
 /* The support approvals of tenant $1 (of connector $2 when not NULL). */
 #define APPROVALS_VIEW_SQL                                                                         \
-    "SELECT connector, approved_by, " API_TS("approved_at") ", note "                                  \
+    "SELECT connector, approved_by, " API_TS("approved_at") ", note "                              \
     "FROM support_approvals "                                                                      \
     "WHERE tenant_id = $1 AND ($2::text IS NULL OR connector = $2)"
 /* clang-format on */

@@ -27,9 +27,6 @@
 #include "log.h"
 #include "pg.h"
 
-/* Timestamps leave the database as RFC 3339 UTC with microseconds, whatever the session's
- * TimeZone: the same text goes into cursors and is read back exactly. */
-
 #define RUNS_DEFAULT_LIMIT 50
 #define RUNS_MAX_LIMIT 100
 
@@ -39,9 +36,9 @@
     "json_build_object('id', r.id, 'workflow_id', r.workflow_id, 'status', r.status,"              \
     " 'event_id', r.event_id, 'workflow_version', r.workflow_version,"                             \
     " 'generation', r.generation, 'attempt', r.attempt, 'error', r.error,"                         \
-    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","                 \
-    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","             \
-    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
+    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","         \
+    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","     \
+    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                       \
     " 'retry_from', r.retry_from)"
 /* clang-format on */
 
@@ -77,7 +74,7 @@ static void reply_bad_param(api_ctx *c, const char *name, const char *value, con
  * (epoch microseconds, as exact as created_at), $6/$7 the cursor's created_at and id, $8 how
  * many. */
 #define RUNS_LIST_SQL                                                                              \
-    "SELECT " RUN_SUMMARY_JSON "::text, " API_TS("r.created_at") ", r.id "                             \
+    "SELECT " RUN_SUMMARY_JSON "::text, " API_TS("r.created_at") ", r.id "                         \
     "FROM runs r "                                                                                 \
     "WHERE r.workflow_id = $1 AND r.tenant_id = $2 "                                               \
     "  AND ($3::text[] IS NULL OR r.status = ANY ($3::text[])) "                                   \
@@ -251,9 +248,9 @@ done:
     " 'workflow_version', r.workflow_version, 'current_version', w.current_version,"               \
     " 'status', r.status, 'event_id', r.event_id, 'ordering_key', r.ordering_key,"                 \
     " 'generation', r.generation, 'attempt', r.attempt, 'error', r.error,"                         \
-    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","                 \
-    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","             \
-    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                           \
+    " 'created_at', " API_TS("r.created_at") ", 'started_at', " API_TS("r.started_at") ","         \
+    " 'finished_at', " API_TS("r.finished_at") ", 'next_run_at', " API_TS("r.next_run_at") ","     \
+    " 'retried_at', " API_TS("r.retried_at") ", 'retried_by', r.retried_by,"                       \
     " 'retry_from', r.retry_from, 'trigger', r.trigger, 'context', r.context,"                     \
     " 'attempts', (SELECT coalesce(json_agg(x.j ORDER BY x.id), '[]'::json) FROM ("                \
     "    SELECT a.id, " ATTEMPT_JSON("a.generation", "false", "false") " AS j"                     \
