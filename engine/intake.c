@@ -349,7 +349,6 @@ static hf_json filter_context(const item *it, PGresult *cand, int row)
     return ctx;
 }
 
-/* The whole batch in one transaction. 0, or an HF_PG_* error with err. */
 /* Keeps the SQLSTATE of a failed statement: whether the database refused the data (a bad
  * event, to set aside) or failed for a while (read-only after a failover, a deadlock, a full
  * disk: to retry, never to dead-letter good events for). */
@@ -358,6 +357,7 @@ static void note_failure(engine_intake *in, const PGresult *res)
     snprintf(in->failed_state, sizeof in->failed_state, "%s", hf_pg_sqlstate(res));
 }
 
+/* The whole batch in one transaction. 0, or an HF_PG_* error with err (and in->failed_state). */
 static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_out, char *err,
                         size_t errlen)
 {
