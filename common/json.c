@@ -9,6 +9,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "crypto.h"
+
 #define HF_JSON_STR2(x) #x
 #define HF_JSON_STR(x) HF_JSON_STR2(x)
 
@@ -339,20 +341,12 @@ static void yajl_reason(parse_ctx *p, const char *text, size_t len, char *err, s
         yajl_free_error(p->h, msg);
 }
 
-static int hex_value(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* The code unit of the four hex digits at s, or -1. */
 static long hex4(const char *s)
 {
     long v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hex_value(s[i]);
+        int h = hf_hex_digit((unsigned char)s[i]);
         if (h < 0)
             return -1;
         v = v * 16 + h;
