@@ -288,11 +288,29 @@ static void read_word(sql_lexer *lx, char *word, size_t wordlen)
     word[n] = '\0';
 }
 
-/* The line of the first statement of sql that begins or ends a transaction (its keyword in
- * word), or 0 if there is none. ROLLBACK TO (a savepoint) and PREPARE name AS are fine. */
-static int transaction_control_line(const char *sql, char *word, size_t wordlen)
+/* The word after lx's place, lx itself unmoved. */
+static void peek_word(sql_lexer lx, char *word, size_t wordlen)
+{
+    skip_blank(&lx);
+    read_word(&lx, word, wordlen);
+}
+
+/* The transaction control a statement starting with the words w, next is, or NULL. ROLLBACK TO
+ * (a savepoint) and PREPARE name AS are fine. */
+static const char *transaction_control(const char *w, const char *next)
 {
     static const char *const ending[] = {"BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(ending); i++)
+        if (strcmp(w, ending[i]) == 0)
+            return strcmp(w, "ROLLBACK") == 0 && strcmp(next, "TO") == 0 ? NULL : ending[i];
+    return strcmp(w, "PREPARE") == 0 && strcmp(next, "TRANSACTION") == 0 ? "PREPARE TRANSACTION"
+                                                                         : NULL;
+}
+
+/* The line of the first statement of sql that begins or ends a transaction (its keyword in
+ * word), or 0 if there is none. */
+static int transaction_control_line(const char *sql, char *word, size_t wordlen)
+{
     sql_lexer lx = {sql, 1};
     bool at_start = true; /* the next word starts a statement */
     bool in_atomic = false, atomic_start = false;
@@ -319,27 +337,12 @@ static int transaction_control_line(const char *sql, char *word, size_t wordlen)
             if ((strcmp(w, "E") == 0) && *lx.p == '\'') {
                 skip_quoted(&lx, true);
             } else if (at_start) {
-                for (size_t i = 0; i < HF_ARRAY_LEN(ending); i++) {
-                    if (strcmp(w, ending[i]) != 0)
-                        continue;
-                    sql_lexer ahead = lx;
-                    char next[16];
-                    skip_blank(&ahead);
-                    read_word(&ahead, next, sizeof next);
-                    if (strcmp(w, "ROLLBACK") == 0 && strcmp(next, "TO") == 0)
-                        break;
-                    snprintf(word, wordlen, "%s", w);
+                char next[16];
+                peek_word(lx, next, sizeof next);
+                const char *control = transaction_control(w, next);
+                if (control) {
+                    snprintf(word, wordlen, "%s", control);
                     return line;
-                }
-                if (strcmp(w, "PREPARE") == 0) {
-                    sql_lexer ahead = lx;
-                    char next[16];
-                    skip_blank(&ahead);
-                    read_word(&ahead, next, sizeof next);
-                    if (strcmp(next, "TRANSACTION") == 0) {
-                        snprintf(word, wordlen, "PREPARE TRANSACTION");
-                        return line;
-                    }
                 }
             } else if (in_atomic && atomic_start && strcmp(w, "END") == 0) {
                 in_atomic = false; /* the statement of the BEGIN ATOMIC goes on to its ';' */
