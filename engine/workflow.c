@@ -134,6 +134,18 @@ static bool in_list(const char *s, const char *const *list)
     return false;
 }
 
+/* True when a member of obj before the i-th has the same key. */
+static bool repeats_earlier(hf_json obj, size_t i, const char *key)
+{
+    for (size_t k = 0; k < i; k++) {
+        const char *prev;
+        hf_json_member(obj, k, &prev);
+        if (strcmp(prev, key) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Reports members of obj that are not in allowed (others_ok: known elsewhere, reported as "not
  * allowed here" with why) and members that repeat. */
 static void check_members(build *b, hf_json obj, const char *base, const char *const *allowed,
@@ -149,15 +161,8 @@ static void check_members(build *b, hf_json obj, const char *base, const char *c
                 schema(b, path, "not allowed %s", why);
             else
                 schema(b, path, "unknown member");
-        } else {
-            for (size_t k = 0; k < i; k++) {
-                const char *prev;
-                hf_json_member(obj, k, &prev);
-                if (strcmp(prev, key) == 0) {
-                    schema(b, path, "duplicate member");
-                    break;
-                }
-            }
+        } else if (repeats_earlier(obj, i, key)) {
+            schema(b, path, "duplicate member");
         }
         free(path);
     }
@@ -181,14 +186,8 @@ static void check_no_repeats(build *b, hf_json v, const char *path)
         const char *key;
         hf_json member = hf_json_member(v, i, &key);
         char *p = jp_key(path, key);
-        for (size_t k = 0; k < i; k++) {
-            const char *prev;
-            hf_json_member(v, k, &prev);
-            if (strcmp(prev, key) == 0) {
-                schema(b, p, "duplicate member");
-                break;
-            }
-        }
+        if (repeats_earlier(v, i, key))
+            schema(b, p, "duplicate member");
         check_no_repeats(b, member, p);
         free(p);
     }
@@ -334,15 +333,6 @@ static bool digits(const char **s, int n, int *out)
 }
 
 /* RFC 3339 date-time: 2026-03-18T09:41:27(.945)?(Z|+02:00). */
-static bool is_rfc3339_syntax(const char *s);
-
-/* RFC 3339 with a zone, that the executor's parser also takes (years 1000-9999 in UTC). */
-static bool is_rfc3339(const char *s)
-{
-    int64_t ms;
-    return is_rfc3339_syntax(s) && hf_parse_rfc3339(s, &ms);
-}
-
 static bool is_rfc3339_syntax(const char *s)
 {
     int y, mo, d, h, mi, se, oh, om;
@@ -366,6 +356,13 @@ static bool is_rfc3339_syntax(const char *s)
     s++;
     return digits(&s, 2, &oh) && *s++ == ':' && digits(&s, 2, &om) && *s == '\0' && oh <= 23 &&
            om <= 59;
+}
+
+/* ... that the executor's parser also takes (years 1000-9999 in UTC). */
+static bool is_rfc3339(const char *s)
+{
+    int64_t ms;
+    return is_rfc3339_syntax(s) && hf_parse_rfc3339(s, &ms);
 }
 
 static const char *const common_node_members[] = {"id",         "type",     "name", "retry",

@@ -16,9 +16,6 @@
 #include "pg.h"
 #include "workflow.h"
 
-/* Timestamps leave the database as RFC 3339 UTC with microseconds (the runs API does the same),
- * so a cursor carries one exactly. */
-
 #define LIST_DEFAULT_LIMIT 20
 #define LIST_MAX_LIMIT 100
 

@@ -111,8 +111,8 @@ HF_MUST_CHECK int engine_oauth_code_request(const char *id, const char *client_i
 
 /* Parses a token answer: access_token; refresh_token (NULL when absent: keep the old one);
  * expires_in in seconds (a number or numeric string; absent -> 3600; at most
- * ENGINE_OAUTH_MAX_EXPIRES_S); scope (a string, or an
- * array joined with spaces; NULL when absent). -1 with err on an error answer (OAuth
+ * ENGINE_OAUTH_MAX_EXPIRES_S); scope (a string, or an array joined with spaces; NULL when
+ * absent). -1 with err on an error answer (OAuth
  * "error"/"error_description", Meta's {"error":{"message"}}, HubSpot's {"status","message"}), a
  * missing access_token or malformed JSON; the outputs are then NULL. The caller frees the
  * strings. */
