@@ -358,7 +358,7 @@ static bool is_rfc3339_syntax(const char *s)
            om <= 59;
 }
 
-/* ... that the executor's parser also takes (years 1000-9999 in UTC). */
+/* is_rfc3339_syntax, and within what the executor's parser takes (years 1000-9999 in UTC). */
 static bool is_rfc3339(const char *s)
 {
     int64_t ms;

@@ -91,12 +91,8 @@ char *ingest_derive_id(const char *provider, ...)
             hf_mac_update(m, run, (size_t)(c - run));
             if (*c == '\0')
                 break;
-            hf_mac_update(m,
-                          *c == '\x1e' ? "\x1e"
-                                         "e"
-                                       : "\x1e"
-                                         "f",
-                          2);
+            static const char escaped_e[] = {0x1e, 'e'}, escaped_f[] = {0x1e, 'f'};
+            hf_mac_update(m, *c == '\x1e' ? escaped_e : escaped_f, 2);
             run = c + 1;
         }
         first = false;
