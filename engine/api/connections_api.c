@@ -10,11 +10,11 @@
  *    account (re-authorisation); an account already connected to another tenant is a 409.
  *  - The account is what the platform says: QuickBooks' realmId on the redirect, Xero's first
  *    tenant of GET {base}/connections, Meta's first page of GET {base}/v25.0/me/accounts (its page
- *    token is what is stored), HubSpot's hub_id (from the token answer or the token-info endpoint
- *    GET {base}/oauth/v1/access-tokens/{token}), Klaviyo's first account of GET
- * {base}/api/accounts. Only when HubSpot's or Klaviyo's lookup endpoint does not exist (404: a
- * stand-in that lacks it) is an account the admin named used instead ("account" in the start body
- * or on the callback's query).
+ *    token is what is stored), HubSpot's hub_id (from the token answer or token introspection,
+ *    POST {base}/oauth/2026-03/token/introspect: the v1 token-info endpoint is retired on
+ *    16 Feb 2027), Klaviyo's first account of GET {base}/api/accounts. Only when HubSpot's or
+ *    Klaviyo's lookup endpoint does not exist (404: a stand-in that lacks it) is an account the
+ *    admin named used instead ("account" in the start body or on the callback's query).
  *  - A Beta connector connected by a production tenant without a support approval stays
  *    'pending'; enabling it is refused with 403 beta_not_approved until support approves.
  *  - Support staff: a verified token whose "sub" is a line of the secret api/support_users (one
@@ -349,6 +349,29 @@ static long platform_get_json(const char *url, const char *token, const char *ac
     return status;
 }
 
+/* POST form (application/x-www-form-urlencoded) to url, the answer parsed as JSON in *answer
+ * (caller frees) when 2xx. The form is wiped. Returns the HTTP status (0: transport failure,
+ * err set). */
+static long platform_post_form_json(const char *url, hf_buf *form, hf_json *answer, char *err,
+                                    size_t errlen)
+{
+    connector_request req = {0};
+    hf_buf body = {0};
+    *answer = NULL;
+    connector_request_start(&req, "POST", xstrdup(url));
+    connector_request_header(&req, "Content-Type: application/x-www-form-urlencoded");
+    connector_request_header(&req, "Accept: application/json");
+    connector_request_body(&req, form);
+    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &body, err, errlen);
+    if (status >= 200 && status <= 299)
+        *answer = hf_json_parse(body.data ? body.data : "", body.len, NULL, 0);
+    connector_request_free(&req);
+    if (body.data)
+        explicit_bzero(body.data, body.len);
+    hf_buf_free(&body);
+    return status;
+}
+
 /* What the code exchange and the account lookup found out. Strings are owned (free with
  * grant_free, which wipes the tokens). */
 typedef struct oauth_grant {
@@ -388,7 +411,8 @@ static char *scalar_dup(hf_json v)
 /* Finds the account the new token belongs to (see the file comment). Returns 0, or the HTTP
  * status to answer with a reason in err (detail for the client: never a token). */
 static int find_account(api_ctx *c, const char *id, const char *token_answer, oauth_grant *g,
-                        const char *named_account, char *err, size_t errlen)
+                        const char *named_account, const char *client_id, const char *client_secret,
+                        char *err, size_t errlen)
 {
     const char *base = engine_connector_base_url(id);
     hf_json answer = NULL;
@@ -466,16 +490,22 @@ static int find_account(api_ctx *c, const char *id, const char *token_answer, oa
                 return 0;
             }
             free(hid);
-            hf_buf path = {0};
-            hf_buf_puts(&path, "/oauth/v1/access-tokens/");
-            connector_url_escape(&path, g->access);
-            char *url = connector_url(base, "%s", path.data);
-            explicit_bzero(path.data, path.len);
-            hf_buf_free(&path);
-            status = platform_get_json(url, g->access, "application/json", NULL, &answer, terr,
-                                       sizeof terr);
-            explicit_bzero(url, strlen(url));
+            /* Token introspection (RFC 7662 style): the token and the app's credentials in
+             * the form body, never in the URL. */
+            hf_buf form = {0};
+            connector_form_add(&form, "client_id", client_id);
+            connector_form_add(&form, "client_secret", client_secret);
+            connector_form_add(&form, "token", g->access);
+            connector_form_add(&form, "token_type_hint", "access_token");
+            char *url = connector_url(base, "/oauth/2026-03/token/introspect");
+            status = platform_post_form_json(url, &form, &answer, terr, sizeof terr);
             free(url);
+            if (status >= 200 && status <= 299 && !YAJL_IS_TRUE(hf_json_get(answer, "active"))) {
+                hf_err(err, errlen,
+                       "HubSpot's token introspection says the new access token is "
+                       "not active");
+                goto done;
+            }
             if (status >= 200 && status <= 299) {
                 char *h = scalar_dup(hf_json_get(answer, "hub_id"));
                 if (account_ok(h))
@@ -1077,8 +1107,8 @@ void api_integrations_oauth_callback(api_ctx *c)
         goto done;
     }
     grant.expires_in = expires_in;
-    int arc =
-        find_account(c, id, answer.data ? answer.data : "", &grant, named_account, err, sizeof err);
+    int arc = find_account(c, id, answer.data ? answer.data : "", &grant, named_account, client_id,
+                           client_secret, err, sizeof err);
     if (arc != 0) {
         api_reply_error(c, arc, arc == 400 ? "account_unknown" : "account_lookup_failed", err);
         goto done;

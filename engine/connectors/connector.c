@@ -27,7 +27,7 @@ static const endpoint endpoints[] = {
      "https://quickbooks.api.intuit.com", "HOOKFLOW_CONNECTOR_QUICKBOOKS_TOKEN_URL",
      "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"},
     {&engine_connector_hubspot, "HOOKFLOW_CONNECTOR_HUBSPOT_BASE_URL", "https://api.hubapi.com",
-     "HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL", "https://api.hubapi.com/oauth/v1/token"},
+     "HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL", "https://api.hubapi.com/oauth/2026-03/token"},
     {&engine_connector_klaviyo, "HOOKFLOW_CONNECTOR_KLAVIYO_BASE_URL", "https://a.klaviyo.com",
      "HOOKFLOW_CONNECTOR_KLAVIYO_TOKEN_URL", "https://a.klaviyo.com/oauth/token"},
     {&engine_connector_twilio, "HOOKFLOW_CONNECTOR_TWILIO_BASE_URL", "https://api.twilio.com", NULL,

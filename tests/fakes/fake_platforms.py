@@ -684,6 +684,8 @@ class Fake:
             "/hubspot/crm/v3/objects/contacts/batch/upsert")
         add("hubspot", ("POST",), r"/token|/oauth/v1/token|/oauth/2026-03/token", self.token_h,
             "/hubspot/token")
+        add("hubspot", ("POST",), r"/oauth/2026-03/token/introspect", self.hubspot_introspect_h,
+            "/hubspot/oauth/2026-03/token/introspect")
         add("klaviyo", ("POST",), r"/api/events/?", self.klaviyo_event_h, "/klaviyo/api/events")
         add("klaviyo", ("POST",), r"/api/profile-import/?", self.klaviyo_profile_h,
             "/klaviyo/api/profile-import")
@@ -1055,6 +1057,46 @@ class Fake:
                                  refresh_token=c["refresh_token"])
         st["code_exchanged"] += 1
         return self._token_reply(p, at, rt, ttl, c["grant"])
+
+    def hubspot_introspect_h(self, req, m):
+        """POST /oauth/2026-03/token/introspect (replaces v1's GET /oauth/v1/access-tokens/{token},
+        retired 16 Feb 2027): client_id, client_secret and token in a form body; the answer is
+        the token's metadata with "active", or just {"active": false}."""
+        p = "hubspot"
+        st = self.stats_tokens[p]
+        if req.ctype != "application/x-www-form-urlencoded":
+            st["introspect_rejected"] += 1
+            return self._tok_err(p, 400, "invalid_request",
+                                 "introspection takes a form body, got "
+                                 f"{req.ctype or 'no Content-Type'!r}")
+        if req.q("token") or req.q("client_secret"):
+            st["introspect_rejected"] += 1
+            return self._tok_err(p, 400, "invalid_request",
+                                 "introspection parameters belong in the form body, not the URL")
+        params = req.form()
+        prm = {k: v[0] for k, v in params.items()}
+        cid, err = self._client_auth(req, p, prm)
+        if err:
+            st["introspect_rejected"] += 1
+            return err
+        tok = prm.get("token")
+        if not tok:
+            st["introspect_rejected"] += 1
+            return hubspot_err(400, "VALIDATION_ERROR", "token is missing")
+        st["introspected"] += 1
+        a, why = self.check_access(p, tok)
+        if a is None or why is not None or (a.grant.client_id is not None
+                                            and a.grant.client_id != cid):
+            return Reply(200, {"active": False})
+        body = {"active": True, "token_use": "access_token", "token": tok, "client_id": cid,
+                "app_id": 3001234, "user_id": 5501, "user": "installer@example.test",
+                "scopes": a.grant.scope.split(), "token_type": "access",
+                "expires_in": None if a.expires_at is None else int(a.expires_at - self.now())}
+        if a.grant.tenants:
+            body["hub_id"] = int(a.grant.tenants[0]) if a.grant.tenants[0].isdigit() \
+                else a.grant.tenants[0]
+            body["hub_domain"] = f"portal-{a.grant.tenants[0]}.example.test"
+        return Reply(200, body)
 
     def meta_token(self, req):
         st = self.stats_tokens["meta"]

@@ -211,7 +211,8 @@ def clean(stack):
     """Every test starts with only the applied hubspot connection and no approvals."""
     stack.query("DELETE FROM oauth_states")
     stack.query("DELETE FROM support_approvals")
-    stack.query("DELETE FROM connections WHERE NOT (connector = 'hubspot' AND account = '77')")
+    stack.query("DELETE FROM connections "
+                "WHERE connector <> 'hubspot' OR account IS DISTINCT FROM '77'")
     stack.query("UPDATE connections SET status = 'active'")
     stack.query("DELETE FROM audit_log WHERE actor <> 'apply'")
     stack.fakes.reset()
@@ -462,18 +463,62 @@ def test_authorize_url_override_quickbooks_realm(stack):
     assert open_token(rows[0][4], "quickbooks:9130350:access") == "qbo-at"
 
 
+INTROSPECT = "/hubspot/oauth/2026-03/token/introspect"
+
+
+def test_hubspot_account_from_token_introspection(stack):
+    """HubSpot's token answer names no portal: the account comes from token introspection, the
+    2026-03 endpoint that replaces v1's token-info lookup (retired on 16 Feb 2027)."""
+    out, q = start(stack, "hubspot", token=stack.sandbox_admin())
+    register_code(stack, "hubspot", "hs-code-i", q, tenants=["62515"], access_token="hs-at-i",
+                  refresh_token="hs-rt-i", scope="crm.objects.contacts.write oauth")
+    status, _, body = callback(stack, "hubspot", {"code": "hs-code-i", "state": out["state"]})
+    assert status == 200, body
+    assert body["integration"]["account"] == "62515"
+    rows = connection(stack, stack.sandbox, "hubspot")
+    # The token answer carries no scope: the granted scopes are the introspected ones.
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("62515", "active", ["crm.objects.contacts.write", "oauth"])]
+    assert open_token(rows[0][4], "hubspot:62515:access") == "hs-at-i"
+    reqs = stack.fakes.requests("hubspot")
+    assert [(r["method"], r["path"]) for r in reqs] == [("POST", "/hubspot/token"),
+                                                        ("POST", INTROSPECT)]
+    # Everything in the form body: nothing secret in the URL, where proxies log it.
+    intro = reqs[1]
+    assert not intro["query"]
+    assert intro["form"] == {"client_id": CLIENTS["hubspot"][0],
+                             "client_secret": CLIENTS["hubspot"][1], "token": "hs-at-i",
+                             "token_type_hint": "access_token"}
+    assert stack.fakes.stats()["tokens"]["hubspot"]["introspected"] == 1
+    assert "oauth/v1" not in stack.proc.log()
+
+
+def test_hubspot_inactive_token_is_not_connected(stack):
+    out, q = start(stack, "hubspot", token=stack.sandbox_admin())
+    register_code(stack, "hubspot", "hs-code-x", q, tenants=["62516"], access_token="hs-at-x",
+                  refresh_token="hs-rt-x")
+    stack.fakes.fault(provider="hubspot", path=INTROSPECT, status=200, body={"active": False})
+    status, _, body = callback(stack, "hubspot", {"code": "hs-code-x", "state": out["state"],
+                                                  "account": "62516"})
+    assert status == 502 and body["error"] == "account_lookup_failed", body
+    assert "not active" in body["detail"]
+    assert "hs-at-x" not in json.dumps(body)
+    # Nothing connected: the sandbox has no HubSpot account, only the earlier pending placeholder.
+    assert [r[0] for r in connection(stack, stack.sandbox, "hubspot") if r[0]] == []
+
+
 def test_hubspot_account_from_the_admin_when_the_platform_has_no_lookup(stack):
     out, q = start(stack, "hubspot", token=stack.sandbox_admin())
     register_code(stack, "hubspot", "hs-code", q, access_token="hs-at", refresh_token="hs-rt")
+    stack.fakes.fault(provider="hubspot", path=INTROSPECT, status=404, count=-1)
     status, _, body = callback(stack, "hubspot", {"code": "hs-code", "state": out["state"],
                                                   "account": "4455"})
     assert status == 200, body
     rows = connection(stack, stack.sandbox, "hubspot")
     assert [(r[0], r[1]) for r in rows] == [("4455", "active")]
-    # The token-info lookup was tried first (the fake has none: 404), then the admin's account.
+    # Introspection was tried first (a stand-in without it: 404), then the admin's account.
     paths = [r["path"] for r in stack.fakes.requests("hubspot")]
-    assert paths[0] == "/hubspot/token"
-    assert paths[1].startswith("/hubspot/oauth/v1/access-tokens/")
+    assert paths == ["/hubspot/token", INTROSPECT]
     # HubSpot takes the client secret in the body.
     tok = stack.fakes.requests("hubspot", path="/hubspot/token")[0]
     assert tok["form"]["client_secret"] == "hubspot-client-secret"

@@ -265,7 +265,7 @@ static void test_lookup_and_endpoints(void **state)
     assert_string_equal(engine_connector_token_url("quickbooks"),
                         "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer");
     assert_string_equal(engine_connector_token_url("hubspot"),
-                        "https://api.hubapi.com/oauth/v1/token");
+                        "https://api.hubapi.com/oauth/2026-03/token");
     assert_string_equal(engine_connector_token_url("klaviyo"), "https://a.klaviyo.com/oauth/token");
     assert_string_equal(engine_connector_token_url("meta"),
                         "https://graph.facebook.com/v25.0/oauth/access_token");
@@ -1442,7 +1442,7 @@ static void test_oauth_code_requests(void **state)
     assert_int_equal(engine_oauth_code_request("hubspot", "client-1", "cs-SECRET", "c&d", redirect,
                                                NULL, &r, err, sizeof err),
                      0);
-    assert_string_equal(r.url, "https://api.hubapi.com/oauth/v1/token");
+    assert_string_equal(r.url, "https://api.hubapi.com/oauth/2026-03/token");
     assert_null(r.basic_user);
     assert_form(r.body, "grant_type", "authorization_code");
     assert_form(r.body, "code", "c&d");

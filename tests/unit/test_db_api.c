@@ -47,7 +47,7 @@
 #define HUBSPOT_CLIENT_ID "hubspot-client-id-123"
 #define HUBSPOT_CLIENT_SECRET "hubspot-client-secret-456"
 /* Where the fake token endpoint listens (HOOKFLOW_CONNECTOR_HUBSPOT_TOKEN_URL). */
-#define FAKE_TOKEN_PATH "/hubspot/oauth/v1/token"
+#define FAKE_TOKEN_PATH "/hubspot/oauth/2026-03/token"
 #define QUICKBOOKS_CLIENT_ID "qb-client-id"
 #define QUICKBOOKS_AUTHORIZE "http://127.0.0.1:9/qb/authorize?prompt=consent"
 #define MISSING_UUID "00000000-0000-4000-8000-000000000000"
