@@ -784,12 +784,12 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     const wf_node *n = &r->def->nodes[idx];
     node_state *s = &r->nodes[idx];
     const engine_connector *conn = engine_connector_find(n->connector);
-    bool idempotent = conn && strcmp(conn->idempotency, "none") != 0;
+    bool safe = conn && engine_connector_repeat_safe(conn, n->action);
     char err[512] = "";
     hf_buf output = {0};
     call_outcome out;
     if (resp->error && ex->stopping && strcmp(resp->error, "cancelled") == 0 &&
-        (!resp->maybe_sent || idempotent)) {
+        (!resp->maybe_sent || safe)) {
         /* Cancelled because this worker is stopping, not because the platform failed: the
          * attempt does not count against the node's retries. The run goes back to the queue
          * with the other held runs (release_all) and the next worker repeats the call, with the
@@ -801,8 +801,8 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     }
     if (resp->error) {
         snprintf(err, sizeof err, "%s", resp->error);
-        if (!resp->maybe_sent || idempotent)
-            out = OUT_RETRY; /* never reached the platform, or safe to repeat with the same key */
+        if (!resp->maybe_sent || safe)
+            out = OUT_RETRY; /* never reached the platform, or safe to repeat */
         else
             out = OUT_UNKNOWN;
     } else {
@@ -812,6 +812,11 @@ static void on_call_done(void *arg, const hf_http_response *resp)
               : o == CONNECTOR_RETRY ? OUT_RETRY
               : o == CONNECTOR_AUTH  ? OUT_AUTH
                                      : OUT_FAIL;
+        /* A 500, 502 or 504 can come after the platform acted (a gateway timing out on a
+         * message it passed on): sending it again could send a second SMS. Only 503 (and 429)
+         * say the request was turned away. */
+        if (out == OUT_RETRY && !safe && resp->status >= 500 && resp->status != 503)
+            out = OUT_UNKNOWN;
     }
     observe_call(ex, n, resp->duration_ms);
     int http = (int)resp->status, dur = (int)resp->duration_ms;
@@ -1043,10 +1048,13 @@ static bool recover(run *r, const char *attempts_json, const char *context_json)
                 s->branch = YAJL_IS_TRUE(res);
         } else if (strcmp(status, "running") == 0 && alive) {
             const engine_connector *conn = engine_connector_find(r->def->nodes[idx].connector);
-            if (conn && strcmp(conn->idempotency, "none") != 0) {
+            if (conn && engine_connector_repeat_safe(conn, r->def->nodes[idx].action)) {
                 queue_update(ex, r, id, "failed", NULL,
-                             "the worker was lost during this call; retried with the same "
-                             "idempotency key",
+                             strcmp(conn->idempotency, "none") != 0
+                                 ? "the worker was lost during this call; retried with the same "
+                                   "idempotency key"
+                                 : "the worker was lost during this call; repeated (the "
+                                   "platform does not act twice on it)",
                              0, 0);
             } else {
                 queue_update(ex, r, id, "outcome_unknown", NULL,

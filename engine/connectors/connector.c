@@ -62,6 +62,11 @@ const char *engine_connector_base_url(const char *id)
     return e ? setting_or(e->base_env, e->base_url) : NULL;
 }
 
+bool engine_connector_repeat_safe(const engine_connector *c, const char *action)
+{
+    return strcmp(c->idempotency, "none") != 0 || (c->repeat_safe && c->repeat_safe(action));
+}
+
 const char *engine_connector_token_url(const char *id)
 {
     const endpoint *e = endpoint_find(id);

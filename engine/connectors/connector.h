@@ -42,7 +42,9 @@ long connector_perform(const connector_request *req, long timeout_ms, hf_buf *ou
 
 /* OK: done (2xx). RETRY: transient: 408, 429, 5xx, and per platform what is known to be
  * transient (Meta is_transient/throttling codes; Xero and QuickBooks 409, a request with the same
- * idempotency key still in progress). AUTH: the token is invalid or expired (401, Meta
+ * idempotency key still in progress). A 5xx other than 503 may come after the platform acted,
+ * so the engine repeats it only when engine_connector_repeat_safe; otherwise the call's outcome
+ * is unknown. AUTH: the token is invalid or expired (401, Meta
  * OAuthException code 190): the engine refreshes and retries once. FAIL: permanent (other 4xx,
  * a platform error inside a 2xx). */
 typedef enum { CONNECTOR_OK, CONNECTOR_RETRY, CONNECTOR_AUTH, CONNECTOR_FAIL } connector_outcome;
@@ -51,6 +53,9 @@ typedef struct engine_connector {
     const char *id;
     const char *idempotency; /* "header:Idempotency-Key", "query:requestid" or "none" (as the
                                 catalog says) */
+    /* Whether repeating action cannot make the platform act twice although it takes no
+     * idempotency key (an upsert; a field the platform deduplicates on). NULL: no action is. */
+    bool (*repeat_safe)(const char *action);
     /* Writes the platform's request into out (overwritten, not freed first; left zeroed on -1;
      * the caller frees it with connector_request_free). base_url:
      * engine_connector_base_url(id) when NULL. idempotency_key: stable per run+node (the engine
@@ -74,6 +79,11 @@ typedef struct engine_connector {
 
 /* The connector with this catalog id, or NULL. The result is static. */
 const engine_connector *engine_connector_find(const char *id);
+
+/* Whether a call of action may be sent again when its outcome is not known (no answer, a 5xx
+ * other than 503, a worker lost during the call): the platform takes an idempotency key, or the
+ * action is repeat_safe. */
+bool engine_connector_repeat_safe(const engine_connector *c, const char *action);
 
 /* "HOOKFLOW_CONNECTOR_<ID>_BASE_URL" if set (environment, then config file), else the platform's
  * real base URL; NULL for an unknown id. Same for the OAuth token URL

@@ -163,9 +163,17 @@ static connector_outcome hubspot_interpret(const char *action, const connector_r
     return outcome;
 }
 
+/* An upsert by email writes the same properties again; a create may make a second contact (or
+ * answer 409 for the first one). */
+static bool hubspot_repeat_safe(const char *action)
+{
+    return strcmp(action, "upsert_contact") == 0;
+}
+
 const engine_connector engine_connector_hubspot = {
     .id = "hubspot",
     .idempotency = "none",
+    .repeat_safe = hubspot_repeat_safe,
     .build = hubspot_build,
     .interpret = hubspot_interpret,
 };

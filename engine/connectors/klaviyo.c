@@ -206,9 +206,18 @@ static connector_outcome klaviyo_interpret(const char *action, const connector_r
     return outcome;
 }
 
+/* Both actions: an event carries a unique_id (the idempotency key unless the params give one)
+ * that Klaviyo records once per profile and metric, and a profile import is an upsert. */
+static bool klaviyo_repeat_safe(const char *action)
+{
+    (void)action;
+    return true;
+}
+
 const engine_connector engine_connector_klaviyo = {
     .id = "klaviyo",
     .idempotency = "none",
+    .repeat_safe = klaviyo_repeat_safe,
     .build = klaviyo_build,
     .interpret = klaviyo_interpret,
 };

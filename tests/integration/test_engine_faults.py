@@ -53,14 +53,34 @@ def test_kill_9_mid_call_resumes_on_another_worker_and_the_idempotent_call_lands
 
 def test_kill_9_mid_call_without_idempotency_is_marked_outcome_unknown(stack):
     a = stack.start_worker("worker-a")
-    stack.fakes.fault("hubspot", path="contacts", delay_ms=2000, count=1)
-    event = stack.send("crm during a crash")
+    before = len(stack.fakes.requests("twilio"))
+    stack.fakes.fault("twilio", path="Messages", delay_ms=2000, count=1)
+    event = stack.send("pickup during a crash")
     wait_attempt_running(stack, event)
     a.kill()
     stack.start_worker("worker-b")
     (run_id, _, status, error), = stack.wait_run(event, status="failed", timeout=60)
     assert "outcome is unknown" in error
     assert [x[2] for x in stack.attempts(run_id)] == ["outcome_unknown"]
+    # The SMS may have gone out: it is not sent a second time.
+    assert len(stack.fakes.requests("twilio")) == before + 1
+
+
+def test_kill_9_mid_upsert_repeats_it_because_it_cannot_act_twice(stack):
+    """HubSpot takes no idempotency key, but an upsert by email writes the same contact again."""
+    a = stack.start_worker("worker-a")
+    stack.fakes.fault("hubspot", path="contacts", delay_ms=2000, count=1)
+    event = stack.send("crm during a crash", sender="88417")
+    wait_attempt_running(stack, event)
+    a.kill()
+    stack.start_worker("worker-b")
+    (run_id, _, _, _), = stack.wait_run(event, timeout=60)
+    attempts = stack.attempts(run_id)
+    assert [x[2] for x in attempts] == ["failed", "succeeded"]
+    assert "lost" in attempts[0][4]
+    contacts = [c for c in stack.fakes.objects("hubspot").get("contacts", [])
+                if c["properties"].get("email") == "88417@example.com"]
+    assert len(contacts) == 1, contacts
 
 
 def test_postgres_restart_mid_stream_loses_nothing(stack):

@@ -289,6 +289,35 @@ static void test_lookup_and_endpoints(void **state)
     unsetenv("HOOKFLOW_CONNECTOR_TWILIO_TOKEN_URL");
 }
 
+/* Which calls may be sent again when their outcome is unknown: every action of a platform that
+ * takes an idempotency key, HubSpot's upsert (not its create), both Klaviyo actions (the event's
+ * unique_id; a profile import is an upsert), no Twilio or Meta send. */
+static void test_repeat_safe(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *id, *action;
+        bool safe;
+    } cases[] = {
+        {"xero", "create_invoice", true},
+        {"xero", "create_contact", true},
+        {"quickbooks", "create_sales_receipt", true},
+        {"hubspot", "upsert_contact", true},
+        {"hubspot", "create_contact", false},
+        {"klaviyo", "create_event", true},
+        {"klaviyo", "upsert_profile", true},
+        {"twilio", "send_message", false},
+        {"meta", "send_message", false},
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(cases); i++) {
+        const engine_connector *c = engine_connector_find(cases[i].id);
+        assert_non_null(c);
+        if (engine_connector_repeat_safe(c, cases[i].action) != cases[i].safe)
+            fail_msg("%s.%s: repeat_safe should be %d", cases[i].id, cases[i].action,
+                     cases[i].safe);
+    }
+}
+
 /* Every catalog action builds with its connector, the idempotency styles agree, and a success
  * answer maps to exactly the catalog's output.fields (+ raw) with the declared types. */
 static const struct sample {
@@ -1605,6 +1634,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lookup_and_endpoints),
+        cmocka_unit_test(test_repeat_safe),
         cmocka_unit_test(test_catalog_actions_and_output_fields),
         cmocka_unit_test(test_xero_create_invoice),
         cmocka_unit_test(test_xero_create_contact_and_payment),

@@ -712,20 +712,78 @@ static void exhausted_retries_fail_the_run(void **state)
     add_connection(f, "twilio", TWILIO_ACCOUNT, TWILIO_TOKEN, "active");
     char *wf = add_workflow(f, WORKFLOW(SMS_NODE(RETRY(2, 20, 50)), ""));
     char *run = add_run(f, wf);
-    fake_answer_always(
-        (fake_answer){.status = 500, .body = "{\"code\": 20500, \"message\": \"Internal error\"}"});
+    fake_answer_always((fake_answer){
+        .status = 503, .body = "{\"code\": 20503, \"message\": \"Service unavailable\"}"});
     fx_start(f, 0, "worker-a");
 
     wait_value(f->db, "failed", "SELECT status FROM runs WHERE id = '%s'", run);
     expect_sql(f->db,
-               "node sms: gave up after 2 attempts: HTTP 500: Internal error (Twilio error "
-               "20500)",
+               "node sms: gave up after 2 attempts: HTTP 503: Service unavailable (Twilio error "
+               "20503)",
                "SELECT error FROM runs WHERE id = '%s'", run);
-    expect_sql(f->db, "1 failed 500;2 failed 500;",
+    expect_sql(f->db, "1 failed 503;2 failed 503;",
                "SELECT string_agg(attempt || ' ' || status || ' ' || http_status || ';', '' "
                "ORDER BY attempt) FROM node_attempts WHERE run_id = '%s'",
                run);
     assert_int_equal(fake_count(), 2);
+    free(run);
+    free(wf);
+}
+
+/* A 500, 502 or 504 may come after the platform acted (a gateway that timed out on a message it
+ * had passed on). Twilio takes no idempotency key, so the SMS is not sent again: the attempt is
+ * outcome_unknown and the run fails for an operator, although the policy allows three attempts. */
+static void an_ambiguous_5xx_is_not_sent_again_without_an_idempotency_key(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_ambiguous_5xx");
+    add_connection(f, "twilio", TWILIO_ACCOUNT, TWILIO_TOKEN, "active");
+    char *wf = add_workflow(f, WORKFLOW(SMS_NODE(RETRY(3, 20, 50)), ""));
+    static const int statuses[] = {500, 502, 504};
+    fx_start(f, 0, "worker-a");
+    for (size_t i = 0; i < HF_ARRAY_LEN(statuses); i++) {
+        fake_clear();
+        fake_answer_always(
+            (fake_answer){.status = statuses[i], .body = "{\"message\": \"upstream timed out\"}"});
+        char *run = add_run(f, wf);
+        wait_value(f->db, "failed", "SELECT status FROM runs WHERE id = '%s'", run);
+        assert_int_equal(fake_count(), 1);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "node sms: the call's outcome is unknown (HTTP %d: upstream timed out) and "
+                 "twilio has no idempotency key; check the platform before retrying the run",
+                 statuses[i]);
+        expect_sql(f->db, want, "SELECT error FROM runs WHERE id = '%s'", run);
+        snprintf(want, sizeof want, "1 outcome_unknown %d;", statuses[i]);
+        expect_sql(f->db, want,
+                   "SELECT string_agg(attempt || ' ' || status || ' ' || http_status || ';', '' "
+                   "ORDER BY attempt) FROM node_attempts WHERE run_id = '%s'",
+                   run);
+        free(run);
+    }
+    free(wf);
+}
+
+/* The same 502 from Xero is retried: the platform deduplicates on the Idempotency-Key, which
+ * every attempt repeats. */
+static void an_ambiguous_5xx_is_retried_with_an_idempotency_key(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_ambiguous_5xx_key");
+    add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *run = add_run(f, wf);
+    fake_script((fake_answer){.status = 502, .body = "{\"Message\": \"Bad gateway\"}"});
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_count(), 2);
+    assert_non_null(fake_at(0).idempotency_key);
+    assert_non_null(fake_at(1).idempotency_key);
+    assert_string_equal(fake_at(0).idempotency_key, fake_at(1).idempotency_key);
+    expect_sql(f->db, "1 failed 502;2 succeeded 200;",
+               "SELECT string_agg(attempt || ' ' || status || ' ' || http_status || ';', '' "
+               "ORDER BY attempt) FROM node_attempts WHERE run_id = '%s'",
+               run);
     free(run);
     free(wf);
 }
@@ -1333,6 +1391,8 @@ int main(void)
         TEST(retry_after_sets_the_next_run_time),
         TEST(a_client_error_fails_the_run_without_retry),
         TEST(exhausted_retries_fail_the_run),
+        TEST(an_ambiguous_5xx_is_not_sent_again_without_an_idempotency_key),
+        TEST(an_ambiguous_5xx_is_retried_with_an_idempotency_key),
         TEST(a_delay_waits_without_holding_the_worker),
         TEST(a_disabled_connection_fails_the_action),
         TEST(disabling_a_connection_stops_its_use_at_once),
