@@ -30,11 +30,19 @@ def wait_attempt_running(stack, event):
     harness.wait_until(running, timeout=30, interval=0.05, what="a call in flight")
 
 
+def wait_call_held_by_the_fake(stack):
+    """The 'running' row is committed before the request is sent: a kill right after it can come
+    before the call left the worker. The delay fault is used up once the fake has the request."""
+    harness.wait_until(lambda: not stack.fakes.faults(), timeout=30, interval=0.02,
+                       what="the fake platform to hold the call")
+
+
 def test_kill_9_mid_call_resumes_on_another_worker_and_the_idempotent_call_lands_once(stack):
     a = stack.start_worker("worker-a")
     stack.fakes.fault("xero", path="Invoices", delay_ms=2000, count=1)
     event = stack.send("invoice during a crash")
     wait_attempt_running(stack, event)
+    wait_call_held_by_the_fake(stack)
     a.kill()
     stack.start_worker("worker-b")
     (run_id, _, status, _), = stack.wait_run(event, timeout=60)
@@ -57,6 +65,7 @@ def test_kill_9_mid_call_without_idempotency_is_marked_outcome_unknown(stack):
     stack.fakes.fault("twilio", path="Messages", delay_ms=2000, count=1)
     event = stack.send("pickup during a crash")
     wait_attempt_running(stack, event)
+    wait_call_held_by_the_fake(stack)
     a.kill()
     stack.start_worker("worker-b")
     (run_id, _, status, error), = stack.wait_run(event, status="failed", timeout=60)
@@ -72,6 +81,7 @@ def test_kill_9_mid_upsert_repeats_it_because_it_cannot_act_twice(stack):
     stack.fakes.fault("hubspot", path="contacts", delay_ms=2000, count=1)
     event = stack.send("crm during a crash", sender="88417")
     wait_attempt_running(stack, event)
+    wait_call_held_by_the_fake(stack)
     a.kill()
     stack.start_worker("worker-b")
     (run_id, _, _, _), = stack.wait_run(event, timeout=60)
@@ -136,6 +146,7 @@ def test_sigterm_finishes_the_call_in_flight(stack):
     stack.fakes.fault("twilio", path="Messages", delay_ms=1500, count=1)
     event = stack.send("pickup while stopping")
     wait_attempt_running(stack, event)
+    wait_call_held_by_the_fake(stack)
     assert a.stop(signal.SIGTERM, 20) == 0
     (run_id, _, _, _), = stack.wait_run(event, timeout=5)
     assert [x[2] for x in stack.attempts(run_id)] == ["succeeded"]
