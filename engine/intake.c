@@ -357,6 +357,20 @@ static void note_failure(engine_intake *in, const PGresult *res)
     snprintf(in->failed_state, sizeof in->failed_state, "%s", hf_pg_sqlstate(res));
 }
 
+/* Appends the columns of one run of candidate row r (workflow version) for item it. */
+static void add_run(hf_pg_array *tenant, hf_pg_array *wf, hf_pg_array *ver, hf_pg_array *event,
+                    hf_pg_array *okey, hf_pg_array *oseq, hf_pg_array *trigger, PGresult *cand,
+                    int r, long long version, const item *it)
+{
+    hf_pg_array_add(tenant, PQgetvalue(cand, r, 1));
+    hf_pg_array_add(wf, PQgetvalue(cand, r, 2));
+    hf_pg_array_add_int(ver, version);
+    hf_pg_array_add(event, it->id);
+    hf_pg_array_add(okey, it->ordering_key);
+    hf_pg_array_add_int(oseq, it->msg->offset);
+    hf_pg_array_add(trigger, it->text);
+}
+
 /* The whole batch in one transaction. 0, or an HF_PG_* error with err (and in->failed_state). */
 static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_out, char *err,
                         size_t errlen)
@@ -452,11 +466,12 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     }
 
     hf_pg_array r_tenant = {0}, r_wf = {0}, r_ver = {0}, r_event = {0}, r_okey = {0}, r_oseq = {0},
-                r_trigger = {0}, r_claim = {0};
+                r_trigger = {0}, r_claim = {0}, r_failed = {0};
     size_t nruns = 0;
     /* Where each run came from (item, candidate row), to hand the claimed ones over. */
     size_t *src_item = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_item);
     int *src_row = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_row);
+    bool *src_failed = xcalloc((size_t)PQntuples(cand) + 1, sizeof *src_failed);
     /* Runs claimed earlier in this batch (event by event) are not the executor's yet. */
     long long budget = engine_executor_room(in->executor) - (long long)in->nhandoff;
     /* The filter context of the last (item, tenant): rows come ordered by item, and an event
@@ -488,29 +503,38 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
                 ctx_row = r;
             }
             bool pass = false;
-            char ferr[256];
+            char ferr[256] = "the event could not be prepared for it";
             int frc = ctx ? wf_expr_eval_bool(def->filter, ctx, &pass, ferr, sizeof ferr) : -1;
             if (frc != 0) {
                 hf_log_kv(HF_LOG_WARN, "intake.filter_error", "workflow", PQgetvalue(cand, r, 2),
-                          "event_id", it->id, "error", ctx ? ferr : "context", NULL);
+                          "event_id", it->id, "error", ferr, NULL);
                 filter_errors++;
+                /* Recorded as a failed run: the tenant sees, in the workflow's runs, that this
+                 * event was not acted on and why. */
+                hf_buf why = {0};
+                hf_buf_printf(&why, "the trigger filter could not be evaluated: %s", ferr);
+                add_run(&r_tenant, &r_wf, &r_ver, &r_event, &r_okey, &r_oseq, &r_trigger, cand, r,
+                        version, it);
+                hf_pg_array_add(&r_claim, "f");
+                hf_pg_array_add(&r_failed, why.data);
+                hf_buf_free(&why);
+                src_item[nruns] = (size_t)i;
+                src_row[nruns] = r;
+                src_failed[nruns] = true;
+                nruns++;
                 continue;
             }
             if (!pass)
                 continue;
         }
-        hf_pg_array_add(&r_tenant, PQgetvalue(cand, r, 1));
-        hf_pg_array_add(&r_wf, PQgetvalue(cand, r, 2));
-        hf_pg_array_add_int(&r_ver, version);
-        hf_pg_array_add(&r_event, it->id);
-        hf_pg_array_add(&r_okey, it->ordering_key);
-        hf_pg_array_add_int(&r_oseq, it->msg->offset);
-        hf_pg_array_add(&r_trigger, it->text);
+        add_run(&r_tenant, &r_wf, &r_ver, &r_event, &r_okey, &r_oseq, &r_trigger, cand, r, version,
+                it);
+        hf_pg_array_add(&r_failed, NULL);
         /* Claim it at once if there is room and no earlier run of its ordering key in this
          * batch (the statement checks earlier batches). */
         bool claim = budget > 0;
         for (size_t k = 0; claim && k < nruns; k++)
-            if (strcmp(items[src_item[k]].ordering_key, it->ordering_key) == 0 &&
+            if (!src_failed[k] && strcmp(items[src_item[k]].ordering_key, it->ordering_key) == 0 &&
                 items[src_item[k]].msg->offset != it->msg->offset)
                 claim = false;
         if (claim)
@@ -534,23 +558,27 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
                             hf_pg_array_text(&r_trigger),
                             hf_pg_array_text(&r_claim),
                             in->worker_id,
-                            lease};
+                            lease,
+                            hf_pg_array_text(&r_failed)};
         rc = hf_pg_exec(
             in->db,
             "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, ordering_key, "
-            "ordering_seq, trigger, status, lease_owner, lease_expires_at, started_at, attempt) "
+            "ordering_seq, trigger, status, lease_owner, lease_expires_at, started_at, attempt, "
+            "error, finished_at) "
             "SELECT u.t, u.w, u.v, u.e, u.k, u.s, u.j::jsonb,"
-            "  CASE WHEN c.go THEN 'running' ELSE 'pending' END, CASE WHEN c.go THEN $9 END,"
+            "  CASE WHEN u.f IS NOT NULL THEN 'failed' WHEN c.go THEN 'running' ELSE 'pending' "
+            "  END, CASE WHEN c.go THEN $9 END,"
             "  CASE WHEN c.go THEN now() + make_interval(secs => $10::double precision / 1000) "
-            "  END, CASE WHEN c.go THEN now() END, CASE WHEN c.go THEN 1 ELSE 0 END "
+            "  END, CASE WHEN c.go OR u.f IS NOT NULL THEN now() END,"
+            "  CASE WHEN c.go THEN 1 ELSE 0 END, u.f, CASE WHEN u.f IS NOT NULL THEN now() END "
             "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::bigint[], "
-            "  $7::text[], $8::boolean[]) AS u(t, w, v, e, k, s, j, claim) "
+            "  $7::text[], $8::boolean[], $11::text[]) AS u(t, w, v, e, k, s, j, claim, f) "
             "CROSS JOIN LATERAL (SELECT u.claim AND NOT EXISTS (SELECT 1 FROM runs p"
             "  WHERE p.ordering_key = u.k AND p.ordering_seq < u.s AND p.status = 'pending')"
             "  AS go) c "
             "ON CONFLICT (workflow_id, event_id) DO NOTHING "
             "RETURNING id, workflow_id, event_id, status",
-            10, p3, &ins, err, errlen);
+            11, p3, &ins, err, errlen);
         if (rc != HF_PG_OK)
             note_failure(in, ins);
     }
@@ -562,6 +590,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     hf_pg_array_free(&r_oseq);
     hf_pg_array_free(&r_trigger);
     hf_pg_array_free(&r_claim);
+    hf_pg_array_free(&r_failed);
     if (rc == HF_PG_OK)
         rc = hf_pg_commit(in->db, err, errlen);
     if (rc == HF_PG_OK) {
@@ -600,6 +629,7 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
     PQclear(ins);
     free(src_item);
     free(src_row);
+    free(src_failed);
 done:
     if (rc != HF_PG_OK)
         hf_pg_rollback(in->db);

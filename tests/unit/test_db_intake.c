@@ -21,6 +21,7 @@
 #include "crypto.h"
 #include "defs.h"
 #include "executor.h"
+#include "expr.h"
 #include "intake.h"
 #include "json.h"
 #include "kafka_mock.h"
@@ -902,13 +903,17 @@ static void event_by_event_recording_claims_no_more_than_the_concurrency(void **
 }
 
 /* A filter that cannot be evaluated (here it runs out of its step budget comparing two big
- * objects) creates no run for its workflow; the event is recorded and the skip counted, so an
- * operator can see and alert on it (the log names the workflow and the event). */
-static void filter_that_cannot_be_evaluated_is_counted(void **state)
+ * objects) does not run its workflow: the workflow gets a failed run saying why, so the tenant
+ * sees in its runs that the event was not acted on; the skip is counted for operators (the log
+ * names the workflow and the event). Another workflow on the same ordering key is not held up
+ * by the failed run: it is claimed at once. */
+static void filter_that_cannot_be_evaluated_fails_its_run(void **state)
 {
     fixture *f = *state;
     const char *const heavy[] = {"event.payload.a == event.payload.b"};
     char *wf = workflow_add(f->db, f->tenant_id, "Heavy", "message", true, heavy, 1);
+    const char *const none[] = {NULL};
+    char *other = workflow_add(f->db, f->tenant_id, "Light", "message", true, none, 1);
     worker *w = worker_start(f, 0, GROUP);
     hf_buf j = {0};
     hf_buf_puts(&j,
@@ -928,9 +933,26 @@ static void filter_that_cannot_be_evaluated_is_counted(void **state)
 
     assert_int_equal(committed_offset(f, GROUP, 1, WAIT_MS), 1);
     const char *p[] = {wf};
-    char *runs = pgf_value_params(f->db, "SELECT count(*) FROM runs WHERE workflow_id = $1", 1, p);
-    assert_string_equal(runs, "0");
+    char *runs = pgf_value_params(
+        f->db,
+        "SELECT string_agg(status || '|' || event_id || '|' || error || '|' || "
+        "(finished_at IS NOT NULL) || '|' || (lease_owner IS NULL) || '|' || attempt, ';') "
+        "FROM runs WHERE workflow_id = $1",
+        1, p);
+    assert_non_null(runs);
+    char want[256];
+    snprintf(want, sizeof want,
+             "failed|meta:m_heavy|the trigger filter could not be evaluated: evaluation exceeded "
+             "%ld comparison steps|true|true|0",
+             (long)WF_EVAL_MAX_STEPS);
+    assert_string_equal(runs, want);
     free(runs);
+    const char *po[] = {other};
+    char *light = pgf_value_params(f->db, "SELECT status FROM runs WHERE workflow_id = $1", 1, po);
+    assert_non_null(light);
+    assert_string_equal(light, "running");
+    free(light);
+    free(other);
     assert_int_equal(
         sql_count(f->db, "SELECT count(*) FROM event_keys WHERE event_id = 'meta:m_heavy'"), 1);
     assert_int_equal(
@@ -974,7 +996,7 @@ int main(void)
         INTAKE_TEST(malformed_messages_are_dead_lettered_and_the_batch_goes_on),
         INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
         INTAKE_TEST(idle_worker_is_healthy),
-        INTAKE_TEST(filter_that_cannot_be_evaluated_is_counted),
+        INTAKE_TEST(filter_that_cannot_be_evaluated_fails_its_run),
         INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
         INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
     };
