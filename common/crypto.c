@@ -219,6 +219,9 @@ long hf_base64_decode(const char *in, size_t n, unsigned char *out, size_t outca
             }
         }
         unsigned triple = (unsigned)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
+        /* Canonical only: the bits the padding leaves over must be zero (RFC 4648 3.5). */
+        if (pad && (triple & (pad == 1 ? 0xffu : 0xffffu)) != 0)
+            return -1;
         size_t take = 3 - (size_t)pad;
         if (o + take > outcap)
             return -1;

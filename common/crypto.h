@@ -27,7 +27,8 @@ size_t hf_mac_final(hf_mac *m, unsigned char *out);
  * hf_base64_len(n) / 2n+1 bytes. */
 size_t hf_base64_len(size_t n);
 size_t hf_base64_encode(const unsigned char *in, size_t n, char *out);
-/* Decodes standard base64 (with padding); returns the decoded length or -1 if malformed. */
+/* Decodes standard, canonical base64 (with padding, no leftover bits); returns the decoded
+ * length or -1 if malformed. */
 long hf_base64_decode(const char *in, size_t n, unsigned char *out, size_t outcap);
 size_t hf_hex_encode(const unsigned char *in, size_t n, char *out);
 /* The value of one hex digit (either case), or -1. */
