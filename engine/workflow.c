@@ -1099,8 +1099,14 @@ static void check_ref(const char *text, void *arg)
     pseg *segs = path_split(text, &n);
     const char *root = segs[0].key;
     char why[320];
-    if (n == 1)
+    if (n == 1) {
+        /* The whole of event, tenant or nodes: nothing to check, except that the trigger
+         * filter runs before any node has an output. */
+        if (rc->node < 0 && strcmp(root, "nodes") == 0)
+            problem_add(vs->b->probs, "not_upstream", rc->jpath,
+                        "%s: the trigger filter runs before any node", text);
         goto done;
+    }
     if (strcmp(root, "event") == 0 || strcmp(root, "tenant") == 0) {
         bool event = root[0] == 'e';
         const char *const *members = event ? envelope_members : tenant_members;

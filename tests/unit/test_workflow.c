@@ -1345,6 +1345,104 @@ static void test_params_the_connector_always_refuses(void **state)
     }
 }
 
+/* Bounds of retry, timeout_ms and delay_ms at both ends (docs/workflows.md) that no
+ * other test covers: the largest initial_ms/max_ms, multiplier 1, timeout_ms 100, delay_ms 0, and
+ * one past each upper bound. */
+static void test_retry_timeout_delay_bounds(void **state)
+{
+    (void)state;
+    char *json =
+        replace_once(base, "\"output\": {\"x\": 1}",
+                     "\"output\": 1, \"timeout_ms\": 100, \"retry\": {\"max_attempts\": "
+                     "1, \"initial_ms\": 3600000, \"max_ms\": 86400000, \"multiplier\": 1}");
+    char *json2 = replace_once(json, "\"delay_ms\": 5", "\"delay_ms\": 0");
+    wf_def *d = parse_ok(json2);
+    assert_int_equal(d->nodes[0].timeout_ms, 100);
+    assert_int_equal(d->nodes[0].retry.max_attempts, 1);
+    assert_int_equal(d->nodes[0].retry.initial_ms, 3600000);
+    assert_int_equal(d->nodes[0].retry.max_ms, 86400000);
+    assert_true(d->nodes[0].retry.multiplier == 1.0);
+    assert_int_equal(d->nodes[3].delay_ms, 0);
+    wf_free(d);
+    free(json);
+    free(json2);
+    expect_base_error("\"output\": {\"x\": 1}",
+                      "\"output\": 1, \"retry\": {\"initial_ms\": 3600001, \"max_ms\": 86400000}",
+                      "nodes[0].retry.initial_ms: must be an integer 0..3600000");
+    expect_base_error("\"output\": {\"x\": 1}", "\"output\": 1, \"retry\": {\"max_ms\": 86400001}",
+                      "nodes[0].retry.max_ms: must be an integer 0..86400000");
+    expect_base_error("\"output\": {\"x\": 1}", "\"output\": 1, \"retry\": {\"multiplier\": 10.5}",
+                      "nodes[0].retry.multiplier: must be a number 1..10");
+    expect_base_error("\"output\": {\"x\": 1}", "\"output\": 1, \"retry\": {\"multiplier\": \"2\"}",
+                      "nodes[0].retry.multiplier: must be a number 1..10");
+}
+
+/* until literals in other RFC 3339 spellings (docs/workflows.md): a fraction, an offset,
+ * lower-case t/z and a leap-day date parse. */
+static void test_until_literal_spellings(void **state)
+{
+    (void)state;
+    static const char *const literals[] = {"2026-04-01T09:00:00.123+02:00", "2026-04-01t09:00:00z",
+                                           "2024-02-29T00:00:00-05:30"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(literals); i++) {
+        char *until = xasprintf("\"until\": \"%s\"", literals[i]);
+        char *json = replace_once(base, "\"delay_ms\": 5", until);
+        wf_def *d = parse_ok(json);
+        assert_string_equal(hf_json_str(d->nodes[3].until), literals[i]);
+        wf_free(d);
+        free(json);
+        free(until);
+    }
+}
+
+/* A trigger filter that reads no path is judged by truthiness (docs/workflows.md):
+ * 0 and '' are always false, '0' and [] always true. */
+static void test_constant_filter_truthiness(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *filter;
+        bool dead;
+    } cases[] = {{"0", true}, {"''", true}, {"'0'", false}, {"[]", false}};
+    for (size_t i = 0; i < HF_ARRAY_LEN(cases); i++) {
+        char *filter =
+            xasprintf("\"event\": \"message.received\", \"filter\": \"%s\"", cases[i].filter);
+        char *json = replace_once(base, "\"event\": \"message.received\"", filter);
+        wf_problems p;
+        validate(json, &p);
+        bool dead = find_problem(&p, "unreachable", "trigger.filter") != NULL;
+        if (dead != cases[i].dead) {
+            dump(&p);
+            fail_msg("filter %s: unreachable %s, want %s", cases[i].filter, dead ? "yes" : "no",
+                     cases[i].dead ? "yes" : "no");
+        }
+        wf_problems_free(&p);
+        free(json);
+        free(filter);
+    }
+}
+
+/* "A trigger filter may not read nodes at all" (docs/workflows.md, not_upstream): the root
+ * `nodes` itself ("exists nodes", "nodes == null") included. */
+static void test_trigger_filter_reading_nodes_root(void **state)
+{
+    (void)state;
+    static const char *const filters[] = {"exists nodes", "nodes == null"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(filters); i++) {
+        char *filter = xasprintf("\"event\": \"message.received\", \"filter\": \"%s\"", filters[i]);
+        char *json = replace_once(base, "\"event\": \"message.received\"", filter);
+        wf_problems p;
+        validate(json, &p);
+        if (!find_problem(&p, "not_upstream", "trigger.filter")) {
+            dump(&p);
+            fail_msg("filter '%s' reads nodes, but no not_upstream problem", filters[i]);
+        }
+        wf_problems_free(&p);
+        free(json);
+        free(filter);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1368,6 +1466,10 @@ int main(void)
         cmocka_unit_test(test_integer_members_in_other_spellings),
         cmocka_unit_test(test_until_literal_the_executor_refuses),
         cmocka_unit_test(test_params_the_connector_always_refuses),
+        cmocka_unit_test(test_retry_timeout_delay_bounds),
+        cmocka_unit_test(test_until_literal_spellings),
+        cmocka_unit_test(test_constant_filter_truthiness),
+        cmocka_unit_test(test_trigger_filter_reading_nodes_root),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
