@@ -10,6 +10,9 @@
 
 /* ---- values ---------------------------------------------------------------------------- */
 
+/* -INT64_MIN, the first integer past int64. */
+#define MINUS_INT64_MIN "9223372036854775808"
+
 typedef struct num {
     bool is_int; /* i is exact; otherwise d holds the value */
     long long i;
@@ -382,14 +385,18 @@ static int lex_number(parser *p, size_t start)
         n.is_int = true;
         n.i = v;
         n.d = (double)v;
+    } else if (integral) {
+        /* Past int64: kept as its digits (without leading zeros, so that it prints as JSON),
+         * however many; d only approximates it (infinite past a double's range). */
+        const char *digits = text + strspn(text, "0");
+        n.d = strtod(digits, NULL);
+        p->tok.str = xstrdup(digits);
     } else {
         n.d = strtod(text, NULL);
         if (!isfinite(n.d)) {
             perr(p, start, "number out of range");
             return -1;
         }
-        if (integral)
-            p->tok.str = xstrdup(text);
     }
     p->tok.k = T_NUM;
     p->tok.n = n;
@@ -778,6 +785,10 @@ static node *parse_unary(parser *p)
         if (n->is_int && n->i != LLONG_MIN) {
             n->i = -n->i;
             n->d = (double)n->i;
+        } else if (n->is_int) { /* -(-9223372036854775808) is past int64 */
+            n->is_int = false;
+            n->d = -n->d;
+            n->text = xstrdup(MINUS_INT64_MIN);
         } else if (n->text) { /* a big integer: its digits change sign too */
             char *neg = n->text[0] == '-' ? xstrdup(n->text + 1) : xconcat("-", n->text, NULL);
             free((char *)n->text);
@@ -983,9 +994,20 @@ typedef struct evalctx {
     hf_json ctx;
     long steps; /* left of WF_EVAL_MAX_STEPS */
     bool exhausted;
-    val **lists; /* item arrays of array literals, freed after the evaluation */
-    size_t nlists, caplists;
+    void **owned; /* item arrays of array literals, negated digits: freed after the evaluation */
+    size_t nowned, capowned;
 } evalctx;
+
+/* p lives until the evaluation ends. */
+static void *ec_keep(evalctx *ec, void *p)
+{
+    if (ec->nowned == ec->capowned) {
+        ec->capowned = ec->capowned ? 2 * ec->capowned : 8;
+        ec->owned = xrealloc(ec->owned, ec->capowned * sizeof *ec->owned);
+    }
+    ec->owned[ec->nowned++] = p;
+    return p;
+}
 
 static val val_of_json(hf_json j)
 {
@@ -1110,6 +1132,19 @@ static int int_double_cmp(long long i, double d)
     return d > t ? -1 : d < t; /* equal integer parts: d's fraction decides */
 }
 
+/* An integer past int64 (its decimal digits) against a double, exactly. */
+static int big_double_cmp(const char *digits, double d)
+{
+    if (!isfinite(d))
+        return d > 0 ? -1 : 1;
+    if (fabs(d) < 9223372036854775808.0) /* the integer lies beyond d, on its sign's side */
+        return digits[0] == '-' ? -1 : 1;
+    /* |d| >= 2^63 is an integer, and glibc prints a double's exact value. */
+    char dtext[400];
+    snprintf(dtext, sizeof dtext, "%.0f", d);
+    return integer_text_cmp(digits, dtext);
+}
+
 static int num_cmp(const num *a, const num *b)
 {
     if (a->is_int && b->is_int)
@@ -1122,6 +1157,10 @@ static int num_cmp(const num *a, const num *b)
         return b->text[0] == '-' ? 1 : -1;
     if (big_a && b->is_int)
         return a->text[0] == '-' ? -1 : 1;
+    if (big_a)
+        return big_double_cmp(a->text, b->d);
+    if (big_b)
+        return -big_double_cmp(b->text, a->d);
     if (a->is_int)
         return int_double_cmp(a->i, b->d);
     if (b->is_int)
@@ -1280,13 +1319,8 @@ static void eval(const node *n, evalctx *ec, val *out)
     }
     case N_LIST: {
         val *items = n->nkids ? xcalloc(n->nkids, sizeof *items) : NULL;
-        if (items) {
-            if (ec->nlists == ec->caplists) {
-                ec->caplists = ec->caplists ? 2 * ec->caplists : 8;
-                ec->lists = xrealloc(ec->lists, ec->caplists * sizeof *ec->lists);
-            }
-            ec->lists[ec->nlists++] = items;
-        }
+        if (items)
+            ec_keep(ec, items);
         for (size_t i = 0; i < n->nkids; i++)
             eval(n->kids[i], ec, &items[i]);
         out->k = V_LIST;
@@ -1308,6 +1342,13 @@ static void eval(const node *n, evalctx *ec, val *out)
             out->n.is_int = true;
             out->n.i = -a.n.i;
             out->n.d = (double)out->n.i;
+        } else if (a.n.is_int) { /* -(-9223372036854775808) is past int64 */
+            out->n.d = -a.n.d;
+            out->n.text = MINUS_INT64_MIN;
+        } else if (integer_text(a.n.text)) { /* past int64: the digits change sign, exactly */
+            out->n.d = -a.n.d;
+            out->n.text =
+                a.n.text[0] == '-' ? a.n.text + 1 : ec_keep(ec, xconcat("-", a.n.text, NULL));
         } else if (isfinite(a.n.d)) {
             out->n.d = -a.n.d;
         } else {
@@ -1339,9 +1380,9 @@ static void eval(const node *n, evalctx *ec, val *out)
 
 static void evalctx_done(evalctx *ec)
 {
-    for (size_t i = 0; i < ec->nlists; i++)
-        free(ec->lists[i]);
-    free(ec->lists);
+    for (size_t i = 0; i < ec->nowned; i++)
+        free(ec->owned[i]);
+    free(ec->owned);
 }
 
 /* ---- output ---------------------------------------------------------------------------- */

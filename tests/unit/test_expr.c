@@ -340,7 +340,7 @@ static void test_unary_minus(void **state)
     expect("-0.5", "-0.5");
     expect("-event.payload.name", "null");
     expect("-event.payload.nope", "null");
-    expect("-event.payload.big", "-1.2345678901234567e+19");
+    expect("-event.payload.big", "-12345678901234567890");
     expect("- -event.payload.count", "3");
 }
 
@@ -848,6 +848,115 @@ static void test_object_equality_duplicate_keys(void **state)
     hf_json_free(c);
 }
 
+/* Escapes \b and \f, and paths that index an object or key an array (docs/workflows.md: "a
+ * member of a non-object ... is null"); rules no other test covers. */
+static void test_escapes_and_mismatched_path_steps(void **state)
+{
+    (void)state;
+    expect("'\\b\\f'", "\"\\u0008\\u000c\"");
+    expect("event.payload.obj[0]", "null");    /* an index of an object */
+    expect("event.payload.tags['0']", "null"); /* a key of an array */
+    expect("event.payload.name['0']", "null"); /* a key of a string */
+    expect_render("\"{{ true }} {{ false }} {{ -event.payload.count }}\"", "\"true false -3\"");
+}
+
+/* Evaluates each src over the JSON context json; fails listing every result other than want. */
+static void expect_cases(const char *json, const char *const *srcs, const bool *want, size_t n)
+{
+    char err[256] = "";
+    hf_json c = hf_json_parse(json, strlen(json), err, sizeof err);
+    if (!c)
+        fail_msg("context: %s", err);
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        wf_expr *e = parse_ok(srcs[i]);
+        bool v = !want[i];
+        if (wf_expr_eval_bool(e, c, &v, err, sizeof err) != 0)
+            fail_msg("%s: eval: %s", srcs[i], err);
+        wf_expr_free(e);
+        if (v != want[i]) {
+            print_error("%s: got %s, want %s\n", srcs[i], v ? "true" : "false",
+                        want[i] ? "true" : "false");
+            wrong++;
+        }
+    }
+    hf_json_free(c);
+    if (wrong)
+        fail_msg("%zu of %zu cases wrong", wrong, n);
+}
+
+/* Prefix '-' is negation (null only of a non-number, docs/workflows.md) and integers compare
+ * exactly however many digits: negating an integer past int64 (or INT64_MIN) keeps its digits,
+ * so -18446744073709551617 != -18446744073709551616, and one too big for a double is still a
+ * number. */
+static void test_negation_keeps_integers_exact(void **state)
+{
+    (void)state;
+    hf_buf j = {0};
+    hf_buf_puts(&j, "{\"event\": {\"big\": 18446744073709551617, \"min\": -9223372036854775808, "
+                    "\"long\": 1");
+    for (int i = 0; i < 400; i++)
+        hf_buf_putc(&j, '0');
+    hf_buf_puts(&j, "}}");
+    static const char *const srcs[] = {
+        "-event.big == -18446744073709551617",
+        "-event.big == -18446744073709551616",
+        "-event.min == 9223372036854775808",
+        "-event.min == 9223372036854775809",
+        "--9223372036854775808 == 9223372036854775809",
+        "-event.long < 0",
+    };
+    static const bool want[] = {true, false, true, false, false, true};
+    expect_cases(j.data, srcs, want, HF_ARRAY_LEN(srcs));
+    hf_buf_free(&j);
+}
+
+/* Numbers compare by value: an integer past int64 against a decimal exactly, as an int64 is
+ * (18446744073709551617 is above 18446744073709551616.0, exactly 2^64, not equal to it). */
+static void test_big_integer_against_decimal(void **state)
+{
+    (void)state;
+    static const char *const srcs[] = {
+        "9007199254740993 == 9007199254740992.0", /* int64: exact already */
+        "event.big == 18446744073709551616.0",
+        "event.big > 18446744073709551616.0",
+        "event.big == event.dec",
+        "event.dec < event.big",
+    };
+    static const bool want[] = {false, false, true, false, true};
+    expect_cases("{\"event\": {\"big\": 18446744073709551617, \"dec\": 18446744073709551616.0}}",
+                 srcs, want, HF_ARRAY_LEN(srcs));
+}
+
+/* A whole-template value is JSON: an integer literal past int64 written with leading zeros
+ * renders without them, as 007 evaluates to 7. */
+static void test_big_integer_literal_leading_zeros(void **state)
+{
+    (void)state;
+    expect_render("{\"a\": \"{{ 0012345678901234567890 }}\"}", "{\"a\":12345678901234567890}");
+    expect("0012345678901234567890", "12345678901234567890");
+    expect("-0012345678901234567890", "-12345678901234567890");
+}
+
+/* Integers compare exactly however many digits: a literal past a double's range (about 309
+ * digits) is a number like the same value in the context, not "out of range". */
+static void test_integer_literal_of_any_length(void **state)
+{
+    (void)state;
+    hf_buf digits = {0};
+    hf_buf_putc(&digits, '1');
+    for (int i = 0; i < 400; i++)
+        hf_buf_putc(&digits, '0');
+    char *json = xasprintf("{\"event\": {\"n\": %s}}", digits.data);
+    char *src = xasprintf("event.n == %s", digits.data);
+    const char *const srcs[] = {src};
+    static const bool want[] = {true};
+    expect_cases(json, srcs, want, 1);
+    free(src);
+    free(json);
+    hf_buf_free(&digits);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -875,6 +984,11 @@ int main(void)
         cmocka_unit_test(test_render_limit),
         cmocka_unit_test(test_big_integer_comparison),
         cmocka_unit_test(test_object_equality_duplicate_keys),
+        cmocka_unit_test(test_escapes_and_mismatched_path_steps),
+        cmocka_unit_test(test_negation_keeps_integers_exact),
+        cmocka_unit_test(test_big_integer_against_decimal),
+        cmocka_unit_test(test_big_integer_literal_leading_zeros),
+        cmocka_unit_test(test_integer_literal_of_any_length),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
