@@ -13,5 +13,6 @@ int engine_cmd_catalog(int argc, char **argv);
 int engine_cmd_apply(int argc, char **argv);
 int engine_cmd_work(int argc, char **argv);
 int engine_cmd_serve(int argc, char **argv);
+int engine_cmd_prune(int argc, char **argv);
 
 #endif

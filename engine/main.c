@@ -10,6 +10,7 @@ static const engine_command commands[] = {
     {"work", "run an engine worker (intake + executor)", engine_cmd_work},
     {"apply", "load tenants, connections and workflows from a JSON file", engine_cmd_apply},
     {"serve", "run the admin HTTP API (workflows, catalog, runs, integrations)", engine_cmd_serve},
+    {"prune", "delete finished runs and event ids past their retention", engine_cmd_prune},
 };
 
 static void usage(FILE *out)
