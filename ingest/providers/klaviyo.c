@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "form.h"
 #include "json.h"
 #include "provider.h"
 #include "provider_util.h"
@@ -279,6 +280,10 @@ static bool add_system_event(ingest_result *res, hf_json item, size_t idx, const
         id = ingest_derive_id("klaviyo", account, topic, hex, NULL);
     }
     hf_json event = hf_json_get(item, "payload");
+    /* "Same shape as Get Event": the event itself sits under data (older deliveries and the
+     * flow-style items have it at the top). */
+    if (hf_json_is_object(hf_json_get(event, "data")))
+        event = hf_json_get(event, "data");
     ingest_result_add(res, id, xstrdup(topic), xstrdup(account), profile_resource(event),
                       event_time(event), payload);
     return true;
@@ -359,6 +364,10 @@ static bool add_flow_event(const ingest_request *req, ingest_result *res, hf_jso
         account = provider_util_id_text(hf_json_get(obj, "account_id"));
     if (!account) {
         const char *hdr = provider_util_header(req, "X-Hookflow-Account");
+        if (hdr && *hdr && !ingest_utf8_valid(hdr, strlen(hdr))) {
+            ingest_result_fail(res, 400, "malformed", "the X-Hookflow-Account header is not UTF-8");
+            return false;
+        }
         account = hdr && *hdr ? hdr : NULL;
     }
     if (!account) {

@@ -375,6 +375,52 @@ static void test_flow_webhooks(void **state)
     hf_secrets_free(s);
 }
 
+/* A system webhook item whose payload has the Get Event shape (a "data" wrapper). */
+#define GET_EVENT_ITEM                                                                             \
+    "{\"external_id\":\"evt_9\",\"topic\":\"event:klaviyo.email_delivered\",\"payload\":"          \
+    "{\"data\":{\"type\":\"event\",\"id\":\"evt_9\",\"attributes\":{\"timestamp\":1776138540,"     \
+    "\"event_properties\":{},\"datetime\":\"2026-04-14T03:49:00+00:00\",\"uuid\":"                 \
+    "\"8e1f5c20-22a6-11f1-8000-4d0a5c2e9f13\"},\"relationships\":{\"profile\":{\"data\":"          \
+    "{\"type\":\"profile\",\"id\":\"PROF1\"}},\"metric\":{\"data\":{\"type\":\"metric\",\"id\":"   \
+    "\"TxR7kQ\"}}}}}}"
+
+/* A system webhook item's payload has the shape of a Get Event answer (providers.md), the event
+ * wrapped in "data" as in the catalog's sample: its time and profile come from there. */
+static void test_system_event_time_from_get_event_shape(void **state)
+{
+    hf_secrets *s = pr_secrets("klaviyo/webhook_secret", VEC_SECRET, NULL);
+    ingest_result res;
+    call_system("{\"data\":[" GET_EVENT_ITEM "]," META_PART "}", VEC_SECRET, VEC_TS, VEC_WEBHOOK_ID,
+                s, VEC_NOW_MS, &res);
+    assert_int_equal(res.status, 200);
+    assert_int_equal(res.nevents, 1);
+    const ingest_event *e = &res.events[0];
+    assert_string_equal(e->id, "klaviyo:evt_9");
+    assert_string_equal(e->native_type, "event:klaviyo.email_delivered");
+    assert_string_equal(e->account, "ABC123");
+    /* The payload's own time, not NULL (which the envelope would turn into received_at). */
+    assert_non_null(e->occurred_at);
+    assert_string_equal(e->occurred_at, "2026-04-14T03:49:00.000Z");
+    assert_non_null(e->resource);
+    assert_string_equal(e->resource, "profile:PROF1");
+    ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
+/* Flow webhooks are not signed by Klaviyo, so X-Hookflow-Account is input like any other: an
+ * account that is not UTF-8 is 400, not an envelope (and Kafka key) that is not valid JSON. */
+static void test_flow_account_header_must_be_utf8(void **state)
+{
+    hf_secrets *s = pr_secrets("klaviyo/flow_secret", FLOW_SECRET, NULL);
+    const char *headers[] = {"X-Hookflow-Flow-Secret", FLOW_SECRET, "X-Hookflow-Account",
+                             "ACCT\xff\xfe", NULL};
+    ingest_result res;
+    call_at("POST", FLOW2, headers, s, VEC_NOW_MS, &res);
+    pr_assert_failed(&res, 400, "malformed");
+    ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +431,8 @@ int main(void)
         cmocka_unit_test(test_previous_secret_accepted),
         cmocka_unit_test(test_timestamp_formats),
         cmocka_unit_test(test_flow_webhooks),
+        cmocka_unit_test(test_system_event_time_from_get_event_shape),
+        cmocka_unit_test(test_flow_account_header_must_be_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
