@@ -368,6 +368,12 @@ static void twilio_handle(const ingest_request *req, ingest_result *res)
                            req->method);
         return;
     }
+    /* Unsigned is 401 whatever the body: the signature is the only authentication. */
+    const char *sig = provider_util_header(req, "X-Twilio-Signature");
+    if (!sig) {
+        ingest_result_fail(res, 401, "missing_signature", "X-Twilio-Signature header missing");
+        return;
+    }
     char type[64];
     media_type(provider_util_header(req, "Content-Type"), type, sizeof type);
     if (strcmp(type, "application/json") == 0) {
@@ -389,11 +395,6 @@ static void twilio_handle(const ingest_request *req, ingest_result *res)
     twilio_key key;
     if (!choose_key(req, &d, &key, res))
         goto done;
-    const char *sig = provider_util_header(req, "X-Twilio-Signature");
-    if (!sig) {
-        ingest_result_fail(res, 401, "missing_signature", "X-Twilio-Signature header missing");
-        goto done;
-    }
     if (d.kind == BODY_JSON && !body_hash_ok(req, res))
         goto done;
     if (!signature_ok(req, &d, &key, sig)) {

@@ -393,6 +393,19 @@ static void test_signed_but_malformed(void **state)
     hf_secrets_free(s);
 }
 
+/* Unsigned is 401 (missing_signature) whatever the body: the signature is checked for before the
+ * Content-Type, which only a signed request gets a 400 for. */
+static void test_unsigned_unknown_content_type_is_401(void **state)
+{
+    hf_secrets *s = pr_secrets("twilio/auth_token", "main-token", NULL);
+    const char *headers[] = {"Content-Type", "text/plain", NULL};
+    ingest_result res;
+    call("POST", URL, INBOUND, headers, s, &res);
+    pr_assert_failed(&res, 401, "missing_signature");
+    ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_json_body),
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_signed_but_malformed),
+        cmocka_unit_test(test_unsigned_unknown_content_type_is_401),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
