@@ -1,6 +1,7 @@
 /* quickbooks: verifies QuickBooks Online webhooks (base64 HMAC-SHA256 of the raw body under the
  * verifier token) and splits both payload formats into events: the legacy eventNotifications
  * object (one event per changed entity) and the CloudEvents array (one event per element). */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,20 @@ static char *entity_payload(const char *realm, hf_json entity)
     }
     hf_buf_putc(&b, '}');
     return hf_buf_steal(&b);
+}
+
+/* "<entity>:<id>" with the entity name in lower case: the same entity gets the same resource
+ * (and so the same ordering key) in the legacy format ("SalesReceipt") and in CloudEvents
+ * ("qbo.salesreceipt.created.v1"), also while an app moves from one to the other. */
+static char *entity_resource(const char *entity, const char *id)
+{
+    size_t entity_len = strlen(entity);
+    char *r = xmalloc(entity_len + 1 + strlen(id) + 1);
+    for (size_t i = 0; i < entity_len; i++)
+        r[i] = (char)tolower((unsigned char)entity[i]);
+    r[entity_len] = ':';
+    strcpy(r + entity_len + 1, id);
+    return r;
 }
 
 /* Legacy format: {"eventNotifications":[{"realmId", "dataChangeEvent":{"entities":[...]}}]}. */
@@ -72,7 +87,7 @@ static bool split_legacy(hf_json notifications, ingest_result *res)
             char *event_id =
                 ingest_derive_id("quickbooks", realm, name, id, op, updated ? updated : "", NULL);
             ingest_result_add(res, event_id, xconcat(name, ".", op, NULL), xstrdup(realm),
-                              xconcat(name, ":", id, NULL), provider_util_time_normalise(updated),
+                              entity_resource(name, id), provider_util_time_normalise(updated),
                               entity_payload(realm, entity));
         }
     }
@@ -112,7 +127,7 @@ static bool split_cloudevents(hf_json arr, ingest_result *res)
         }
         const char *entity_id = provider_util_id_text(hf_json_get(ev, "intuitentityid"));
         char *entity = entity_id ? cloudevent_entity(type) : NULL;
-        char *resource = entity ? xconcat(entity, ":", entity_id, NULL) : NULL;
+        char *resource = entity ? entity_resource(entity, entity_id) : NULL;
         free(entity);
         ingest_result_add(res, xconcat("quickbooks:", id, NULL), xstrdup(type), xstrdup(account),
                           resource,

@@ -81,7 +81,7 @@ static void test_sdk_vector(void **state)
     assert_null(res.response_body);
     assert_int_equal(res.nevents, 1);
     pr_assert_event(&res.events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d",
-                    "Customer.Create", "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
+                    "Customer.Create", "1185883450", "customer:1", "2015-10-05T21:42:19.000Z",
                     "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
                     "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
     ingest_result_free(&res);
@@ -100,15 +100,15 @@ static void assert_legacy_batch(const ingest_result *res)
     assert_string_equal(res->reason, "accepted");
     assert_int_equal(res->nevents, 3);
     pr_assert_event(&res->events[0], "quickbooks:c4522c49433017a87cc23b13bbef129d",
-                    "Customer.Create", "1185883450", "Customer:1", "2015-10-05T21:42:19.000Z",
+                    "Customer.Create", "1185883450", "customer:1", "2015-10-05T21:42:19.000Z",
                     "{\"realmId\":\"1185883450\",\"name\":\"Customer\",\"id\":\"1\",\"operation\":"
                     "\"Create\",\"lastUpdated\":\"2015-10-05T14:42:19-0700\"}");
     pr_assert_event(&res->events[1], "quickbooks:80e04774dcd7710c2f2d86ee14ffbc75",
-                    "Invoice.Update", "1185883450", "Invoice:130", "2024-02-01T07:30:00.123Z",
+                    "Invoice.Update", "1185883450", "invoice:130", "2024-02-01T07:30:00.123Z",
                     "{\"realmId\":\"1185883450\",\"name\":\"Invoice\",\"id\":\"130\",\"operation\":"
                     "\"Update\",\"lastUpdated\":\"2024-01-31T23:30:00.123-08:00\"}");
     pr_assert_event(&res->events[2], "quickbooks:8584f0e68bc7cf11dc69ee994c24e0e2",
-                    "SalesReceipt.Delete", "9130357992111111", "SalesReceipt:42",
+                    "SalesReceipt.Delete", "9130357992111111", "salesreceipt:42",
                     "2024-02-01T08:00:00.000Z",
                     "{\"realmId\":\"9130357992111111\",\"name\":\"SalesReceipt\",\"id\":\"42\","
                     "\"operation\":\"Delete\",\"lastUpdated\":\"2024-02-01T08:00:00Z\"}");
@@ -152,6 +152,29 @@ static void test_cloudevents_batch(void **state)
     assert_null(res.events[0].resource);
     assert_null(res.events[0].occurred_at);
     ingest_result_free(&res);
+    hf_secrets_free(s);
+}
+
+/* One entity, one resource (and so one ordering key) whichever format announces it, while an
+ * app moves from the legacy format to CloudEvents. */
+static void test_same_entity_same_resource_in_both_formats(void **state)
+{
+    (void)state;
+    hf_secrets *s = store(KEY, NULL);
+    ingest_result legacy, ce;
+    call_signed("{\"eventNotifications\":[{\"realmId\":\"310687\",\"dataChangeEvent\":{"
+                "\"entities\":[{\"name\":\"SalesReceipt\",\"id\":\"7\",\"operation\":"
+                "\"Update\",\"lastUpdated\":\"2025-09-10T21:31:25Z\"}]}}]}",
+                KEY, s, &legacy);
+    call_signed("[{\"id\":\"e-7\",\"type\":\"qbo.SalesReceipt.updated.v1\",\"intuitaccountid\":"
+                "\"310687\",\"intuitentityid\":\"7\"}]",
+                KEY, s, &ce);
+    assert_int_equal(legacy.nevents, 1);
+    assert_int_equal(ce.nevents, 1);
+    assert_string_equal(legacy.events[0].resource, "salesreceipt:7");
+    assert_string_equal(ce.events[0].resource, "salesreceipt:7");
+    ingest_result_free(&legacy);
+    ingest_result_free(&ce);
     hf_secrets_free(s);
 }
 
@@ -331,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_sdk_vector),
         cmocka_unit_test(test_legacy_batch_spans_realms),
         cmocka_unit_test(test_cloudevents_batch),
+        cmocka_unit_test(test_same_entity_same_resource_in_both_formats),
         cmocka_unit_test(test_time_normalisation),
         cmocka_unit_test(test_redelivery_has_same_ids),
         cmocka_unit_test(test_tampered_body),
