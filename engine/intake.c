@@ -54,6 +54,11 @@ struct engine_intake {
     hf_counter *consumed, *duplicates, *runs_created, *dead, *batch_retries;
     hf_counter *skipped_filter, *skipped_definition; /* workflows that could not be matched */
     hf_histogram *batch_seconds;
+    /* Every lag gauge this worker has published: one for a partition it no longer has is set to
+     * 0, so that summing the workers' lag does not count a partition twice after a rebalance. */
+    pthread_mutex_t lag_lock;
+    hf_gauge **lag_gauges;
+    size_t nlag, caplag;
 };
 
 static void on_deadletter_delivery(void *opaque, const char *err)
@@ -71,13 +76,14 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     hf_log_kv(HF_LOG_WARN, "kafka.error", "code", rd_kafka_err2name(err), "reason", reason, NULL);
 }
 
-/* Publishes lag per partition from librdkafka's statistics. */
-static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+void engine_intake_publish_lag(engine_intake *in, const char *json, size_t len)
 {
-    engine_intake *in = opaque;
     char err[128];
     hf_json root = hf_json_parse(json, len, err, sizeof err);
     hf_json topics = hf_json_get(root, "topics");
+    pthread_mutex_lock(&in->lag_lock);
+    size_t before = in->nlag;
+    bool *current = xcalloc(before + 1, sizeof *current);
     for (size_t t = 0; t < hf_json_len(topics); t++) {
         const char *topic;
         hf_json tj = hf_json_member(topics, t, &topic);
@@ -85,23 +91,43 @@ static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         for (size_t p = 0; p < hf_json_len(parts); p++) {
             const char *pid;
             hf_json pj = hf_json_member(parts, p, &pid);
-            long long lag, assigned_flag = 0;
-            if (strcmp(pid, "-1") == 0 || !hf_json_int(hf_json_get(pj, "consumer_lag"), &lag))
-                continue;
-            hf_json desired = hf_json_get(pj, "desired");
-            assigned_flag = YAJL_IS_TRUE(desired);
-            if (!assigned_flag)
+            long long lag;
+            if (strcmp(pid, "-1") == 0 || !YAJL_IS_TRUE(hf_json_get(pj, "desired")) ||
+                !hf_json_int(hf_json_get(pj, "consumer_lag"), &lag))
                 continue;
             char labels[256];
             snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%s\"", topic, pid);
-            hf_gauge_set(hf_metrics_gauge(in->metrics, "hookflow_engine_consumer_lag",
-                                          "Messages behind the partition's end, per assigned "
-                                          "partition",
-                                          labels),
-                         lag < 0 ? 0 : lag);
+            hf_gauge *g = hf_metrics_gauge(in->metrics, "hookflow_engine_consumer_lag",
+                                           "Messages behind the partition's end, per assigned "
+                                           "partition (0 once it is assigned elsewhere)",
+                                           labels);
+            hf_gauge_set(g, lag < 0 ? 0 : lag);
+            size_t k = 0;
+            while (k < in->nlag && in->lag_gauges[k] != g)
+                k++;
+            if (k < before) {
+                current[k] = true;
+            } else if (k == in->nlag) {
+                if (in->nlag == in->caplag) {
+                    in->caplag = in->caplag ? 2 * in->caplag : 16;
+                    in->lag_gauges = xrealloc(in->lag_gauges, in->caplag * sizeof *in->lag_gauges);
+                }
+                in->lag_gauges[in->nlag++] = g;
+            }
         }
     }
+    for (size_t k = 0; k < before; k++)
+        if (!current[k])
+            hf_gauge_set(in->lag_gauges[k], 0);
+    pthread_mutex_unlock(&in->lag_lock);
+    free(current);
     hf_json_free(root);
+}
+
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    engine_intake_publish_lag(opaque, json, len);
     return 0; /* librdkafka frees json */
 }
 
@@ -123,6 +149,7 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
     in->metrics = metrics;
     in->executor = executor;
     in->deadletter_topic = xasprintf("%s.deadletter", cfg->topic_prefix);
+    pthread_mutex_init(&in->lag_lock, NULL);
 
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -930,5 +957,7 @@ void engine_intake_free(engine_intake *in)
     free(in->handoff);
     free(in->deadletter_topic);
     free(in->worker_id);
+    free(in->lag_gauges);
+    pthread_mutex_destroy(&in->lag_lock);
     free(in);
 }

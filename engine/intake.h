@@ -28,5 +28,9 @@ void engine_intake_free(engine_intake *in);
  * Kafka is not part of it: a worker without its broker still runs the runs it holds, and the
  * consumer reconnects by itself (its lag shows in the metrics). */
 bool engine_intake_healthy(engine_intake *in);
+/* Sets hookflow_engine_consumer_lag from a librdkafka statistics JSON document (what the
+ * consumer's statistics callback does every 5 s): the lag of each partition assigned to this
+ * worker, and 0 for each partition it published before and no longer has. Any thread. */
+void engine_intake_publish_lag(engine_intake *in, const char *json, size_t len);
 
 #endif

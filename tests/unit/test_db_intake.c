@@ -962,6 +962,48 @@ static void filter_that_cannot_be_evaluated_fails_its_run(void **state)
     free(wf);
 }
 
+static int64_t lag_of(worker *w, const char *topic, const char *partition)
+{
+    char labels[128];
+    snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%s\"", topic, partition);
+    return hf_gauge_value(hf_metrics_gauge(w->metrics, "hookflow_engine_consumer_lag", "", labels));
+}
+
+/* Lag is published per assigned partition from librdkafka's statistics; a partition that moved
+ * to another worker in a rebalance drops to 0 here, or the sum over the workers (what an
+ * autoscaler reads) would count it twice. Unassigned partitions are never published. */
+static void lag_of_a_partition_assigned_elsewhere_drops_to_zero(void **state)
+{
+    fixture *f = *state;
+    worker *w = worker_start(f, 0, GROUP);
+    static const char first[] = "{\"topics\":{\"t.lag\":{\"partitions\":{"
+                                "\"0\":{\"desired\":true,\"consumer_lag\":5},"
+                                "\"1\":{\"desired\":true,\"consumer_lag\":7},"
+                                "\"2\":{\"desired\":false,\"consumer_lag\":9},"
+                                "\"-1\":{\"desired\":false,\"consumer_lag\":-1}}}}}";
+    engine_intake_publish_lag(w->intake, first, strlen(first));
+    assert_int_equal(lag_of(w, "t.lag", "0"), 5);
+    assert_int_equal(lag_of(w, "t.lag", "1"), 7);
+    hf_buf out = {0};
+    hf_metrics_render(w->metrics, &out);
+    assert_null(strstr(out.data, "partition=\"2\""));
+    hf_buf_free(&out);
+
+    /* A rebalance gave partition 1 to another worker and 2 to this one. */
+    static const char second[] = "{\"topics\":{\"t.lag\":{\"partitions\":{"
+                                 "\"0\":{\"desired\":true,\"consumer_lag\":3},"
+                                 "\"1\":{\"desired\":false,\"consumer_lag\":7},"
+                                 "\"2\":{\"desired\":true,\"consumer_lag\":-1}}}}}";
+    engine_intake_publish_lag(w->intake, second, strlen(second));
+    assert_int_equal(lag_of(w, "t.lag", "0"), 3);
+    assert_int_equal(lag_of(w, "t.lag", "1"), 0);
+    assert_int_equal(lag_of(w, "t.lag", "2"), 0); /* -1: not known yet */
+
+    /* The topic is gone from the statistics altogether (unsubscribed): 0 as well. */
+    engine_intake_publish_lag(w->intake, "{\"topics\":{}}", 13);
+    assert_int_equal(lag_of(w, "t.lag", "0"), 0);
+}
+
 /* A worker with nothing to consume is ready as soon as PostgreSQL answers: readiness must not
  * wait for the first event (an idle worker would fail its rollout). */
 static void idle_worker_is_healthy(void **state)
@@ -997,6 +1039,7 @@ int main(void)
         INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
         INTAKE_TEST(idle_worker_is_healthy),
         INTAKE_TEST(filter_that_cannot_be_evaluated_fails_its_run),
+        INTAKE_TEST(lag_of_a_partition_assigned_elsewhere_drops_to_zero),
         INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
         INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
     };
