@@ -60,6 +60,10 @@ const hf_cfg_item ingest_config_items[] = {
                queue_max_messages, "producer queue bound (503 when full)"),
     HF_CFG_NUM("HOOKFLOW_INGEST_MAX_IN_FLIGHT", "20000", 1, 10000000, ingest_config, max_in_flight,
                "deliveries waiting for Kafka before new ones get 503"),
+    HF_CFG_NUM("HOOKFLOW_INGEST_MAX_IN_FLIGHT_BYTES", "268435456", 1048576, 68719476736LL,
+               ingest_config, max_in_flight_bytes,
+               "bytes of deliveries and their envelopes waiting for Kafka before new ones get "
+               "503 (bounds memory while Kafka is slow)"),
     HF_CFG_NUM("HOOKFLOW_INGEST_MESSAGE_TIMEOUT_MS", "30000", 1000, 3600000, ingest_config,
                message_timeout_ms, "how long the producer keeps retrying one message"),
     HF_CFG_DECIMAL("HOOKFLOW_INGEST_LINGER_MS", "0.5", 0, 1000, ingest_config, linger_ms,
@@ -115,6 +119,7 @@ struct ingest_server {
     pthread_rwlock_t secrets_lock; /* guards secrets: read per request, written on reload */
     hf_secrets *secrets;
     atomic_int_fast64_t in_flight;
+    atomic_int_fast64_t in_flight_bytes; /* bodies + envelopes of those deliveries */
     atomic_bool draining;
     char retry_after[16];
     rejections rejected;
@@ -145,6 +150,7 @@ typedef struct pending {
     atomic_bool failed;
     bool answered;
     size_t nevents;
+    int64_t bytes; /* counted in in_flight_bytes */
     int64_t started_us;
     char *response_body;
     const char *response_type;
@@ -322,6 +328,7 @@ static void pending_free(pending *p)
     event_del(p->deadline);
     free(p->response_body);
     atomic_fetch_sub(&p->server->in_flight, 1);
+    atomic_fetch_sub(&p->server->in_flight_bytes, p->bytes);
     free(p);
 }
 
@@ -488,7 +495,7 @@ static const struct timeval *ack_timeout(const ingest_server *s, struct event_ba
 
 /* Produces every event; the reply comes from on_done or on_deadline. Takes res's events. */
 static void produce_delivery(ingest_server *s, struct evhttp_request *req, provider_slot *slot,
-                             ingest_result *res, const char *request_id)
+                             ingest_result *res, size_t body_len, const char *request_id)
 {
     struct event_base *base = hf_http_request_base(req);
     pending *p = pending_new(base);
@@ -507,6 +514,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     /* One extra count stands for this function, so no report can finish p while it sends. */
     atomic_store(&p->outstanding, (int)res->nevents + 1);
     atomic_fetch_add(&s->in_flight, 1);
+    p->bytes = (int64_t)body_len; /* held by evhttp until the answer */
     evtimer_add(p->deadline, ack_timeout(s, base));
 
     char received_at[40];
@@ -519,6 +527,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
         hf_buf_reset(env);
         hf_buf_reset(key);
         append_envelope(env, slot, e, received_at, request_id);
+        p->bytes += (int64_t)env->len; /* librdkafka's copy, until its report */
         hf_buf_puts(key, slot->provider->id);
         hf_buf_putc(key, ':');
         hf_buf_puts(key, e->account);
@@ -536,6 +545,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     }
     if (env->cap > (64u << 10)) /* a huge delivery does not pin its memory */
         hf_buf_free(env);
+    atomic_fetch_add(&s->in_flight_bytes, p->bytes); /* before p can be freed */
     if (atomic_fetch_sub(&p->outstanding, 1) == 1)
         queue_finished(p);
 }
@@ -582,6 +592,13 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
         reply_provider_error(s, req, slot, 413, "payload_too_large", detail, request_id);
         return;
     }
+    /* Memory: a delivery alone is always let through, so the limit never refuses everything. */
+    int64_t held = atomic_load(&s->in_flight_bytes);
+    if (held > 0 && held + (int64_t)body_len > s->cfg->max_in_flight_bytes) {
+        reply_provider_error(s, req, slot, 503, "overloaded",
+                             "too many bytes of deliveries waiting for Kafka", request_id);
+        return;
+    }
     const unsigned char *body = body_len ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *raw_uri = evhttp_request_get_uri(req);
@@ -626,7 +643,7 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
         hf_http_reply(req, res.status, res.response_type, res.response_body,
                       res.response_body ? strlen(res.response_body) : 0);
     } else {
-        produce_delivery(s, req, slot, &res, request_id);
+        produce_delivery(s, req, slot, &res, body_len, request_id);
     }
     ingest_result_free(&res);
 }
@@ -685,6 +702,11 @@ static void handle(struct evhttp_request *req, void *arg)
     }
 }
 
+static int64_t gauge_in_flight_bytes(void *arg)
+{
+    return atomic_load(&((ingest_server *)arg)->in_flight_bytes);
+}
+
 static int64_t gauge_in_flight(void *arg)
 {
     return atomic_load(&((ingest_server *)arg)->in_flight);
@@ -732,6 +754,9 @@ static void register_metrics(ingest_server *s)
     }
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_in_flight",
                         "Deliveries waiting for Kafka acknowledgement", NULL, gauge_in_flight, s);
+    hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_in_flight_bytes",
+                        "Bytes of deliveries and envelopes waiting for Kafka acknowledgement", NULL,
+                        gauge_in_flight_bytes, s);
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_kafka_queue_depth",
                         "Messages in the producer queue", NULL, gauge_queue, s);
     hf_metrics_gauge_fn(s->metrics, "hookflow_ingest_connections", "Open client connections", NULL,

@@ -27,6 +27,7 @@ typedef struct ingest_config {
     long long retry_after_s;
     long long queue_max_messages;
     long long max_in_flight;
+    long long max_in_flight_bytes;
     long long message_timeout_ms;
     double linger_ms;
     long long shutdown_timeout_ms;

@@ -137,6 +137,7 @@ static int setup(void **state)
         .retry_after_s = 5,
         .queue_max_messages = 100000,
         .max_in_flight = 20000,
+        .max_in_flight_bytes = 268435456,
         .message_timeout_ms = 30000,
         .linger_ms = 0.5,
         .shutdown_timeout_ms = 10000,
@@ -1162,6 +1163,43 @@ static void deliveries_beyond_max_in_flight_are_503(void **state)
     kmsgs_free(&m);
 }
 
+/* Memory is bounded in bytes too: with a delivery (and its envelopes) waiting for Kafka and a
+ * byte budget it fills, the next delivery is 503 at once; the one waiting is answered 200 when
+ * the broker returns and the bytes are given back. */
+static void deliveries_beyond_max_in_flight_bytes_are_503(void **state)
+{
+    fixture *f = *state;
+    f->cfg.max_in_flight_bytes = 1; /* the first delivery alone is always let through */
+    f->cfg.ack_timeout_ms = 20000;
+    rd_kafka_mock_broker_set_down(f->kafka->mock, 1);
+    server_start_quick_reconnect(f);
+    post_job job;
+    post_job_start(&job, f, "heavy");
+    assert_int_equal(metric_wait(f, "hookflow_ingest_in_flight", 1, WAIT_MS), 1);
+    long long held = metric(f, "hookflow_ingest_in_flight_bytes");
+    assert_true(held > (long long)strlen(job.d.body)); /* the body and its two envelopes */
+    delivery extra;
+    meta_delivery(&extra, "extra");
+    reply r;
+    post_meta(f, extra.body, APP_SECRET, &r);
+    assert_json_error(&r, 503, "overloaded", "too many bytes of deliveries waiting for Kafka");
+    assert_string_equal(r.retry_after, "5");
+    reply_free(&r);
+
+    rd_kafka_mock_broker_set_up(f->kafka->mock, 1);
+    pthread_join(job.thread, NULL);
+    assert_status(&job.r, 200);
+    reply_free(&job.r);
+    assert_int_equal(metric_wait(f, "hookflow_ingest_in_flight_bytes", 0, WAIT_MS), 0);
+    delivery after;
+    assert_int_equal(post_fresh(f, APP_SECRET, &after), 200);
+    kmsgs m;
+    consume(f, 5, QUIET_MS, &m);
+    assert_int_equal(m.n, 4);
+    assert_false(has_mid(&m, extra.mid[0]));
+    kmsgs_free(&m);
+}
+
 /* Rejections are logged with their request id and reason, at debug level acceptances too, and
  * no line holds a secret, a signature or anything the log had to redact. */
 static void log_lines_carry_request_ids_and_never_a_secret_or_signature(void **state)
@@ -1243,6 +1281,7 @@ int main(void)
         INGEST_TEST(drain_returns_zero_once_in_flight_deliveries_are_answered),
         INGEST_TEST(drain_with_kafka_down_returns_the_unanswered_and_answers_them_503),
         INGEST_TEST(deliveries_beyond_max_in_flight_are_503),
+        INGEST_TEST(deliveries_beyond_max_in_flight_bytes_are_503),
         INGEST_TEST(log_lines_carry_request_ids_and_never_a_secret_or_signature),
     };
     int failed = cmocka_run_group_tests(tests, NULL, km_reapers_join);
