@@ -1083,6 +1083,12 @@ static void usage(void)
            "with HOOKFLOW_SECRETS_DIR/api/jwt_key); /healthz, /readyz and /metrics beside it.\n"
            "SIGTERM/SIGINT: stop accepting, finish the requests in progress, exit 0.\n\n");
     hf_config_print_help(api_config_items, HF_ARRAY_LEN(api_config_items));
+    printf("  %-36s the connector catalog (default: schemas/catalog of the source tree)\n"
+           "  %-36s a platform's API, OAuth token and OAuth authorize endpoints, <ID> one of\n"
+           "  %-36s XERO, QUICKBOOKS, HUBSPOT, KLAVIYO, TWILIO, META (default: the platform's\n"
+           "  %-36s own; the authorize URL: the catalog's)\n",
+           "HOOKFLOW_CATALOG_DIR", "HOOKFLOW_CONNECTOR_<ID>_BASE_URL",
+           "HOOKFLOW_CONNECTOR_<ID>_TOKEN_URL", "HOOKFLOW_CONNECTOR_<ID>_AUTHORIZE_URL");
 }
 
 /* Loads api/jwt_key (and .previous); false with err when missing or too short. */
