@@ -9,8 +9,9 @@
  *    admin was shown. The callback fills it in, or updates the tenant's connection to the same
  *    account (re-authorisation); an account already connected to another tenant is a 409.
  *  - The account is what the platform says: QuickBooks' realmId on the redirect, Xero's first
- *    tenant of GET {base}/connections, Meta's first page of GET {base}/v25.0/me/accounts (its page
- *    token is what is stored), HubSpot's hub_id (from the token answer or token introspection,
+ *    tenant of GET {base}/connections, Meta's first page of GET {base}/v25.0/me/accounts asked
+ *    with the long-lived user token (fb_exchange_token), so that its page token, which is what
+ *    is stored, does not expire, HubSpot's hub_id (from the token answer or token introspection,
  *    POST {base}/oauth/2026-03/token/introspect: the v1 token-info endpoint is retired on
  *    16 Feb 2027), Klaviyo's first account of GET {base}/api/accounts. Only when HubSpot's or
  *    Klaviyo's lookup endpoint does not exist (404: a stand-in that lacks it) is an account the
@@ -408,6 +409,54 @@ static char *scalar_dup(hf_json v)
     return s && (YAJL_IS_STRING(v) || YAJL_IS_NUMBER(v)) ? xstrdup(s) : NULL;
 }
 
+/* Meta: replaces g's short-lived user token by a long-lived one (GET token URL with
+ * grant_type=fb_exchange_token, as Meta documents it: the query carries the client secret, so the
+ * URL is wiped and never logged). 0, or -1 with err. */
+static int meta_long_lived(oauth_grant *g, const char *client_id, const char *client_secret,
+                           char *err, size_t errlen)
+{
+    const char *token_url = engine_connector_token_url("meta");
+    hf_buf url = {0};
+    hf_buf_puts(&url, token_url);
+    hf_buf_puts(&url, strchr(token_url, '?') ? "&" : "?");
+    hf_buf_puts(&url, "grant_type=fb_exchange_token&client_id=");
+    connector_url_escape(&url, client_id);
+    hf_buf_puts(&url, "&client_secret=");
+    connector_url_escape(&url, client_secret);
+    hf_buf_puts(&url, "&fb_exchange_token=");
+    connector_url_escape(&url, g->access);
+    connector_request req = {0};
+    connector_request_start(&req, "GET", hf_buf_steal(&url));
+    connector_request_header(&req, "Accept: application/json");
+    hf_buf body = {0};
+    char terr[256] = "";
+    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &body, terr, sizeof terr);
+    connector_request_free(&req); /* wipes the URL */
+    char *access = NULL, *refresh = NULL, *scope = NULL;
+    int64_t expires_in = 0;
+    char perr[256] = "";
+    int rc = -1;
+    if (status == 0) {
+        hf_err(err, errlen, "Meta's long-lived token exchange failed: %s", terr);
+    } else if (status < 200 || status > 299 ||
+               engine_oauth_parse_token(body.data ? body.data : "", body.len, &access, &refresh,
+                                        &expires_in, &scope, perr, sizeof perr) != 0) {
+        hf_err(err, errlen, "Meta refused the long-lived token exchange (HTTP %ld)", status);
+    } else {
+        secret_free(g->access);
+        g->access = access;
+        access = NULL;
+        rc = 0;
+    }
+    secret_free(access);
+    secret_free(refresh);
+    free(scope);
+    if (body.data)
+        explicit_bzero(body.data, body.len);
+    hf_buf_free(&body);
+    return rc;
+}
+
 /* Finds the account the new token belongs to (see the file comment). Returns 0, or the HTTP
  * status to answer with a reason in err (detail for the client: never a token). */
 static int find_account(api_ctx *c, const char *id, const char *token_answer, oauth_grant *g,
@@ -447,6 +496,11 @@ static int find_account(api_ctx *c, const char *id, const char *token_answer, oa
         goto done;
     }
     if (strcmp(id, "meta") == 0) {
+        /* The login code gives a short-lived user token, and a Page token listed for it expires
+         * with it (about an hour): exchange it for a long-lived one first, whose Page tokens do
+         * not expire. */
+        if (meta_long_lived(g, client_id, client_secret, err, errlen) != 0)
+            goto done;
         char *url = connector_url(base, "/v25.0/me/accounts");
         status =
             platform_get_json(url, g->access, "application/json", NULL, &answer, terr, sizeof terr);

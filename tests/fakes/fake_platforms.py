@@ -39,6 +39,10 @@ PROVIDERS = ("xero", "quickbooks", "hubspot", "klaviyo", "twilio", "meta")
 # Lifetime (s) of access tokens the fake issues (refresh, code exchange); None = never expires.
 ISSUED_TTL = {"xero": 1800, "quickbooks": 3600, "hubspot": 1800, "klaviyo": 3600,
               "meta": 5183944}
+# Meta: the user token a login code gives is short-lived (about an hour); fb_exchange_token turns
+# it into a long-lived one (ISSUED_TTL). A Page token listed for a short-lived user token expires
+# with it, for a long-lived one never (Meta's "Page access tokens" docs).
+META_SHORT_TTL = 3600
 # Whether a refresh returns a NEW refresh token (and the old one stops working).
 ROTATES = {"xero": True, "quickbooks": True, "hubspot": False, "klaviyo": False, "meta": False}
 
@@ -1144,7 +1148,7 @@ class Fake:
                                 "dialog request", reason="redirect_uri missing or different")
             del self.codes["meta"][prm["code"]]
             g = c["grant"]
-            g.ttl = ISSUED_TTL["meta"]
+            g.ttl = META_SHORT_TTL
             at, _, ttl = self.issue(g, with_refresh=False, access_token=c["access_token"])
             st["code_exchanged"] += 1
             return self._token_reply("meta", at, None, ttl, g)
@@ -2155,10 +2159,17 @@ class Fake:
     def meta_accounts_h(self, req, m):
         a = self.meta_token_of(req)
         data = []
+        short = a.grant.kind == "user" and a.grant.ttl is not None and a.grant.ttl <= META_SHORT_TTL
+        if short:
+            self.stats_tokens["meta"]["short_lived_page_tokens"] += 1
         if a.grant.kind == "user":
-            for tok, x in self.access["meta"].items():
+            for tok, x in list(self.access["meta"].items()):
                 if x.grant.kind == "page" and x.expires_at is None and \
                         any(p in a.grant.tenants for p in x.grant.tenants):
+                    if short:   # a Page token that dies with the short-lived user token
+                        g = Grant("meta", x.grant.client_id, x.grant.tenants, x.grant.scope,
+                                  "page", META_SHORT_TTL, False, 0, x.grant.name)
+                        tok, _, _ = self.issue(g, with_refresh=False)
                     for p in x.grant.tenants:
                         data.append({"access_token": tok, "category": "Local business",
                                      "id": p, "name": x.grant.name or f"Page {p}",

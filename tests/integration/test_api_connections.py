@@ -603,13 +603,22 @@ def test_beta_connector_in_sandbox_needs_no_approval(stack):
     account, st, granted, requested, access, refresh, expires, _ = rows[0]
     assert (account, st, refresh, expires) == ("5550001", "active", None, None)
     assert granted == ["pages_messaging", "pages_show_list"]  # Meta's answer names none
+    # The Page's own token, which never expires: the code's short-lived user token was first
+    # exchanged for a long-lived one (a Page token listed for the short-lived one dies within the
+    # hour, and every Meta run after it would fail).
     assert open_token(access, "meta:5550001:access") == "meta-page-token-P1"
+    assert stack.fakes.stats()["tokens"]["meta"].get("short_lived_page_tokens", 0) == 0
     status, _, view = stack.call("POST", "/api/integrations/meta/enable",
                                  token=stack.sandbox_admin())
     assert status == 200 and view["status"] == "active"
-    # The exchange was the documented GET; the secret never reached our log.
+    # Both exchanges were the documented GETs; the secret never reached our log.
     exch = stack.fakes.requests("meta", path="oauth/access_token")
-    assert exch[0]["method"] == "GET" and exch[0]["query"]["code"] == "meta-code"
+    assert [x["method"] for x in exch] == ["GET", "GET"]
+    assert exch[0]["query"]["code"] == "meta-code"
+    assert exch[1]["query"]["grant_type"] == "fb_exchange_token"
+    assert exch[1]["query"]["fb_exchange_token"] == "meta-user-token"
+    assert exch[1]["query"]["client_id"] == cid
+    assert stack.fakes.stats()["tokens"]["meta"]["exchanged"] == 1
     assert "meta-client-secret" not in stack.proc.log()
 
 
