@@ -230,7 +230,16 @@ static const char *json_type_name(hf_json v)
     return "a boolean";
 }
 
-/* Fails unless v is an object whose members are all in allowed (NULL-terminated). */
+/* Whether an RFC 3339 time (already parsed) ends with its offset: Z or +/-hh:mm after the
+ * seconds (hf_parse_rfc3339_us also takes a time without one, as UTC). */
+static bool has_offset(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 19 && (s[n - 1] == 'Z' || s[n - 1] == 'z' || strpbrk(s + 19, "+-") != NULL);
+}
+
+/* Fails unless v is an object whose members are all in allowed (NULL-terminated), each once (a
+ * second one would be ignored: the first is what is read). */
 static int check_object(apply_ctx *c, hf_json v, const char *path, const char *const *allowed)
 {
     if (!hf_json_is_object(v))
@@ -238,6 +247,14 @@ static int check_object(apply_ctx *c, hf_json v, const char *path, const char *c
     for (size_t i = 0; i < hf_json_len(v); i++) {
         const char *key = NULL;
         (void)hf_json_member(v, i, &key);
+        for (size_t j = 0; j < i; j++) {
+            const char *earlier = NULL;
+            (void)hf_json_member(v, j, &earlier);
+            if (strcmp(earlier, key) == 0) {
+                char q[QUOTE_MAX + 16];
+                return fail(c, path, "member %s is given twice", quote(q, sizeof q, key));
+            }
+        }
         bool known = false;
         for (const char *const *a = allowed; *a && !known; a++)
             known = strcmp(*a, key) == 0;
@@ -690,6 +707,17 @@ static int parse_connection(apply_ctx *c, hf_json v, const char *path, void *lis
     if (rc == 0 && k->status) {
         p = path_key(path, "status");
         rc = check_choice(c, p, k->status, statuses);
+        free(p);
+    }
+    /* Checked here, with the file: PostgreSQL alone would also take 'now', 'tomorrow' or a time
+     * without offset (read in the server's zone), and 'now' would change on every apply. */
+    int64_t us;
+    if (rc == 0 && k->expires_at.state == FIELD_SET &&
+        !(hf_parse_rfc3339_us(k->expires_at.value, &us) && has_offset(k->expires_at.value))) {
+        char q[QUOTE_MAX + 16];
+        p = path_key(path, "expires_at");
+        rc = fail(c, p, "must be an RFC 3339 time with an offset (2026-12-01T10:00:00Z), not %s",
+                  quote(q, sizeof q, k->expires_at.value));
         free(p);
     }
     if (rc == 0 && scopes) {
@@ -1236,7 +1264,7 @@ static int apply_connection(apply_ctx *c, const char *tenant_id, const connectio
 {
     PGresult *res = NULL;
     int rc = 0;
-    if (k->expires_at.state == FIELD_SET) {
+    if (k->expires_at.state == FIELD_SET) { /* RFC 3339 already; PostgreSQL checks its range */
         char *p = path_key(k->path, "expires_at");
         const char *when[] = {k->expires_at.value};
         rc = db_exec(c, p, "SELECT $1::timestamptz", 1, when, NULL);
@@ -1516,11 +1544,12 @@ static void summarize(hf_buf *out, const char *slug, const tenant_changes *ch)
 
 /* ---- entry points ---------------------------------------------------------------------------- */
 
-/* Error lines stay one line whatever the database or the document put in them. */
+/* Error lines stay one plain line whatever the database or the document put in them: every
+ * control character (a line break, a vertical tab, a terminal escape) becomes a space. */
 static void one_line(char *s)
 {
     for (; s && *s; s++)
-        if (*s == '\n' || *s == '\r' || *s == '\t')
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
             *s = ' ';
 }
 

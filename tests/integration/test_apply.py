@@ -429,7 +429,7 @@ BROKEN = {
         'tenants[0].slug: "Demo Laundry" is not a slug'),
     "bad expiry": (
         _set(CONN + [2, "expires_at"], "next tuesday"),
-        "tenants[0].connections[2].expires_at: database: invalid input syntax"),
+        "tenants[0].connections[2].expires_at: must be an RFC 3339 time with an offset"),
     "duplicate connection": (
         lambda doc: doc["tenants"][0]["connections"].append(
             copy.deepcopy(doc["tenants"][0]["connections"][0])),

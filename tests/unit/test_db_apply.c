@@ -479,10 +479,10 @@ static void broken_documents_change_nothing(void **state)
          "tenants[0].workflows[0].definition.edges[0].to: no node has the id 'nowhere'"},
         {document(renamed, t2_shopfy),
          "tenants[1].connections[0].connector: \"shopfy\" is not a catalog connector"},
-        /* Found only while writing, after tenants[0] was updated: rolled back. */
         {document(renamed, t2_expiry),
-         "tenants[1].connections[0].expires_at: database: invalid input syntax for type "
-         "timestamp with time zone: \"next tuesday\""},
+         "tenants[1].connections[0].expires_at: must be an RFC 3339 time with an offset "
+         "(2026-12-01T10:00:00Z), not \"next tuesday\""},
+        /* Found only while writing, after tenants[0] was updated: rolled back. */
         {document(t1_new, t2_taken),
          "tenants[1].connections[0]: hubspot account 33 is already connected to tenant acme"},
     };
@@ -661,6 +661,107 @@ static void connection_audit_rows_name_the_connection(void **state)
     PQfinish(db);
 }
 
+/* expires_at is an RFC 3339 time (docs/apply.md), checked with the file before the database is
+ * touched: PostgreSQL would also read 'now', 'tomorrow', a bare date or a time without offset
+ * (in the server's zone), and 'now' would change the connection on every apply. */
+static void expires_at_must_be_rfc3339(void **state)
+{
+    (void)state;
+    PGconn *db = fresh("unit_apply_expiry_form");
+    static const char *const not_rfc3339[] = {"now", "tomorrow", "2030-01-01",
+                                              "2030-01-01 10:00:00", "Jan 8 2030"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(not_rfc3339); i++) {
+        char *extra = xasprintf(", 'expires_at': '%s'", not_rfc3339[i]);
+        char *conn = connection("hubspot", "33", extra);
+        char *t = tenant("acme", "Acme Laundry", conn, "");
+        char *doc = document(t, NULL);
+        apply_fails(db, doc, keys, "tenants[0].connections[0].expires_at: ");
+        free(doc);
+        free(t);
+        free(conn);
+        free(extra);
+    }
+    PQfinish(db);
+}
+
+/* A member given twice in one object is refused like an unknown one (docs/apply.md: a typo must
+ * not silently do nothing): otherwise the second value would be ignored, a whole second
+ * "tenants" array, a second access_token, a second "enabled". */
+static void duplicate_members_are_refused(void **state)
+{
+    (void)state;
+    PGconn *db = fresh("unit_apply_dup_members");
+    struct {
+        const char *json, *want;
+    } cases[] = {
+        {"{'tenants': [{'slug': 'acme', 'name': 'Acme'}], "
+         "'tenants': [{'slug': 'bravo', 'name': 'Bravo'}]}",
+         "top level: member \"tenants\" is given twice"},
+        {"{'tenants': [{'slug': 'acme', 'name': 'Acme', 'name': 'Acme Laundry'}]}", "tenants[0]"},
+        {"{'tenants': [{'slug': 'acme', 'name': 'Acme', 'connections': [{'connector': "
+         "'hubspot', 'account': '33', 'access_token': '" ACCESS_TOKEN "', "
+         "'access_token': null}]}]}",
+         "tenants[0].connections[0]"},
+    };
+    for (size_t i = 0; i < HF_ARRAY_LEN(cases); i++) {
+        char *json = json_of(cases[i].json);
+        apply_fails(db, json, keys, cases[i].want);
+        free(json);
+    }
+    char *wf = workflow("Pickup confirmation", "send_message", "Pickup request");
+    /* ... 'enabled': true, 'definition': {...}, 'enabled': false} */
+    char *twice = xasprintf("%.*s, 'enabled': false}", (int)strlen(wf) - 1, wf);
+    char *t = tenant("acme", "Acme", "", twice);
+    char *doc = document(t, NULL);
+    apply_fails(db, doc, keys, "tenants[0].workflows[0]");
+    free(doc);
+    free(t);
+    free(twice);
+    free(wf);
+    PQfinish(db);
+}
+
+/* True if s holds a control character (one that can move the cursor or recolour a terminal). */
+static bool has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* "One clear line on error" (docs/apply.md): no control character from the file (a vertical
+ * tab, a terminal escape) reaches the error line. */
+static void error_lines_hold_no_control_characters(void **state)
+{
+    (void)state;
+    PGconn *db = fresh("unit_apply_ctrl");
+    char *twice = json_of("{'tenants': [{'slug': 'acme', 'name': 'Acme', 'connections': ["
+                          "{'connector': 'hubspot', 'account': '7\\u000b\\u001b[31mfake'},"
+                          "{'connector': 'hubspot', 'account': '7\\u000b\\u001b[31mfake'}]}]}");
+    char err[1024] = "";
+    assert_int_equal(apply(db, twice, keys, false, NULL, err, sizeof err), -1);
+    assert_true(strncmp(err, "tenants[0].connections[", 23) == 0);
+    if (has_control(err))
+        fprintf(stderr, "err holds control characters: %s\n", err);
+    assert_false(has_control(err));
+
+    /* The same account already held by another tenant (written directly). */
+    pgf_exec(db, "INSERT INTO tenants (slug, name) VALUES ('acme', 'Acme')");
+    pgf_exec(db, "INSERT INTO connections (tenant_id, connector, account, status) SELECT id, "
+                 "'hubspot', E'7\\x0b\\x1b[31mfake', 'active' FROM tenants WHERE slug = 'acme'");
+    char *bravo = json_of("{'tenants': [{'slug': 'bravo', 'name': 'Bravo', 'connections': "
+                          "[{'connector': 'hubspot', 'account': '7\\u000b\\u001b[31mfake'}]}]}");
+    assert_int_equal(apply(db, bravo, keys, false, NULL, err, sizeof err), -1);
+    assert_true(strncmp(err, "tenants[0].connections[0]", 25) == 0);
+    if (has_control(err))
+        fprintf(stderr, "err holds control characters: %s\n", err);
+    assert_false(has_control(err));
+    free(bravo);
+    free(twice);
+    PQfinish(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +775,9 @@ int main(void)
         cmocka_unit_test(token_files_resolve_against_base_dir),
         cmocka_unit_test(open_transaction_is_refused),
         cmocka_unit_test(connection_audit_rows_name_the_connection),
+        cmocka_unit_test(expires_at_must_be_rfc3339),
+        cmocka_unit_test(duplicate_members_are_refused),
+        cmocka_unit_test(error_lines_hold_no_control_characters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
