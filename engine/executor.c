@@ -437,6 +437,12 @@ static char *secret_text(const hf_secrets *s, const char *connector, const char 
     return hf_secrets_get(s, path, vals, lens) > 0 ? xstrndup(vals[0], lens[0]) : NULL;
 }
 
+/* token_refresh's failures the caller acts on: the refresh may work later (the platform or the
+ * database was unavailable), or the platform refused it (invalid_grant: reconnect). Other
+ * failures (no refresh token, no client credentials, the connection gone) are -1. */
+#define REFRESH_TRANSIENT (-2)
+#define REFRESH_REFUSED (-3)
+
 /* Refreshes the connection's tokens, once per connection at a time across every worker: the
  * row lock serialises refreshers, and a token_version other than seen_version (the version the
  * caller's refused call was built with) means another refresh, here or elsewhere, already
@@ -449,15 +455,16 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     char *client_id = NULL, *client_secret = NULL, *access = NULL, *refresh = NULL, *scope = NULL;
     connector_request req = {0};
     hf_buf body = {0};
-    int rc = -1;
+    int rc = REFRESH_TRANSIENT; /* until the database has answered */
     if (hf_pg_begin(ex->db, err, errlen) != HF_PG_OK)
-        return -1;
+        return REFRESH_TRANSIENT;
     const char *p1[] = {t->conn_id};
     if (hf_pg_exec(ex->db, "SELECT " TOKEN_COLUMNS " FROM connections WHERE id = $1 FOR UPDATE", 1,
-                   p1, &res, err, errlen) != HF_PG_OK ||
-        PQntuples(res) != 1) {
-        if (res && PQntuples(res) != 1)
-            hf_err(err, errlen, "the %s connection is gone", connector);
+                   p1, &res, err, errlen) != HF_PG_OK)
+        goto done;
+    rc = -1;
+    if (PQntuples(res) != 1) {
+        hf_err(err, errlen, "the %s connection is gone", connector);
         goto done;
     }
     long long version = 0;
@@ -485,10 +492,23 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     char herr[256] = "";
     long status = connector_perform(&req, 15000, &body, herr, sizeof herr);
     if (status < 200 || status > 299) {
-        hf_err(err, errlen, "token refresh at %s failed: %s", connector,
-               status ? "the platform refused it" : herr);
+        bool later = status == 0 || status == 408 || status == 429 || status >= 500;
+        if (!later) { /* the platform's own reason: invalid_grant, invalid_client, ... */
+            char *a = NULL, *r2 = NULL, *sc = NULL;
+            int64_t e = 0;
+            if (engine_oauth_parse_token(body.data ? body.data : "", body.len, &a, &r2, &e, &sc,
+                                         herr, sizeof herr) == 0)
+                snprintf(herr, sizeof herr, "a token with HTTP %ld", status);
+            free(a);
+            free(r2);
+            free(sc);
+        }
+        if (status && later)
+            snprintf(herr, sizeof herr, "the token endpoint answered HTTP %ld", status);
+        hf_err(err, errlen, "token refresh at %s failed: %s", connector, herr);
         if (status)
             hf_log_kv(HF_LOG_WARN, "token.refresh_refused", "connector", connector, NULL);
+        rc = later ? REFRESH_TRANSIENT : REFRESH_REFUSED;
         goto done;
     }
     int64_t expires_in = 3600;
@@ -517,8 +537,10 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     free(rseal);
     free(ahex);
     free(rhex);
-    if (urc != HF_PG_OK || hf_pg_commit(ex->db, err, errlen) != HF_PG_OK)
+    if (urc != HF_PG_OK || hf_pg_commit(ex->db, err, errlen) != HF_PG_OK) {
+        rc = REFRESH_TRANSIENT;
         goto done;
+    }
     free(t->access);
     t->access = access;
     access = NULL;
@@ -830,18 +852,37 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         r->cursor++;
         advance(r);
         break;
-    case OUT_AUTH:
-        queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
+    case OUT_AUTH: {
+        int frc = -1;
+        char rerr[256] = "";
         if (!r->auth_retried) {
             r->auth_retried = true;
-            token_entry *t = token_get(ex, r->tenant_id, n->connector, err, sizeof err);
-            if (t && token_refresh(ex, t, n->connector, r->token_version, err, sizeof err) == 0) {
-                prepare_call(r, idx);
-                break;
-            }
+            token_entry *t = token_get(ex, r->tenant_id, n->connector, rerr, sizeof rerr);
+            frc = t ? token_refresh(ex, t, n->connector, r->token_version, rerr, sizeof rerr) : -1;
         }
-        finish(r, "failed", "the platform rejected the connection's credentials", 0);
-        break;
+        if (frc == 0) {
+            queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
+            prepare_call(r, idx);
+            break;
+        }
+        if (frc != REFRESH_TRANSIENT) {
+            queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
+            char msg[640];
+            snprintf(msg, sizeof msg, "the platform rejected the connection's credentials%s%s",
+                     frc == REFRESH_REFUSED ? " and refused to renew them (reconnect it): " : "",
+                     frc == REFRESH_REFUSED ? rerr : "");
+            finish(r, "failed", msg, 0);
+            break;
+        }
+        /* The refresh could not be made now (the platform's token endpoint or the database is
+         * unavailable): not a verdict on the credentials. The attempt is retried like any
+         * transient failure, and its retry may refresh again. */
+        r->auth_retried = false;
+        char why[sizeof err];
+        snprintf(why, sizeof why, "%.250s; %.250s", err, rerr);
+        snprintf(err, sizeof err, "%s", why);
+    }
+        /* fall through */
     case OUT_RETRY: {
         queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
         char labels[64];

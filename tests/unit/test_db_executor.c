@@ -158,7 +158,11 @@ static void fake_handle(struct evhttp_request *req, void *arg)
         int status = fake.token_status;
         pthread_mutex_unlock(&fake.lock);
         fake_request_free(&r);
-        if (status && status != 200) {
+        if (status == 400) {
+            static const char refused[] = "{\"error\": \"invalid_grant\", \"error_description\": "
+                                          "\"refresh token revoked\"}";
+            hf_http_reply_json(req, status, refused, strlen(refused));
+        } else if (status && status != 200) {
             static const char down[] = "{\"error\": \"temporarily_unavailable\"}";
             hf_http_reply_json(req, status, down, strlen(down));
         } else {
@@ -1263,6 +1267,72 @@ static void a_401_on_a_second_connection_is_refreshed_too(void **state)
     free(wf);
 }
 
+static void set_token_status(int status)
+{
+    pthread_mutex_lock(&fake.lock);
+    fake.token_status = status;
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* A 401 whose refresh cannot be made now (the identity endpoint answers 503) says nothing about
+ * the credentials: the attempt is retried like any transient failure, and the run succeeds once
+ * the platform answers again (here the retry refreshes and the new token is taken). */
+static void a_401_with_the_token_endpoint_down_is_retried(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_refresh_down");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *run = add_run(f, wf);
+    set_token_status(503);
+    fake_answer unauthorized = {
+        .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"};
+    fake_script(unauthorized);
+    fake_script(unauthorized);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "waiting", "SELECT status FROM runs WHERE id = '%s'", run);
+    set_token_status(0);
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    expect_sql(f->db, "1 failed 401;2 failed 401;3 succeeded 200;",
+               "SELECT string_agg(attempt || ' ' || status || ' ' || http_status || ';', '' "
+               "ORDER BY id) FROM node_attempts WHERE run_id = '%s'",
+               run);
+    expect_sql(f->db, "t",
+               "SELECT error LIKE '%%token refresh at xero failed: the token endpoint answered "
+               "HTTP 503' FROM node_attempts WHERE run_id = '%s' AND attempt = 1",
+               run);
+    assert_int_equal(fake_token_count(), 2);
+    expect_sql(f->db, "1", "SELECT token_version FROM connections");
+    free(run);
+    free(wf);
+}
+
+/* A refresh the platform refuses (invalid_grant: the refresh token was revoked) fails the run at
+ * once, saying why and that the connection must be reconnected. */
+static void a_401_with_a_refused_refresh_fails_the_run(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_refresh_refused");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *run = add_run(f, wf);
+    set_token_status(400);
+    fake_answer_always((fake_answer){
+        .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"});
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "failed", "SELECT status FROM runs WHERE id = '%s'", run);
+    expect_sql(f->db, "t",
+               "SELECT error LIKE 'the platform rejected the connection''s credentials and "
+               "refused to renew them (reconnect it): token refresh at xero failed: "
+               "%%invalid_grant%%' FROM runs WHERE id = '%s'",
+               run);
+    assert_int_equal(fake_count(), 1);
+    assert_int_equal(fake_token_count(), 1);
+    free(run);
+    free(wf);
+}
+
 /* A 401 for a call made with a token already replaced takes the new one: one refresh, not two. */
 static void concurrent_401s_refresh_the_connection_once(void **state)
 {
@@ -1406,6 +1476,8 @@ int main(void)
         TEST(a_handed_over_run_runs_without_a_claim),
         TEST(long_node_ids_get_distinct_idempotency_keys),
         TEST(a_401_on_a_second_connection_is_refreshed_too),
+        TEST(a_401_with_the_token_endpoint_down_is_retried),
+        TEST(a_401_with_a_refused_refresh_fails_the_run),
         TEST(concurrent_401s_refresh_the_connection_once),
         TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
     };
