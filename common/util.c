@@ -445,6 +445,26 @@ static bool parse_rfc3339(const char *s, int64_t *secs_out, int *us_out, bool *b
     return true;
 }
 
+bool hf_rfc3339_has_offset(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > 19 && (s[n - 1] == 'Z' || s[n - 1] == 'z'))
+        return true;
+    if (n < 19 + 6)
+        return false;
+    const char *o = s + n - 6;
+    return (o[0] == '+' || o[0] == '-') && o[1] >= '0' && o[1] <= '9' && o[2] >= '0' &&
+           o[2] <= '9' && o[3] == ':' && o[4] >= '0' && o[4] <= '9' && o[5] >= '0' && o[5] <= '9';
+}
+
+size_t hf_utf8_length(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
 bool hf_parse_rfc3339(const char *s, int64_t *ms)
 {
     int64_t secs;

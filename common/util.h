@@ -83,6 +83,14 @@ bool hf_parse_rfc3339(const char *s, int64_t *ms);
  * "from" and "to" filters keep exactly the rows at or after / before it. */
 bool hf_parse_rfc3339_us(const char *s, int64_t *us);
 
+/* Whether s, already accepted by hf_parse_rfc3339(_us), carries its offset the way RFC 3339
+ * requires it (Z or +hh:mm / -hh:mm): those parsers also take a time without one, as UTC, and
+ * +hh or +hhmm, for the platforms' payloads; what people type into hookflow must be exact. */
+bool hf_rfc3339_has_offset(const char *s);
+
+/* Characters (code points) of the valid UTF-8 string s. */
+size_t hf_utf8_length(const char *s);
+
 /* Length of the well-formed UTF-8 sequence at s (at most n bytes); 0 when there is none there
  * (a stray byte, overlong form, surrogate or code point above U+10FFFF). */
 size_t hf_utf8_char_len(const char *s, size_t n);

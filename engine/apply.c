@@ -230,14 +230,6 @@ static const char *json_type_name(hf_json v)
     return "a boolean";
 }
 
-/* Whether an RFC 3339 time (already parsed) ends with its offset: Z or +/-hh:mm after the
- * seconds (hf_parse_rfc3339_us also takes a time without one, as UTC). */
-static bool has_offset(const char *s)
-{
-    size_t n = strlen(s);
-    return n > 19 && (s[n - 1] == 'Z' || s[n - 1] == 'z' || strpbrk(s + 19, "+-") != NULL);
-}
-
 /* Fails unless v is an object whose members are all in allowed (NULL-terminated), each once (a
  * second one would be ignored: the first is what is read). */
 static int check_object(apply_ctx *c, hf_json v, const char *path, const char *const *allowed)
@@ -713,7 +705,8 @@ static int parse_connection(apply_ctx *c, hf_json v, const char *path, void *lis
      * without offset (read in the server's zone), and 'now' would change on every apply. */
     int64_t us;
     if (rc == 0 && k->expires_at.state == FIELD_SET &&
-        !(hf_parse_rfc3339_us(k->expires_at.value, &us) && has_offset(k->expires_at.value))) {
+        !(hf_parse_rfc3339_us(k->expires_at.value, &us) &&
+          hf_rfc3339_has_offset(k->expires_at.value))) {
         char q[QUOTE_MAX + 16];
         p = path_key(path, "expires_at");
         rc = fail(c, p, "must be an RFC 3339 time with an offset (2026-12-01T10:00:00Z), not %s",

@@ -753,8 +753,8 @@ static wf_def *build_def(hf_json doc, build *b)
     check_members(b, doc, "", top, NULL, NULL);
     check_no_repeats(b, hf_json_get(doc, "ui"), "ui");
     d->name = get_string(b, doc, "name", "", true);
-    if (d->name && (!d->name[0] || strlen(d->name) > WF_MAX_NAME)) {
-        schema(b, "name", "must be 1..%d bytes", WF_MAX_NAME);
+    if (d->name && (!d->name[0] || hf_utf8_length(d->name) > WF_MAX_NAME)) {
+        schema(b, "name", "must be 1..%d characters", WF_MAX_NAME);
     } else if (d->name) {
         /* The name becomes the workflow's when none is given beside it (API, apply): the same
          * rule as for that one. */

@@ -142,14 +142,14 @@ void api_runs_list(api_ctx *c)
     }
     int64_t us_from = 0, us_to = 0;
     if (from) {
-        if (!hf_parse_rfc3339_us(from, &us_from)) {
+        if (!hf_parse_rfc3339_us(from, &us_from) || !hf_rfc3339_has_offset(from)) {
             reply_bad_param(c, "from", from, "is not an RFC 3339 date-time");
             goto done;
         }
         snprintf(from_us, sizeof from_us, "%lld", (long long)us_from);
     }
     if (to) {
-        if (!hf_parse_rfc3339_us(to, &us_to)) {
+        if (!hf_parse_rfc3339_us(to, &us_to) || !hf_rfc3339_has_offset(to)) {
             reply_bad_param(c, "to", to, "is not an RFC 3339 date-time");
             goto done;
         }
@@ -308,7 +308,7 @@ void api_runs_retry(api_ctx *c)
         return;
     const char *from = "failed_node";
     hf_json fv = hf_json_get(body, "from");
-    if (fv && !YAJL_IS_NULL(fv)) {
+    if (fv) { /* null too: like every other member, it is a value or left out */
         const char *s = hf_json_str(fv);
         if (!s || (strcmp(s, "start") != 0 && strcmp(s, "failed_node") != 0)) {
             api_reply_error(c, 400, "invalid_field",

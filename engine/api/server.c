@@ -293,18 +293,30 @@ char *api_query_param(const api_ctx *c, const char *name)
 {
     if (!c->query || !*c->query)
         return NULL;
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    char *out = NULL;
-    if (evhttp_parse_query_str(c->query, &q) == 0) {
-        for (struct evkeyval *kv = q.tqh_first; kv; kv = kv->next.tqe_next)
-            if (strcmp(kv->key, name) == 0) {
-                out = xstrdup(kv->value);
-                break;
-            }
+    /* Pair by pair, so that a member without '=' ("&verbose") is just a key with an empty
+     * value: evhttp_parse_query_str refuses the whole query then, which dropped every filter. */
+    size_t nlen = strlen(name);
+    for (const char *p = c->query; *p;) {
+        size_t len = strcspn(p, "&");
+        const char *eq = memchr(p, '=', len);
+        size_t klen = eq ? (size_t)(eq - p) : len;
+        char *raw = xstrndup(p, klen);
+        char *key = evhttp_uridecode(raw, 1, NULL);
+        free(raw);
+        bool match = key && strlen(key) == nlen && memcmp(key, name, nlen) == 0;
+        free(key);
+        if (match) {
+            const char *v = eq ? eq + 1 : p + len;
+            raw = xstrndup(v, (size_t)(p + len - v));
+            char *value = evhttp_uridecode(raw, 1, NULL);
+            free(raw);
+            return value;
+        }
+        p += len;
+        if (*p == '&')
+            p++;
     }
-    evhttp_clear_headers(&q);
-    return out;
+    return NULL;
 }
 
 /* At most 100 bytes of s, cut on a UTF-8 boundary, with "..." when cut. */

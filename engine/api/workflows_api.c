@@ -174,10 +174,10 @@ static bool body_name(api_ctx *c, hf_json body, const char **out)
     if (!v)
         return true;
     const char *s = hf_json_str(v);
-    const char *why = !s                        ? "must be a string"
-                      : !*s                     ? "must not be empty"
-                      : strlen(s) > WF_MAX_NAME ? "must be at most 200 bytes"
-                                                : NULL;
+    const char *why = !s                                ? "must be a string"
+                      : !*s                             ? "must not be empty"
+                      : hf_utf8_length(s) > WF_MAX_NAME ? "must be at most 200 characters"
+                                                        : NULL;
     for (const char *p = s; !why && *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             why = "must not contain control characters";

@@ -914,7 +914,7 @@ static void bad_bodies_are_refused(void **state)
     hf_buf_puts(&big, "\"}");
     assert_int_equal(big.len, MAX_BODY);
     call(&r, "POST", "/api/workflows", t.admin, big.data, NULL);
-    expect_error(&r, 400, "invalid_field", "name must be at most 200 bytes");
+    expect_error(&r, 400, "invalid_field", "name must be at most 200 characters");
     reply_free(&r);
     hf_buf_free(&big);
 
@@ -2731,6 +2731,100 @@ static void simulate_fails_params_the_connector_refuses(void **state)
     free(wf);
 }
 
+/* ---- review 2: the contract (schemas/openapi.yaml) against the server ------------------------ */
+
+/* A query member without '=' ("&verbose") is a key with an empty value: the other members still
+ * count (the status filter, limit's bounds), they were all dropped. */
+static void query_with_bare_key_keeps_its_filters(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugquery", "production");
+    char *wf = workflow_insert(t.id, "Q", DEF_DELAY("Q", 1), NULL, false);
+    char *failed = run_insert(t.id, wf, "hubspot:q1", "failed", "2024-02-03T00:00:00Z");
+    char *ok = run_insert(t.id, wf, "hubspot:q2", "succeeded", "2024-02-04T00:00:00Z");
+    char url[256];
+    snprintf(url, sizeof url, "/api/workflows/%s/runs?status=failed&verbose", wf);
+    reply r;
+    call(&r, "GET", url, t.admin, NULL, NULL);
+    if (r.status == 200) {
+        hf_json runs = hf_json_get(r.json, "runs");
+        for (size_t i = 0; i < hf_json_len(runs); i++)
+            if (strcmp(jstr(hf_json_at(runs, i), "status"), "failed") != 0)
+                fail_msg("status=failed&verbose listed a %s run: %s",
+                         jstr(hf_json_at(runs, i), "status"), r.body.data);
+    } else {
+        expect_error_as(&r, 400, "invalid_parameter", "", false);
+    }
+    reply_free(&r);
+    call(&r, "GET", "/api/workflows?limit=0&x", t.admin, NULL, NULL);
+    expect_error_as(&r, 400, "invalid_parameter", "limit", false);
+    reply_free(&r);
+    free(wf);
+    free(failed);
+    free(ok);
+}
+
+/* name: maxLength 200 in openapi.yaml, which JSON Schema counts in characters: 150 'é' (300
+ * bytes) is a valid name (longer ones are refused: bad_bodies_are_refused). */
+static void name_length_counts_characters(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugname", "production");
+    hf_buf name = {0}, body = {0};
+    for (int i = 0; i < 150; i++)
+        hf_buf_puts(&name, "\xc3\xa9");
+    hf_buf_puts(&body, "{\"name\":\"");
+    hf_buf_puts(&body, name.data);
+    hf_buf_puts(&body, "\",\"definition\":" DEF_DELAY("Short", 1) "}");
+    reply r;
+    call(&r, "POST", "/api/workflows", t.admin, body.data, NULL);
+    expect_status(&r, 201);
+    assert_jstr(r.json, "name", name.data);
+    reply_free(&r);
+    hf_buf_free(&name);
+    hf_buf_free(&body);
+}
+
+/* from/to are RFC 3339 date-times, whose offset is required: a time without one, or with
+ * '+01', is 400 instead of being read as UTC. */
+static void runs_from_without_offset_is_400(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugoffset", "production");
+    char *wf = workflow_insert(t.id, "O", DEF_DELAY("O", 1), NULL, false);
+    char url[256];
+    snprintf(url, sizeof url, "/api/workflows/%s/runs?from=2024-02-03T00:00:00", wf);
+    reply r;
+    call(&r, "GET", url, t.admin, NULL, NULL);
+    expect_error(&r, 400, "invalid_parameter",
+                 "from: \"2024-02-03T00:00:00\" is not an RFC 3339 date-time");
+    reply_free(&r);
+    free(wf);
+}
+
+/* Retry's from is "start" or "failed_node", or left out: null is 400 like every other member's
+ * null, not the default. */
+static void retry_from_null_is_400(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "bugnull", "production");
+    char *wf = workflow_insert(t.id, "N", DEF_DELAY("N", 1), NULL, false);
+    char *run = run_insert(t.id, wf, "hubspot:n1", "failed", "2024-02-03T00:00:00Z");
+    char path[128];
+    snprintf(path, sizeof path, "/api/runs/%s/retry", run);
+    reply r;
+    call(&r, "POST", path, t.admin, "{\"from\":null}", NULL);
+    expect_error_as(&r, 400, "invalid_field", "from", false);
+    reply_free(&r);
+    assert_sql("failed|1", "SELECT status || '|' || generation FROM runs WHERE id = $1", run, NULL);
+    free(run);
+    free(wf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2763,6 +2857,10 @@ int main(void)
         cmocka_unit_test(serve_refuses_only_previous_jwt_key),
         cmocka_unit_test(disable_revokes_unfinished_oauth_state),
         cmocka_unit_test(simulate_fails_params_the_connector_refuses),
+        cmocka_unit_test(query_with_bare_key_keeps_its_filters),
+        cmocka_unit_test(name_length_counts_characters),
+        cmocka_unit_test(runs_from_without_offset_is_400),
+        cmocka_unit_test(retry_from_null_is_400),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -403,7 +403,7 @@ static void test_structural_errors(void **state)
     expect_parse_error("{\"trigger\": {\"connector\": \"meta\", \"event\": \"message\"}, "
                        "\"nodes\": [{\"id\": \"a\", \"type\": \"delay\", \"delay_ms\": 1}]}",
                        "name: required");
-    expect_base_error("\"name\": \"t\"", "\"name\": \"\"", "name: must be 1..200 bytes");
+    expect_base_error("\"name\": \"t\"", "\"name\": \"\"", "name: must be 1..200 characters");
     expect_base_error("\"name\": \"t\"", "\"name\": 5", "name: must be a string");
     expect_base_error("\"name\": \"t\"", "\"name\": \"a\\u0001b\"",
                       "name: must not contain control characters");
