@@ -600,6 +600,31 @@ static void test_buf_reserve_overflow_aborts(void **state)
     }
 }
 
+/* What people type into hookflow carries its offset the RFC 3339 way: Z or +hh:mm / -hh:mm. */
+static void test_rfc3339_has_offset(void **state)
+{
+    (void)state;
+    static const char *const with[] = {"2024-02-03T00:00:00Z", "2024-02-03T00:00:00.5z",
+                                       "2024-02-03T00:00:00+01:00", "2024-02-03 00:00:00-05:30"};
+    static const char *const without[] = {"2024-02-03T00:00:00", "2024-02-03T00:00:00+01",
+                                          "2024-02-03T00:00:00+0100", "2024-02-03T00:00:00.123"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(with); i++)
+        if (!hf_rfc3339_has_offset(with[i]))
+            fail_msg("%s has its offset", with[i]);
+    for (size_t i = 0; i < HF_ARRAY_LEN(without); i++)
+        if (hf_rfc3339_has_offset(without[i]))
+            fail_msg("%s has no RFC 3339 offset", without[i]);
+}
+
+static void test_utf8_length_counts_code_points(void **state)
+{
+    (void)state;
+    assert_int_equal(hf_utf8_length(""), 0);
+    assert_int_equal(hf_utf8_length("abc"), 3);
+    assert_int_equal(hf_utf8_length("\xc3\xa9t\xc3\xa9"), 3);            /* été */
+    assert_int_equal(hf_utf8_length("\xe2\x82\xac\xf0\x9f\x98\x80"), 2); /* euro, emoji */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +658,8 @@ int main(void)
         cmocka_unit_test(test_parse_ll_rejects_garbage_and_overflow),
         cmocka_unit_test(test_parse_rfc3339_rejects_digits_after_colon_offset),
         cmocka_unit_test(test_buf_reserve_overflow_aborts),
+        cmocka_unit_test(test_rfc3339_has_offset),
+        cmocka_unit_test(test_utf8_length_counts_code_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
