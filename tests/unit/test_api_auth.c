@@ -374,6 +374,29 @@ static void base64url_strict(void **state)
     assert_int_equal(api_base64url_decode("QUJD", 4, out, 2), -1); /* too small */
 }
 
+/* Duplicate member names in the JOSE header or the claims are refused (RFC 7515 section 4 /
+ * RFC 7519 section 4 allow refusing or taking the last; hookflow read the first, so a header
+ * {"alg":"HS256",...,"alg":"none"} meant HS256 here and "none" elsewhere). */
+static void duplicate_member_names_refused_or_last_wins(void **state)
+{
+    (void)state;
+    assert_int_not_equal(verify_minted("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"alg\":\"none\"}",
+                                       "{\"sub\":\"alice@example.com\",\"tenant\":\"" TENANT
+                                       "\",\"branch\":\"main\",\"exp\":1800003600}",
+                                       KEY),
+                         API_JWT_OK);
+    char *token = mint(HS256,
+                       "{\"sub\":\"alice@example.com\",\"tenant\":\"" TENANT
+                       "\",\"branch\":\"main\",\"exp\":1800003600,\"sub\":\"admin\"}",
+                       KEY);
+    api_jwt_claims cl;
+    char err[160];
+    api_jwt_status st = verify_with(token, KEY, NULL, &cl, err, sizeof err);
+    free(token);
+    if (st == API_JWT_OK && strcmp(cl.sub, "admin") != 0)
+        fail_msg("payload with sub twice verified as sub \"%s\" (the first)", cl.sub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +411,7 @@ int main(void)
         cmocka_unit_test(errors_never_quote_the_token),
         cmocka_unit_test(bearer_header),
         cmocka_unit_test(base64url_strict),
+        cmocka_unit_test(duplicate_member_names_refused_or_last_wins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
