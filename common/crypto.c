@@ -323,6 +323,9 @@ unsigned char *hf_aead_open(const unsigned char key[32], const void *sealed, siz
     ok = ok && EVP_DecryptFinal_ex(ctx, out + len, &len) > 0;
     EVP_CIPHER_CTX_free(ctx);
     if (!ok) {
+        /* Decrypted before the tag was checked: a real token under the right key and another
+         * row's context. It must not outlive the refusal. */
+        explicit_bzero(out, clen + 1);
         free(out);
         return NULL;
     }

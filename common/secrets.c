@@ -30,9 +30,11 @@ void hf_secrets_set(hf_secrets *s, const char *path, const void *value, size_t l
 {
     for (size_t i = 0; i < s->n; i++) {
         if (strcmp(s->items[i].path, path) == 0) {
+            explicit_bzero(s->items[i].value, s->items[i].len);
             free(s->items[i].value);
             s->items[i].value = xstrndup(value, len);
             s->items[i].len = len;
+            hf_log_register_secret(value, len);
             return;
         }
     }
@@ -88,13 +90,16 @@ static int load_dir(hf_secrets *s, const char *root, const char *rel, int depth,
             if (!value) {
                 rc = -1;
             } else {
-                /* Files written by editors and `echo` end in a newline that is not the secret. */
-                if (len && value[len - 1] == '\n')
-                    len--;
-                if (len && value[len - 1] == '\r')
-                    len--;
-                hf_secrets_set(s, child_rel, value, len);
-                memset(value, 0, len);
+                /* Files written by editors and `echo` end in a newline ("\n" or "\r\n") that is
+                 * not the secret; a lone "\r" is the secret's own last byte. */
+                size_t keep = len;
+                if (keep && value[keep - 1] == '\n') {
+                    keep--;
+                    if (keep && value[keep - 1] == '\r')
+                        keep--;
+                }
+                hf_secrets_set(s, child_rel, value, keep);
+                explicit_bzero(value, len);
                 free(value);
             }
         }

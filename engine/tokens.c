@@ -50,19 +50,19 @@ int engine_token_key_parse(const char *text, size_t len, const char *name,
         unsigned char buf[ENGINE_TOKEN_KEY_LEN + 2];
         long n = hf_base64_decode(text, len, buf, sizeof buf);
         if (n < 0) {
-            memset(buf, 0, sizeof buf);
+            explicit_bzero(buf, sizeof buf);
             return hf_err(err, errlen,
                           "%s has 44 characters but is not valid base64; expected 32 bytes as "
                           "base64 (e.g. `openssl rand -base64 32`) or as 64 hex digits",
                           name);
         }
         if (n != ENGINE_TOKEN_KEY_LEN) {
-            memset(buf, 0, sizeof buf);
+            explicit_bzero(buf, sizeof buf);
             return hf_err(err, errlen, "%s decodes to %ld bytes as base64; the key must be 32",
                           name, n);
         }
         memcpy(key, buf, ENGINE_TOKEN_KEY_LEN);
-        memset(buf, 0, sizeof buf);
+        explicit_bzero(buf, sizeof buf);
         return 0;
     }
     return hf_err(err, errlen,
@@ -120,13 +120,13 @@ engine_keyring *engine_keyring_load(const hf_secrets *s, char *err, size_t errle
     if (n == 2) {
         if (engine_token_key_parse(vals[1], lens[1], ENGINE_TOKEN_KEY_PREVIOUS_PATH, key, err,
                                    errlen) != 0) {
-            memset(key, 0, sizeof key);
+            explicit_bzero(key, sizeof key);
             engine_keyring_free(k);
             return NULL;
         }
         engine_keyring_set_previous(k, key);
     }
-    memset(key, 0, sizeof key);
+    explicit_bzero(key, sizeof key);
     return k;
 }
 
@@ -161,7 +161,7 @@ static char *open_with(const unsigned char key[ENGINE_TOKEN_KEY_LEN], const char
     unsigned char *plain = hf_aead_open(key, sealed, len, aad, aadlen, &plainlen);
     if (plain && memchr(plain, '\0', plainlen)) {
         /* Sealed tokens come from C strings; an embedded NUL would silently truncate one. */
-        memset(plain, 0, plainlen);
+        explicit_bzero(plain, plainlen);
         free(plain);
         return NULL;
     }

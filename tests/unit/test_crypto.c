@@ -13,6 +13,62 @@
 
 #include "crypto.h"
 
+/* Freed-memory inspection (AddressSanitizer builds only): while watched is set, every block
+ * handed to free() is searched for it just before it is released. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HF_TEST_FREE_HOOKS 1
+#endif
+#endif
+#if !defined(HF_TEST_FREE_HOOKS) && defined(__SANITIZE_ADDRESS__)
+#define HF_TEST_FREE_HOOKS 1
+#endif
+#ifdef HF_TEST_FREE_HOOKS
+#include <sanitizer/allocator_interface.h>
+
+static const void *volatile watched;
+static volatile size_t watched_len;
+static volatile int watched_freed;
+
+static void on_malloc(const volatile void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+}
+
+static void on_free(const volatile void *p)
+{
+    const void *w = watched;
+    if (!w || !p || !__sanitizer_get_ownership((const void *)p))
+        return;
+    size_t m = __sanitizer_get_allocated_size((const void *)p), n = watched_len;
+    for (size_t i = 0; n && i + n <= m; i++)
+        if (memcmp((const char *)p + i, w, n) == 0) {
+            watched_freed++;
+            return;
+        }
+}
+
+/* Starts counting frees of blocks that still hold the n bytes at w. */
+static void watch_frees(const void *w, size_t n)
+{
+    static int installed;
+    if (!installed)
+        installed = __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free) > 0;
+    assert_true(installed);
+    watched_freed = 0;
+    watched_len = n;
+    watched = w;
+}
+
+/* Stops watching; returns how many freed blocks held the watched bytes. */
+static int unwatch_frees(void)
+{
+    watched = NULL;
+    return watched_freed;
+}
+#endif
+
 /* Base64 of HMAC-SHA256(key, msg). */
 static void hmac256_b64(const char *key, const char *msg, char out[64])
 {
@@ -524,6 +580,29 @@ static void test_aead_rejects_tampering_wrong_aad_and_wrong_key(void **state)
     free(sealed);
 }
 
+/* Plaintext must not outlive a refused open: hf_aead_open decrypts before it checks the tag, so
+ * under the right key and another row's context its buffer holds the real token. The buffer is
+ * inspected as it is freed (ASan builds only; skipped otherwise). */
+static void test_aead_refused_open_wipes_the_decrypted_plaintext(void **state)
+{
+    (void)state;
+#ifdef HF_TEST_FREE_HOOKS
+    static const char plain[] = "1//0gF-refresh-token-of-another-connection";
+    size_t len = 0, n = 0;
+    unsigned char *sealed =
+        hf_aead_seal(aead_key, plain, strlen(plain), "conn:1:refresh", 14, &len);
+    watch_frees(plain, strlen(plain));
+    unsigned char *opened = hf_aead_open(aead_key, sealed, len, "conn:2:refresh", 14, &n);
+    int leaked = unwatch_frees();
+    assert_null(opened);
+    free(sealed);
+    if (leaked)
+        fail_msg("a refused open freed %d block(s) still holding the plaintext", leaked);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_aead_round_trip),
         cmocka_unit_test(test_aead_round_trip_without_aad_and_empty_plaintext),
         cmocka_unit_test(test_aead_rejects_tampering_wrong_aad_and_wrong_key),
+        cmocka_unit_test(test_aead_refused_open_wipes_the_decrypted_plaintext),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

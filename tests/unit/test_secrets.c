@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,61 @@ static void test_values_are_redacted_from_logs(void **state)
     close(fds[1]);
 }
 
+/* One trailing newline ("\n" or "\r\n") is stripped (secrets.h); a lone trailing "\r" is the
+ * secret's own last byte and stays. */
+static void test_lone_trailing_carriage_return_is_kept(void **state)
+{
+    (void)state;
+    char *dir = make_dir();
+    write_file(dir, "xero/webhook_key", "key-ending-in-cr\r");
+    write_file(dir, "meta/app_secret", "crlf-value\r\n");
+    char err[256];
+    hf_secrets *s = hf_secrets_load(dir, err, sizeof err);
+    assert_non_null(s);
+    const char *vals[2];
+    size_t lens[2];
+    assert_int_equal(hf_secrets_get(s, "meta/app_secret", vals, lens), 1);
+    assert_int_equal(lens[0], strlen("crlf-value"));
+    assert_int_equal(hf_secrets_get(s, "xero/webhook_key", vals, lens), 1);
+    size_t got = lens[0];
+    bool same =
+        got == strlen("key-ending-in-cr\r") && memcmp(vals[0], "key-ending-in-cr\r", got) == 0;
+    hf_secrets_free(s);
+    remove_dir(dir);
+    free(dir);
+    if (!same)
+        fail_msg("\"key-ending-in-cr\\r\" was loaded as %zu bytes, not 17", got);
+}
+
+/* Every value the store holds is registered with the logger for redaction (README "Secrets"),
+ * also one that replaces an earlier value of the same path. */
+static void test_replaced_value_is_redacted_too(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    hf_log_init("test", HF_LOG_INFO, HF_LOG_TEXT);
+    hf_log_set_fd(fds[1]);
+    hf_secrets *s = hf_secrets_new();
+    hf_secrets_set(s, "api/jwt_key", "first-jwt-key-value", 19);
+    hf_secrets_set(s, "api/jwt_key", "second-jwt-key-value", 20);
+    const char *vals[2];
+    size_t lens[2];
+    assert_int_equal(hf_secrets_get(s, "api/jwt_key", vals, lens), 1);
+    assert_memory_equal(vals[0], "second-jwt-key-value", 20);
+    hf_log_kv(HF_LOG_INFO, "oops", "value", "x second-jwt-key-value y", NULL);
+    char buf[512] = "";
+    ssize_t n = read(fds[0], buf, sizeof buf - 1);
+    hf_log_set_fd(2);
+    hf_log_forget_secrets();
+    hf_secrets_free(s);
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(n > 0);
+    if (strstr(buf, "second-jwt-key-value"))
+        fail_msg("the replaced secret was logged in clear: %s", buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +213,8 @@ int main(void)
         cmocka_unit_test(test_hidden_entries_are_skipped_and_empty_values_absent),
         cmocka_unit_test(test_missing_dir_is_an_empty_store),
         cmocka_unit_test(test_values_are_redacted_from_logs),
+        cmocka_unit_test(test_lone_trailing_carriage_return_is_kept),
+        cmocka_unit_test(test_replaced_value_is_redacted_too),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
