@@ -28,6 +28,7 @@ typedef struct node_state {
     char *output;     /* JSON text of a finished node's output */
     int branch;       /* condition result: 0/1; -1 otherwise */
     int attempts;     /* the last attempt number recorded */
+    int uncharged;    /* of those, calls cut off by a worker's stop: not counted as retries */
     int64_t until_ms; /* delay: wall-clock wake time */
 } node_state;
 
@@ -437,6 +438,9 @@ static char *secret_text(const hf_secrets *s, const char *connector, const char 
     return hf_secrets_get(s, path, vals, lens) > 0 ? xstrndup(vals[0], lens[0]) : NULL;
 }
 
+/* The error of an attempt a stopping worker cut off (recover() does not charge it as a retry). */
+#define STOP_CANCELLED "cancelled: the worker stopped"
+
 /* token_refresh's failures the caller acts on: the refresh may work later (the platform or the
  * database was unavailable), or the platform refused it (invalid_grant: reconnect). Other
  * failures (no refresh token, no client credentials, the connection gone) are -1. */
@@ -817,7 +821,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
          * with the other held runs (release_all) and the next worker repeats the call, with the
          * same idempotency key, as after a crash. */
         queue_update(ex, r, r->attempt_id, "failed", NULL,
-                     "cancelled: the worker stopped; the next worker repeats the call", 0,
+                     STOP_CANCELLED "; the next worker repeats the call", 0,
                      (int)resp->duration_ms);
         return;
     }
@@ -890,14 +894,15 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         hf_counter_add(hf_metrics_counter(ex->metrics, "hookflow_engine_node_retries_total",
                                           "Connector calls that will be retried", labels),
                        1);
-        if (s->attempts >= n->retry.max_attempts) {
+        int charged = s->attempts - s->uncharged; /* calls a stop cut off do not count */
+        if (charged >= n->retry.max_attempts) {
             char msg[640];
-            snprintf(msg, sizeof msg, "node %s: gave up after %d attempts: %s", n->id, s->attempts,
+            snprintf(msg, sizeof msg, "node %s: gave up after %d attempts: %s", n->id, charged,
                      err);
             finish(r, "failed", msg, 0);
             break;
         }
-        int64_t wait = backoff_ms(&n->retry, s->attempts);
+        int64_t wait = backoff_ms(&n->retry, charged);
         int64_t asked =
             resp->retry_after ? hf_http_retry_after_ms(resp->retry_after, hf_wall_ms()) : -1;
         if (asked > wait)
@@ -947,19 +952,24 @@ static int start_range(engine_executor *ex, size_t from, size_t to, bool *data_r
     }
     if (runs.n == 0)
         return HF_PG_OK;
-    const char *params[] = {hf_pg_array_text(&runs), hf_pg_array_text(&nodes),
+    const char *params[] = {hf_pg_array_text(&runs),     hf_pg_array_text(&nodes),
                             hf_pg_array_text(&attempts), hf_pg_array_text(&inputs),
-                            hf_pg_array_text(&keys)};
+                            hf_pg_array_text(&keys),     ex->worker_id};
     PGresult *res = NULL;
+    /* Only for runs this worker still leases: one whose lease ran out while a call was open
+     * (the worker could not renew it) may be another worker's now, and its next call is that
+     * worker's to make. */
     int rc = hf_pg_exec(ex->db,
                         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
                         "idempotency_key) "
                         "SELECT u.run_id, u.node_id, u.attempt, 'running', u.input::jsonb, u.key "
                         "FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[]) "
                         "  WITH ORDINALITY AS u(run_id, node_id, attempt, input, key, ord) "
+                        "WHERE EXISTS (SELECT 1 FROM runs l WHERE l.id = u.run_id "
+                        "  AND l.lease_owner = $6 AND l.status = 'running') "
                         "ORDER BY u.ord ON CONFLICT (run_id, node_id, attempt) DO NOTHING "
                         "RETURNING id, run_id, node_id",
-                        5, params, &res, err, errlen);
+                        6, params, &res, err, errlen);
     hf_pg_array_free(&runs);
     hf_pg_array_free(&nodes);
     hf_pg_array_free(&attempts);
@@ -997,12 +1007,21 @@ static int start_range(engine_executor *ex, size_t from, size_t to, bool *data_r
         }
     }
     PQclear(res);
-    /* A call whose attempt row already existed belongs to a run another worker took over after
-     * this one's lease ran out: let it go. */
+    /* A call not recorded belongs to a run another worker took over after this one's lease ran
+     * out (or whose attempt row it already wrote): let it go. If the lease is still this
+     * worker's after all, give it back, or renew() would keep a run nobody works on. */
     for (size_t i = from; i < to; i++) {
         run *r = ex->to_call.v[i];
         if (!r)
             continue;
+        const char *p2[] = {r->id, ex->worker_id};
+        char rerr[256];
+        if (hf_pg_exec(ex->db,
+                       "UPDATE runs SET status = 'waiting', next_run_at = now(), lease_owner = "
+                       "NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2 "
+                       "AND status = 'running'",
+                       2, p2, NULL, rerr, sizeof rerr) != HF_PG_OK)
+            hf_log_kv(HF_LOG_WARN, "executor.release_failed", "error", rerr, NULL);
         hf_log_kv(HF_LOG_WARN, "executor.run_lost", "run", r->id, "msg",
                   "another worker holds this run now", NULL);
         ex->to_call.v[i] = NULL;
@@ -1078,6 +1097,8 @@ static bool recover(run *r, const char *attempts_json, const char *context_json)
         node_state *s = &r->nodes[idx];
         if (attempt > s->attempts)
             s->attempts = (int)attempt;
+        if (YAJL_IS_TRUE(hf_json_get(a, "stop_cancelled")))
+            s->uncharged++;
         if (strcmp(status, "succeeded") == 0) {
             s->st = NS_DONE;
             free(s->output);
@@ -1150,11 +1171,11 @@ static void adopt_run(engine_executor *ex, const char *id, const char *tenant_id
     char derr[512];
     r->def = engine_defs_get(ex->defs, ex->db, r->workflow_id, r->version, NULL, derr, sizeof derr);
     if (!r->def) {
-        /* Nothing to walk: fail it with the reason. */
+        /* Nothing to walk: fail it with the reason, keeping the outputs recorded so far (a
+         * NULL context keeps the stored one). */
         run_update u = {0};
         snprintf(u.run_id, sizeof u.run_id, "%s", r->id);
         u.status = xstrdup("failed");
-        u.context = xstrdup("{}");
         u.error = xstrdup(derr);
         VEC_PUSH(ex->run_updates, u);
         r->finished = true;
@@ -1228,7 +1249,9 @@ static void claim(engine_executor *ex)
         /* A run claimed for the first time has no attempts yet: skip the lookup. */
         "  CASE WHEN r.attempt = 1 THEN '[]' ELSE"
         "  (SELECT coalesce(json_agg(json_build_object('id', a.id, 'node', a.node_id,"
-        "     'attempt', a.attempt, 'status', a.status, 'output', a.output) ORDER BY a.id),"
+        "     'attempt', a.attempt, 'status', a.status, 'output', a.output, 'stop_cancelled', "
+        "     a.status = 'failed' AND starts_with(coalesce(a.error, ''), '" STOP_CANCELLED "')) "
+        "     ORDER BY a.id),"
         "     '[]') FROM node_attempts a WHERE a.run_id = r.id)::text END",
         3, params, &res, err, sizeof err);
     if (rc != HF_PG_OK) {

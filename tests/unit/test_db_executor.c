@@ -1391,6 +1391,112 @@ static void failed_refresh_ahead_of_expiry_is_not_retried_on_every_call(void **s
     free(wf);
 }
 
+/* A call a stopping worker cut off goes back with its run "without counting as a retry"
+ * (README): with max_attempts 2, the next worker still has two real calls, not one. */
+static void a_stop_cancelled_attempt_does_not_use_up_max_attempts(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_stop_budget");
+    add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
+    char *wf = add_workflow(
+        f, WORKFLOW("{\"id\": \"contact\", \"type\": \"action\", \"connector\": \"xero\", "
+                    "\"action\": \"create_contact\", \"params\": {\"name\": "
+                    "\"{{event.payload.name}}\"}" RETRY(2, 20, 50) "}",
+                    ""));
+    char *run = add_run(f, wf);
+    fake_answer slow = xero_created;
+    slow.delay_ms = 2000;
+    fake_script(slow); /* cancelled by the stop */
+    fake_script((fake_answer){.status = 503, .body = "{\"Message\": \"Service unavailable\"}"});
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+    fake_wait_requests(1);
+    wait_value(f->db, "running", "SELECT status FROM node_attempts WHERE run_id = '%s'", run);
+
+    fx_stop(f, 0, 100);
+    expect_sql(f->db, "waiting", "SELECT status FROM runs WHERE id = '%s'", run);
+    fx_start(f, 1, "worker-b");
+    wait_value(f->db, "t", "SELECT status IN ('succeeded', 'failed') FROM runs WHERE id = '%s'",
+               run);
+    /* Two attempts that count (a 503, then a success) besides the cancelled one. */
+    expect_sql(f->db, "succeeded|-",
+               "SELECT status || '|' || coalesce(error, '-') FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_count(), 3);
+    free(run);
+    free(wf);
+}
+
+/* A run whose lease ran out while a call was open (its worker could not renew it) is another
+ * worker's: the first worker makes no further call for it, and the run finishes once, on the
+ * worker that took it over (guarantee 3). */
+static void a_run_taken_over_mid_call_is_finished_once(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_takeover_race");
+    f->cfg.concurrency = 1; /* worker-a, holding the run, cannot claim it back itself */
+    add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
+    add_connection(f, "twilio", TWILIO_ACCOUNT, TWILIO_TOKEN, "active");
+    char *wf = add_workflow(
+        f, WORKFLOW(CONTACT_NODE ", " SMS_NODE(""), "{\"from\": \"contact\", \"to\": \"sms\"}"));
+    char *run = add_run(f, wf);
+    fake_answer a_contact = xero_created;
+    a_contact.delay_ms = 2000; /* worker-a's call, answered after its lease ran out */
+    fake_answer b_contact = xero_created;
+    b_contact.delay_ms = 3000; /* worker-b repeats it with the same key after the takeover */
+    fake_script(a_contact);
+    fake_script(b_contact);
+    fake_answer_always(twilio_created);
+    fx_start(f, 0, "worker-a");
+    fake_wait_requests(1);
+    wait_value(f->db, "running", "SELECT status FROM node_attempts WHERE run_id = '%s'", run);
+    /* worker-a's lease runs out (its renewals stalled, say); worker-b takes the run over. */
+    pgf_exec(f->db, "UPDATE runs SET lease_expires_at = now() - interval '1 second'");
+    fx_start(f, 1, "worker-b");
+    fake_wait_requests(2);
+    wait_value(f->db, "worker-b", "SELECT lease_owner FROM runs WHERE id = '%s'", run);
+
+    /* Both calls answered and the SMS sent: the run must end, under whichever worker. */
+    wait_value(f->db, "2",
+               "SELECT count(*) FROM node_attempts WHERE run_id = '%s' "
+               "AND node_id = 'contact' AND status = 'succeeded'",
+               run);
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_count(), 3); /* one SMS */
+    free(run);
+    free(wf);
+}
+
+/* A run failed because its definition cannot be loaded keeps the outputs recorded so far (the
+ * context is "node outputs so far", openapi.yaml). */
+static void a_run_whose_definition_cannot_be_loaded_keeps_its_context(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_bad_def_context");
+    char *wf = add_workflow(
+        f, WORKFLOW("{\"id\": \"shape\", \"type\": \"transform\", \"output\": {\"who\": "
+                    "\"{{event.payload.name}}\"}}, {\"id\": \"wait\", \"type\": \"delay\", "
+                    "\"delay_ms\": 1000}",
+                    "{\"from\": \"shape\", \"to\": \"wait\"}"));
+    char *run = add_run(f, wf);
+    fx_start(f, 0, "worker-a");
+    wait_value(f->db, "waiting", "SELECT status FROM runs WHERE id = '%s'", run);
+    expect_sql(f->db, "Ann",
+               "SELECT context #>> '{nodes,shape,output,who}' FROM runs "
+               "WHERE id = '%s'",
+               run);
+    fx_stop(f, 0, 1000);
+    /* The next worker meets a node type it does not know (an upgrade in progress). */
+    pgf_exec(f->db, "UPDATE workflow_versions SET definition = "
+                    "jsonb_set(definition, '{nodes,1,type}', '\"loop\"')");
+    engine_defs_free(f->defs);
+    f->defs = engine_defs_new();
+    fx_start(f, 1, "worker-b");
+    wait_value(f->db, "failed", "SELECT status FROM runs WHERE id = '%s'", run);
+    expect_sql(f->db, "Ann",
+               "SELECT coalesce(context #>> '{nodes,shape,output,who}', '(erased)') FROM runs "
+               "WHERE id = '%s'",
+               run);
+    free(run);
+    free(wf);
+}
+
 /* ---- the group ---------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -1480,6 +1586,9 @@ int main(void)
         TEST(a_401_with_a_refused_refresh_fails_the_run),
         TEST(concurrent_401s_refresh_the_connection_once),
         TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
+        TEST(a_stop_cancelled_attempt_does_not_use_up_max_attempts),
+        TEST(a_run_taken_over_mid_call_is_finished_once),
+        TEST(a_run_whose_definition_cannot_be_loaded_keeps_its_context),
     };
 #undef TEST
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
