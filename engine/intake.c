@@ -265,6 +265,79 @@ static bool nonempty_string(hf_json v)
 }
 
 /* Parses and checks one envelope; on failure sets dead_reason and leaves env NULL. */
+/* Whether env is an envelope as schemas/envelope.schema.json describes it (what ingest
+ * produces): exactly its members, each once (a member given twice would be read here as its first
+ * value and stored by PostgreSQL's jsonb as its last), of their types. */
+static bool envelope_valid(hf_json env, char *why, size_t whylen)
+{
+    static const char *const members[] = {"id",         "provider", "event",       "native_type",
+                                          "account",    "resource", "occurred_at", "received_at",
+                                          "request_id", "payload"};
+    static const char *const providers[] = {"xero",    "quickbooks", "hubspot",
+                                            "klaviyo", "twilio",     "meta"};
+    if (!hf_json_is_object(env)) {
+        snprintf(why, whylen, "envelope is not a JSON object");
+        return false;
+    }
+    for (size_t i = 0; i < hf_json_len(env); i++) {
+        const char *key, *earlier;
+        (void)hf_json_member(env, i, &key);
+        bool known = false;
+        for (size_t k = 0; k < HF_ARRAY_LEN(members) && !known; k++)
+            known = strcmp(key, members[k]) == 0;
+        for (size_t j = 0; known && j < i; j++) {
+            (void)hf_json_member(env, j, &earlier);
+            if (strcmp(key, earlier) == 0) {
+                snprintf(why, whylen, "envelope field \"%.40s\" is given twice", key);
+                return false;
+            }
+        }
+        if (!known) {
+            snprintf(why, whylen, "envelope has an unknown field \"%.40s\"", key);
+            return false;
+        }
+    }
+    static const char *const strings[] = {"id",          "provider", "event",
+                                          "native_type", "account",  "request_id"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(strings); i++) {
+        if (!nonempty_string(hf_json_get(env, strings[i]))) {
+            snprintf(why, whylen, "envelope field \"%s\" is missing or not a string", strings[i]);
+            return false;
+        }
+    }
+    static const char *const times[] = {"occurred_at", "received_at"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(times); i++) {
+        int64_t us;
+        if (!hf_parse_rfc3339_us(hf_json_str(hf_json_get(env, times[i])), &us)) {
+            snprintf(why, whylen, "envelope field \"%s\" is not an RFC 3339 time", times[i]);
+            return false;
+        }
+    }
+    hf_json resource = hf_json_get(env, "resource");
+    if (!resource || !(YAJL_IS_STRING(resource) || YAJL_IS_NULL(resource))) {
+        snprintf(why, whylen, "envelope field \"resource\" is missing or not a string or null");
+        return false;
+    }
+    if (!hf_json_is_object(hf_json_get(env, "payload"))) {
+        snprintf(why, whylen, "envelope payload is not an object");
+        return false;
+    }
+    const char *provider = hf_json_str(hf_json_get(env, "provider"));
+    const char *id = hf_json_str(hf_json_get(env, "id"));
+    bool provider_ok = false, id_ok = false;
+    for (size_t i = 0; i < HF_ARRAY_LEN(providers); i++) {
+        size_t n = strlen(providers[i]);
+        provider_ok = provider_ok || strcmp(provider, providers[i]) == 0;
+        id_ok = id_ok || (strncmp(id, providers[i], n) == 0 && id[n] == ':' && id[n + 1]);
+    }
+    if (!provider_ok || !id_ok) {
+        snprintf(why, whylen, "envelope %s is not one of a known platform's",
+                 provider_ok ? "id" : "provider");
+        return false;
+    }
+    return true;
+}
+
 static void item_parse(item *it)
 {
     const rd_kafka_message_t *m = it->msg;
@@ -279,18 +352,8 @@ static void item_parse(item *it)
         snprintf(it->dead_reason, sizeof it->dead_reason, "envelope is not JSON: %s", err);
         return;
     }
-    static const char *const required[] = {"id", "provider", "account", "event"};
-    for (size_t i = 0; i < HF_ARRAY_LEN(required); i++) {
-        if (!nonempty_string(hf_json_get(it->env, required[i]))) {
-            snprintf(it->dead_reason, sizeof it->dead_reason,
-                     "envelope field \"%s\" is missing or not a string", required[i]);
-            goto bad;
-        }
-    }
-    if (!hf_json_is_object(hf_json_get(it->env, "payload"))) {
-        snprintf(it->dead_reason, sizeof it->dead_reason, "envelope payload is not an object");
+    if (!envelope_valid(it->env, it->dead_reason, sizeof it->dead_reason))
         goto bad;
-    }
     it->id = hf_json_str(hf_json_get(it->env, "id"));
     it->provider = hf_json_str(hf_json_get(it->env, "provider"));
     it->account = hf_json_str(hf_json_get(it->env, "account"));

@@ -454,6 +454,7 @@ static int fixture_teardown(void **state)
     unsetenv("HOOKFLOW_KAFKA_SESSION_TIMEOUT_MS");
     unsetenv("HOOKFLOW_KAFKA_HEARTBEAT_INTERVAL_MS");
     unsetenv("HOOKFLOW_WORKER_CONCURRENCY");
+    unsetenv("HOOKFLOW_WORKER_TOPICS");
     if (f->producer)
         rd_kafka_destroy(f->producer);
     if (f->db)
@@ -734,15 +735,18 @@ static void malformed_messages_are_dead_lettered_and_the_batch_goes_on(void **st
          "\"payload\":{}}",
          "envelope field \"id\" is missing or not a string", false},
         {"{\"id\":\"meta:m_no_account\",\"provider\":\"meta\",\"event\":\"message\","
-         "\"payload\":{}}",
+         "\"native_type\":\"message\",\"request_id\":\"r\",\"payload\":{}}",
          "envelope field \"account\" is missing or not a string", false},
         {"{\"id\":\"meta:m_empty_event\",\"provider\":\"meta\",\"event\":\"\","
          "\"account\":\"" PAGE "\",\"payload\":{}}",
          "envelope field \"event\" is missing or not a string", false},
         {"{\"id\":\"meta:m_text_payload\",\"provider\":\"meta\",\"event\":\"message\","
-         "\"account\":\"" PAGE "\",\"payload\":\"pickup\"}",
+         "\"native_type\":\"message\",\"account\":\"" PAGE "\",\"resource\":null,"
+         "\"occurred_at\":\"2026-11-27T10:00:00.000Z\",\"received_at\":\"2026-11-27T10:00:00."
+         "000Z\","
+         "\"request_id\":\"r\",\"payload\":\"pickup\"}",
          "envelope payload is not an object", false},
-        {"[\"meta:m_array\"]", "envelope field \"id\" is missing or not a string", false},
+        {"[\"meta:m_array\"]", "envelope is not a JSON object", false},
         {NULL, "empty message", false},
     };
     enum { NBAD = sizeof bad / sizeof bad[0] };
@@ -962,6 +966,187 @@ static void filter_that_cannot_be_evaluated_fails_its_run(void **state)
     free(wf);
 }
 
+/* ---- review: the envelope contract (schemas/envelope.schema.json) --------------------------- */
+
+/* A complete Meta envelope of event mid (text "pickup please", which the Pickup workflow takes)
+ * with member drop left out and member name (if any) given the JSON value value instead; a
+ * name the envelope does not have is added at the end. */
+static char *envelope_members(const char *mid, const char *drop, const char *name,
+                              const char *value)
+{
+    char *id = xasprintf("\"meta:%s\"", mid);
+    char *resource = xasprintf("\"psid:%s\"", mid);
+    char *request = xasprintf("\"req-%s\"", mid);
+    char *payload = xasprintf("{\"sender\":{\"id\":\"%s\"},\"message\":{\"mid\":\"%s\","
+                              "\"text\":\"pickup please\"}}",
+                              mid, mid);
+    const char *const members[][2] = {
+        {"id", id},
+        {"provider", "\"meta\""},
+        {"event", "\"message\""},
+        {"native_type", "\"message\""},
+        {"account", "\"" PAGE "\""},
+        {"resource", resource},
+        {"occurred_at", "\"2026-11-27T10:00:00.000Z\""},
+        {"received_at", "\"" RECEIVED_1 "\""},
+        {"request_id", request},
+        {"payload", payload},
+    };
+    hf_buf b = {0};
+    bool replaced = false;
+    hf_buf_putc(&b, '{');
+    for (size_t i = 0; i < HF_ARRAY_LEN(members); i++) {
+        if (drop && strcmp(drop, members[i][0]) == 0)
+            continue;
+        bool mine = name && strcmp(name, members[i][0]) == 0;
+        replaced |= mine;
+        hf_buf_printf(&b, "%s\"%s\":%s", b.len > 1 ? "," : "", members[i][0],
+                      mine ? value : members[i][1]);
+    }
+    if (name && !replaced)
+        hf_buf_printf(&b, ",\"%s\":%s", name, value);
+    hf_buf_putc(&b, '}');
+    free(payload);
+    free(request);
+    free(resource);
+    free(id);
+    return hf_buf_steal(&b);
+}
+
+/* One schema violation per message: (mid, member dropped, member name, its JSON value). */
+typedef struct violation {
+    const char *mid, *drop, *name, *value;
+} violation;
+
+/* Produces each violation, then a good event; waits until intake has taken all in and fails
+ * the test, naming them, unless every violation was dead-lettered and recorded nothing while
+ * the good event got its run. */
+static void expect_dead_lettered(fixture *f, const violation *v, size_t nv)
+{
+    worker_start(f, 0, GROUP);
+    for (size_t i = 0; i < nv; i++) {
+        char *env = envelope_members(v[i].mid, v[i].drop, v[i].name, v[i].value);
+        produce(f, MESSAGING, "meta:" PAGE, env);
+        free(env);
+    }
+    send_event(f, "m_schema_good", PAGE, "message", "pickup after the bad ones");
+    assert_int_equal(committed_offset(f, GROUP, (int64_t)nv + 1, WAIT_MS), (int64_t)nv + 1);
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_schema_good'"), 1);
+    char *accepted = pgf_value(f->db, "SELECT string_agg(event_id, ',' ORDER BY kafka_offset) "
+                                      "FROM event_keys WHERE event_id <> 'meta:m_schema_good'");
+    long long runs =
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id <> 'meta:m_schema_good'");
+    dead_letter d[16];
+    int64_t end = -1;
+    size_t n = dead_letters_read(f, d, HF_ARRAY_LEN(d), nv, &end);
+    dead_letters_free(d, n);
+    char why[1024];
+    snprintf(why, sizeof why,
+             "%zu of %zu schema violations dead-lettered; taken in as events: %s "
+             "(%lld runs)",
+             n, nv, accepted ? accepted : "none", runs);
+    bool bad = accepted || runs != 0 || n != nv;
+    free(accepted);
+    if (bad)
+        fail_msg("%s", why);
+}
+
+/* Every member schemas/envelope.schema.json requires must be there: an envelope missing one
+ * goes to the dead-letter topic with the reason (README), instead of running workflows on a
+ * trigger without occurred_at, received_at or request_id. */
+static void envelope_missing_a_required_member_is_dead_lettered(void **state)
+{
+    static const violation v[] = {
+        {"m_req_native", "native_type", NULL, NULL},
+        {"m_req_resource", "resource", NULL, NULL},
+        {"m_req_occurred", "occurred_at", NULL, NULL},
+        {"m_req_received", "received_at", NULL, NULL},
+        {"m_req_request", "request_id", NULL, NULL},
+    };
+    expect_dead_lettered(*state, v, HF_ARRAY_LEN(v));
+}
+
+/* Members of the wrong form are dead-lettered: an id without a known platform's prefix (it could
+ * collide with another platform's in event_keys), an unknown provider, an empty native_type or
+ * request_id, a resource that is neither a string nor null. */
+static void envelope_member_of_the_wrong_form_is_dead_lettered(void **state)
+{
+    static const violation v[] = {
+        {"m_form_id", NULL, "id", "\"m_form_id_without_provider\""},
+        {"m_form_provider", NULL, "provider", "\"acme\""},
+        {"m_form_native", NULL, "native_type", "\"\""},
+        {"m_form_request", NULL, "request_id", "\"\""},
+        {"m_form_resource", NULL, "resource", "42"},
+        {"m_form_id_prov", NULL, "id", "\"shopify:m_form_id_prov\""},
+    };
+    expect_dead_lettered(*state, v, HF_ARRAY_LEN(v));
+}
+
+/* An envelope with a member the schema does not have ("additionalProperties": false) is
+ * dead-lettered, not carried into the run's trigger. */
+static void envelope_with_an_unknown_member_is_dead_lettered(void **state)
+{
+    static const violation v[] = {
+        {"m_extra_member", NULL, "tenant", "\"other\""},
+    };
+    expect_dead_lettered(*state, v, HF_ARRAY_LEN(v));
+}
+
+/* occurred_at and received_at must be date-times: "yesterday", an impossible date or a number
+ * is dead-lettered. */
+static void envelope_whose_times_are_not_date_times_is_dead_lettered(void **state)
+{
+    static const violation v[] = {
+        {"m_time_occurred", NULL, "occurred_at", "\"yesterday\""},
+        {"m_time_received", NULL, "received_at", "\"2026-13-45T99:00:00Z\""},
+        {"m_time_number", NULL, "occurred_at", "1773826887"},
+    };
+    expect_dead_lettered(*state, v, HF_ARRAY_LEN(v));
+}
+
+/* A member given twice is dead-lettered (guarantees 2 and 5): intake would read the first copy
+ * for the dedupe id, the tenant and the filter, while the run's jsonb trigger keeps the last, so
+ * a run would execute on another id or a payload its filter never saw. */
+static void envelope_with_a_member_twice_is_dead_lettered(void **state)
+{
+    fixture *f = *state;
+    worker_start(f, 0, GROUP);
+    char *env = envelope_members("m_twice_id", NULL, NULL, NULL);
+    env[strlen(env) - 1] = '\0';
+    char *twice_id = xconcat(env, ",\"id\":\"meta:m_twice_other\"}", NULL);
+    free(env);
+    env = envelope_members("m_twice_payload", NULL, NULL, NULL);
+    env[strlen(env) - 1] = '\0';
+    char *twice_payload = xconcat(
+        env, ",\"payload\":{\"message\":{\"mid\":\"x\",\"text\":\"cancel everything\"}}}", NULL);
+    free(env);
+    produce(f, MESSAGING, "meta:" PAGE, twice_id);
+    produce(f, MESSAGING, "meta:" PAGE, twice_payload);
+    send_event(f, "m_twice_good", PAGE, "message", "pickup after the doubled ones");
+    assert_int_equal(committed_offset(f, GROUP, 3, WAIT_MS), 3);
+    assert_int_equal(
+        sql_count(f->db, "SELECT count(*) FROM runs WHERE event_id = 'meta:m_twice_good'"), 1);
+
+    /* Either the doubled envelopes are dead-lettered, or their runs execute on exactly what
+     * intake deduped and matched. */
+    char *mismatch = pgf_value(f->db, "SELECT string_agg(event_id || ' runs on ' || "
+                                      "(trigger->>'id') || ' / ' || "
+                                      "(trigger#>>'{payload,message,text}'), '; ') FROM runs "
+                                      "WHERE trigger->>'id' IS DISTINCT FROM event_id "
+                                      "OR trigger#>>'{payload,message,text}' NOT LIKE '%pickup%'");
+    free(twice_payload);
+    free(twice_id);
+    if (mismatch) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", mismatch);
+        free(mismatch);
+        fail_msg("runs executing on another event than the one recorded: %s", why);
+    }
+}
+
+#define ORDERING_TOPIC "hookflow.webhooks.ordering"
+
 static int64_t lag_of(worker *w, const char *topic, const char *partition)
 {
     char labels[128];
@@ -1042,6 +1227,11 @@ int main(void)
         INTAKE_TEST(lag_of_a_partition_assigned_elsewhere_drops_to_zero),
         INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
         INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
+        INTAKE_TEST(envelope_missing_a_required_member_is_dead_lettered),
+        INTAKE_TEST(envelope_member_of_the_wrong_form_is_dead_lettered),
+        INTAKE_TEST(envelope_with_an_unknown_member_is_dead_lettered),
+        INTAKE_TEST(envelope_whose_times_are_not_date_times_is_dead_lettered),
+        INTAKE_TEST(envelope_with_a_member_twice_is_dead_lettered),
     };
     int failed = cmocka_run_group_tests_name("matching", matching, shared_setup, fixture_teardown);
     failed += cmocka_run_group_tests_name("lifecycle", lifecycle, NULL, km_reapers_join);
