@@ -528,6 +528,24 @@ hf_json hf_json_member(hf_json obj, size_t i, const char **key)
     return obj->u.object.values[i];
 }
 
+bool hf_json_member_repeats(hf_json obj, size_t i)
+{
+    if (!YAJL_IS_OBJECT(obj) || i >= obj->u.object.len)
+        return false;
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(obj->u.object.keys[k], obj->u.object.keys[i]) == 0)
+            return true;
+    return false;
+}
+
+const char *hf_json_repeated_key(hf_json obj)
+{
+    for (size_t i = 0; i < hf_json_len(obj); i++)
+        if (hf_json_member_repeats(obj, i))
+            return obj->u.object.keys[i];
+    return NULL;
+}
+
 /* True if any of the eight bytes in w must be escaped in a JSON string: a control character, a
  * quote or a backslash (the classic "has a zero byte" / "has a byte less than n" bit tricks). */
 static bool word_needs_escape(uint64_t w)

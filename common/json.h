@@ -45,6 +45,12 @@ size_t hf_json_len(hf_json v); /* array length or object member count, 0 otherwi
 hf_json hf_json_at(hf_json arr, size_t i);
 /* The i-th member of an object (key in *key). */
 hf_json hf_json_member(hf_json obj, size_t i, const char **key);
+/* Whether member i of obj has the key of an earlier member. The parser keeps repeated members
+ * and hf_json_get finds the first, so whoever must refuse them (a JWT, an envelope, a request
+ * body) asks here. */
+bool hf_json_member_repeats(hf_json obj, size_t i);
+/* The first key of obj that repeats an earlier member's, or NULL (also when obj is no object). */
+const char *hf_json_repeated_key(hf_json obj);
 
 /* Appends v as compact JSON. */
 void hf_json_serialize(hf_json v, hf_buf *out);

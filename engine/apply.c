@@ -239,13 +239,9 @@ static int check_object(apply_ctx *c, hf_json v, const char *path, const char *c
     for (size_t i = 0; i < hf_json_len(v); i++) {
         const char *key = NULL;
         (void)hf_json_member(v, i, &key);
-        for (size_t j = 0; j < i; j++) {
-            const char *earlier = NULL;
-            (void)hf_json_member(v, j, &earlier);
-            if (strcmp(earlier, key) == 0) {
-                char q[QUOTE_MAX + 16];
-                return fail(c, path, "member %s is given twice", quote(q, sizeof q, key));
-            }
+        if (hf_json_member_repeats(v, i)) {
+            char q[QUOTE_MAX + 16];
+            return fail(c, path, "member %s is given twice", quote(q, sizeof q, key));
         }
         bool known = false;
         for (const char *const *a = allowed; *a && !known; a++)

@@ -280,17 +280,14 @@ static bool envelope_valid(hf_json env, char *why, size_t whylen)
         return false;
     }
     for (size_t i = 0; i < hf_json_len(env); i++) {
-        const char *key, *earlier;
+        const char *key;
         (void)hf_json_member(env, i, &key);
         bool known = false;
         for (size_t k = 0; k < HF_ARRAY_LEN(members) && !known; k++)
             known = strcmp(key, members[k]) == 0;
-        for (size_t j = 0; known && j < i; j++) {
-            (void)hf_json_member(env, j, &earlier);
-            if (strcmp(key, earlier) == 0) {
-                snprintf(why, whylen, "envelope field \"%.40s\" is given twice", key);
-                return false;
-            }
+        if (known && hf_json_member_repeats(env, i)) {
+            snprintf(why, whylen, "envelope field \"%.40s\" is given twice", key);
+            return false;
         }
         if (!known) {
             snprintf(why, whylen, "envelope has an unknown field \"%.40s\"", key);

@@ -134,18 +134,6 @@ static bool in_list(const char *s, const char *const *list)
     return false;
 }
 
-/* True when a member of obj before the i-th has the same key. */
-static bool repeats_earlier(hf_json obj, size_t i, const char *key)
-{
-    for (size_t k = 0; k < i; k++) {
-        const char *prev;
-        hf_json_member(obj, k, &prev);
-        if (strcmp(prev, key) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Reports members of obj that are not in allowed (others_ok: known elsewhere, reported as "not
  * allowed here" with why) and members that repeat. */
 static void check_members(build *b, hf_json obj, const char *base, const char *const *allowed,
@@ -161,7 +149,7 @@ static void check_members(build *b, hf_json obj, const char *base, const char *c
                 schema(b, path, "not allowed %s", why);
             else
                 schema(b, path, "unknown member");
-        } else if (repeats_earlier(obj, i, key)) {
+        } else if (hf_json_member_repeats(obj, i)) {
             schema(b, path, "duplicate member");
         }
         free(path);
@@ -186,7 +174,7 @@ static void check_no_repeats(build *b, hf_json v, const char *path)
         const char *key;
         hf_json member = hf_json_member(v, i, &key);
         char *p = jp_key(path, key);
-        if (repeats_earlier(v, i, key))
+        if (hf_json_member_repeats(v, i))
             schema(b, p, "duplicate member");
         check_no_repeats(b, member, p);
         free(p);

@@ -139,19 +139,10 @@ static hf_json decode_object(const char *part, size_t n)
     char perr[64];
     hf_json v = hf_json_parse((const char *)buf, (size_t)m, perr, sizeof perr);
     explicit_bzero(buf, sizeof buf);
-    bool ok = v && hf_json_is_object(v);
     /* A name given twice must be refused (RFC 7515 4, RFC 7519 4): reading the first one while
      * another library reads the last would let {"alg":"HS256",...,"alg":"none"} mean two
      * things. */
-    for (size_t i = 0; ok && i < hf_json_len(v); i++) {
-        const char *key, *earlier;
-        (void)hf_json_member(v, i, &key);
-        for (size_t j = 0; ok && j < i; j++) {
-            (void)hf_json_member(v, j, &earlier);
-            ok = strcmp(key, earlier) != 0;
-        }
-    }
-    if (!ok) {
+    if (!hf_json_is_object(v) || hf_json_repeated_key(v)) {
         hf_json_free(v);
         return NULL;
     }

@@ -380,21 +380,15 @@ int api_body_object(api_ctx *c, const char *const *allowed, hf_json *out)
     if (!api_check_members(c, c->json, allowed))
         return -1;
     /* {"from":"failed_node","from":"start"} means nothing definite: refuse it. */
-    for (size_t i = 0; i < hf_json_len(c->json); i++) {
-        const char *a, *b;
-        (void)hf_json_member(c->json, i, &a);
-        for (size_t j = i + 1; j < hf_json_len(c->json); j++) {
-            (void)hf_json_member(c->json, j, &b);
-            if (strcmp(a, b) == 0) {
-                hf_buf d = {0};
-                hf_buf_puts(&d, "the field \"");
-                hf_buf_put_quoted(&d, a, 60);
-                hf_buf_puts(&d, "\" appears more than once");
-                api_reply_error(c, 400, "duplicate_field", d.data);
-                hf_buf_free(&d);
-                return -1;
-            }
-        }
+    const char *twice = hf_json_repeated_key(c->json);
+    if (twice) {
+        hf_buf d = {0};
+        hf_buf_puts(&d, "the field \"");
+        hf_buf_put_quoted(&d, twice, 60);
+        hf_buf_puts(&d, "\" appears more than once");
+        api_reply_error(c, 400, "duplicate_field", d.data);
+        hf_buf_free(&d);
+        return -1;
     }
     *out = c->json;
     return 0;

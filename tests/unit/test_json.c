@@ -562,9 +562,33 @@ static void test_unpaired_high_surrogate_escapes_are_rejected(void **state)
     hf_json_free(v);
 }
 
+/* Repeated members are kept by the parser; these say which repeats (for refusing them). */
+static void test_repeated_members(void **state)
+{
+    (void)state;
+    const char *text = "{\"a\":1,\"b\":2,\"a\":3,\"b\":4}";
+    hf_json v = hf_json_parse(text, strlen(text), NULL, 0);
+    assert_non_null(v);
+    assert_false(hf_json_member_repeats(v, 0));
+    assert_false(hf_json_member_repeats(v, 1));
+    assert_true(hf_json_member_repeats(v, 2));
+    assert_true(hf_json_member_repeats(v, 3));
+    assert_false(hf_json_member_repeats(v, 4)); /* past the end */
+    assert_string_equal(hf_json_repeated_key(v), "a");
+    hf_json_free(v);
+    text = "{\"a\":{\"x\":1,\"x\":2}}";
+    v = hf_json_parse(text, strlen(text), NULL, 0);
+    assert_non_null(v);
+    assert_null(hf_json_repeated_key(v)); /* only the object's own members */
+    assert_string_equal(hf_json_repeated_key(hf_json_get(v, "a")), "x");
+    assert_null(hf_json_repeated_key(NULL));
+    hf_json_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_repeated_members),
         cmocka_unit_test(test_round_trip_is_byte_identical_for_compact_input),
         cmocka_unit_test(test_round_trip_compacts_white_space_and_decodes_escapes),
         cmocka_unit_test(test_getters),
