@@ -326,51 +326,47 @@ void api_integrations_get(api_ctx *c)
 
 /* ---- calls to the platforms (admin path: one blocking call at a time, bounded) ------------ */
 
-/* GET url with a bearer token (accept: the media type asked for; extra_header: one more header
- * line or NULL); the answer parsed as JSON in *answer (caller frees) when 2xx. Returns the HTTP
- * status (0: transport failure, err set). */
-static long platform_get_json(const char *url, const char *token, const char *accept,
-                              const char *extra_header, hf_json *answer, char *err, size_t errlen)
+/* Performs req (and frees it), the answer parsed as JSON in *answer (caller frees) when 2xx;
+ * the answer's bytes are wiped (it may hold tokens). Returns the HTTP status (0: transport
+ * failure, err set). */
+static long platform_json(connector_request *req, hf_json *answer, char *err, size_t errlen)
 {
-    connector_request req = {0};
     hf_buf body = {0};
     *answer = NULL;
-    connector_request_start(&req, "GET", xstrdup(url));
-    connector_request_header(&req, "Authorization: Bearer %s", token);
-    connector_request_header(&req, "Accept: %s", accept);
-    if (extra_header)
-        connector_request_header(&req, "%s", extra_header);
-    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &body, err, errlen);
+    long status = connector_perform(req, PLATFORM_TIMEOUT_MS, &body, err, errlen);
     if (status >= 200 && status <= 299)
         *answer = hf_json_parse(body.data ? body.data : "", body.len, NULL, 0);
-    connector_request_free(&req);
+    connector_request_free(req);
     if (body.data)
         explicit_bzero(body.data, body.len);
     hf_buf_free(&body);
     return status;
 }
 
-/* POST form (application/x-www-form-urlencoded) to url, the answer parsed as JSON in *answer
- * (caller frees) when 2xx. The form is wiped. Returns the HTTP status (0: transport failure,
- * err set). */
+/* GET url with a bearer token (accept: the media type asked for; extra_header: one more header
+ * line or NULL): platform_json. */
+static long platform_get_json(const char *url, const char *token, const char *accept,
+                              const char *extra_header, hf_json *answer, char *err, size_t errlen)
+{
+    connector_request req = {0};
+    connector_request_start(&req, "GET", xstrdup(url));
+    connector_request_header(&req, "Authorization: Bearer %s", token);
+    connector_request_header(&req, "Accept: %s", accept);
+    if (extra_header)
+        connector_request_header(&req, "%s", extra_header);
+    return platform_json(&req, answer, err, errlen);
+}
+
+/* POST form (application/x-www-form-urlencoded, taken over and wiped) to url: platform_json. */
 static long platform_post_form_json(const char *url, hf_buf *form, hf_json *answer, char *err,
                                     size_t errlen)
 {
     connector_request req = {0};
-    hf_buf body = {0};
-    *answer = NULL;
     connector_request_start(&req, "POST", xstrdup(url));
     connector_request_header(&req, "Content-Type: application/x-www-form-urlencoded");
     connector_request_header(&req, "Accept: application/json");
     connector_request_body(&req, form);
-    long status = connector_perform(&req, PLATFORM_TIMEOUT_MS, &body, err, errlen);
-    if (status >= 200 && status <= 299)
-        *answer = hf_json_parse(body.data ? body.data : "", body.len, NULL, 0);
-    connector_request_free(&req);
-    if (body.data)
-        explicit_bzero(body.data, body.len);
-    hf_buf_free(&body);
-    return status;
+    return platform_json(&req, answer, err, errlen);
 }
 
 /* What the code exchange and the account lookup found out. Strings are owned (free with
