@@ -961,12 +961,13 @@ static int start_range(engine_executor *ex, size_t from, size_t to, bool *data_r
      * worker's to make. */
     int rc = hf_pg_exec(ex->db,
                         "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
-                        "idempotency_key) "
-                        "SELECT u.run_id, u.node_id, u.attempt, 'running', u.input::jsonb, u.key "
+                        "idempotency_key, generation) "
+                        "SELECT u.run_id, u.node_id, u.attempt, 'running', u.input::jsonb, u.key, "
+                        "  l.generation "
                         "FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[]) "
                         "  WITH ORDINALITY AS u(run_id, node_id, attempt, input, key, ord) "
-                        "WHERE EXISTS (SELECT 1 FROM runs l WHERE l.id = u.run_id "
-                        "  AND l.lease_owner = $6 AND l.status = 'running') "
+                        "JOIN runs l ON l.id = u.run_id AND l.lease_owner = $6 "
+                        "  AND l.status = 'running' "
                         "ORDER BY u.ord ON CONFLICT (run_id, node_id, attempt) DO NOTHING "
                         "RETURNING id, run_id, node_id",
                         6, params, &res, err, errlen);
@@ -1380,9 +1381,10 @@ static bool selected(const char *run_id, const char *only)
 static const char insert_attempts[] =
     "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
     "output, error, idempotency_key, http_status, duration_ms, "
-    "finished_at) "
+    "finished_at, generation) "
     "SELECT u.r, u.n, u.a, u.s, u.i::jsonb, u.o::jsonb, u.e, u.k, u.h, u.d, "
-    "now() FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
+    "now(), (SELECT g.generation FROM runs g WHERE g.id = u.r) "
+    "FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
     "$5::text[], $6::text[], $7::text[], $8::text[], $9::int[], "
     "$10::int[]) AS u(r, n, a, s, i, o, e, k, h, d) "
     "ON CONFLICT (run_id, node_id, attempt) DO NOTHING";

@@ -257,8 +257,9 @@ done:
     "    FROM node_attempt_history a WHERE a.run_id = r.id"                                        \
     "    UNION ALL"                                                                                \
     "    SELECT a.id, "                                                                            \
-    ATTEMPT_JSON("r.generation", "true",                                                       \
-                 "(r.retried_at IS NOT NULL AND a.started_at < r.retried_at)") " AS j"            \
+    ATTEMPT_JSON("coalesce(a.generation, r.generation)", "true",                               \
+                 "coalesce(a.generation < r.generation,"                                           \
+                 "         r.retried_at IS NOT NULL AND a.started_at < r.retried_at)") " AS j"    \
     "    FROM node_attempts a WHERE a.run_id = r.id) x)"                                           \
     ")::text "                                                                                     \
     "FROM runs r JOIN workflows w ON w.id = r.workflow_id "                                        \
@@ -407,6 +408,16 @@ void api_runs_retry(api_ctx *c)
     char new_gen[24];
     snprintf(new_gen, sizeof new_gen, "%lld", gen + 1);
     const char *p4[] = {run_id, from_start ? "t" : "f", generation};
+    /* Attempts written before migration 0006 or by an older worker have no generation: the one
+     * being retried made them, and the kept ones must not take the next one's number. */
+    const char *p_fill[] = {run_id, generation};
+    if (hf_pg_exec(c->db,
+                   "UPDATE node_attempts SET generation = $2::int "
+                   "WHERE run_id = $1 AND generation IS NULL",
+                   2, p_fill, &res, err, sizeof err) != HF_PG_OK)
+        goto internal;
+    PQclear(res);
+    res = NULL;
     if (hf_pg_exec(c->db,
                    "WITH moved AS ("
                    "  DELETE FROM node_attempts WHERE run_id = $1"
@@ -414,7 +425,8 @@ void api_runs_retry(api_ctx *c)
                    "INSERT INTO node_attempt_history (id, run_id, generation, node_id, attempt,"
                    "  status, input, output, http_status, duration_ms, error, idempotency_key,"
                    "  started_at, finished_at) "
-                   "SELECT id, run_id, $3::int, node_id, attempt, status, input, output,"
+                   "SELECT id, run_id, coalesce(generation, $3::int), node_id, attempt, status,"
+                   "  input, output,"
                    "  http_status, duration_ms, error, idempotency_key, started_at, finished_at "
                    "FROM moved",
                    3, p4, &res, err, sizeof err) != HF_PG_OK)

@@ -316,11 +316,24 @@ def test_retry_from_failed_node_keeps_succeeded_outputs(stack):
     # The run's page shows both generations.
     status, _, run = stack.call("GET", f"/api/runs/{rid}", token=stack.admin())
     assert [(a["node_id"], a["attempt"], a["generation"], a["current"]) for a in run["attempts"]] \
-        == [("first", 1, 2, True), ("second", 1, 1, False), ("second", 2, 1, False)]
+        == [("first", 1, 1, True), ("second", 1, 1, False), ("second", 2, 1, False)]
     assert run["attempts"][0]["carried_over"] is True
     # It is pending now: a second retry is refused.
     status, _, out = retry(stack, rid)
     assert status == 409
+    # Generation 2 fails at the second node again; a retry from the start files every attempt
+    # under the generation that made it: the kept one under 1, not under 2.
+    insert_attempt(stack, rid, "second", 1, "failed", error="HTTP 503: down", http_status=503)
+    stack.query("UPDATE runs SET status = 'failed', finished_at = now() WHERE id = %s", rid)
+    status, _, out = retry(stack, rid, {"from": "start"})
+    assert status == 202 and out["generation"] == 3, out
+    assert stack.query("SELECT node_id, attempt, generation FROM node_attempt_history"
+                       " WHERE run_id = %s ORDER BY id", rid) == [
+        ("first", 1, 1), ("second", 1, 1), ("second", 2, 1), ("second", 1, 2)]
+    status, _, run = stack.call("GET", f"/api/runs/{rid}", token=stack.admin())
+    assert [(a["node_id"], a["generation"], a["current"], a["carried_over"])
+            for a in run["attempts"]] == [("first", 1, False, False), ("second", 1, False, False),
+                                          ("second", 1, False, False), ("second", 2, False, False)]
 
 
 def test_retry_on_the_current_version(stack):
@@ -390,9 +403,15 @@ def test_retried_runs_finish_on_a_worker(stack, make_devbroker):
         # rid_node: second only; rid_start: first and second; cancelled: both.
         assert bodies.count(f"{SMS['body']} (first)") == 2
         assert bodies.count(f"{SMS['body']} (second)") == 3
-        assert stack.query("SELECT node_id, attempt, status FROM node_attempts WHERE run_id = %s"
-                           " ORDER BY id", rid_node) == [("first", 1, "succeeded"),
-                                                         ("second", 1, "succeeded")]
+        # The worker writes the generation it ran; the kept attempt keeps the one that made it.
+        assert stack.query("SELECT node_id, attempt, status, generation FROM node_attempts"
+                           " WHERE run_id = %s ORDER BY id", rid_node) == [
+            ("first", 1, "succeeded", 1), ("second", 1, "succeeded", 2)]
+        status, _, run = stack.call("GET", f"/api/runs/{rid_node}", token=stack.admin())
+        assert [(a["node_id"], a["generation"], a["current"], a["carried_over"])
+                for a in run["attempts"]] == [
+            ("first", 1, True, True), ("second", 1, False, False),
+            ("second", 1, False, False), ("second", 2, True, False)]
         assert stack.query("SELECT node_id, attempt, status FROM node_attempts WHERE run_id = %s"
                            " ORDER BY id", rid_start) == [("first", 1, "succeeded"),
                                                           ("second", 1, "succeeded")]

@@ -1,0 +1,13 @@
+-- 0006: every node attempt says which generation of its run made it.
+--
+-- A retry from the failed node keeps the attempts that succeeded in node_attempts (the next
+-- generation builds on their outputs) and moves the rest to node_attempt_history with the
+-- generation they belonged to. The kept ones had no generation of their own, so GET
+-- /api/runs/{id} showed them under the run's latest generation, and a later retry from the start
+-- filed them under the generation before it, though an earlier one made them.
+--
+-- Workers write the run's generation on every attempt they insert. NULL is a row written before
+-- this migration or by a worker older than it: a retry fills it in with the generation being
+-- retried before the run moves on, and readers take the run's generation for it (what such a
+-- row meant before). Nullable without a default, so adding it rewrites nothing.
+ALTER TABLE node_attempts ADD COLUMN generation integer CHECK (generation >= 1);
