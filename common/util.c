@@ -544,7 +544,8 @@ void hf_buf_put_quoted(hf_buf *out, const char *s, size_t max)
         hf_buf_puts(out, "...");
 }
 
-void hf_signals_wait_stop(const sigset_t *set, const char *hup_event, const char *hup_msg)
+void hf_signals_wait_stop(const sigset_t *set, int (*reload)(void *arg, char *err, size_t errlen),
+                          void *arg)
 {
     for (;;) {
         int sig = 0;
@@ -552,7 +553,12 @@ void hf_signals_wait_stop(const sigset_t *set, const char *hup_event, const char
             continue;
         if (sig != SIGHUP)
             return;
-        hf_log_kv(HF_LOG_WARN, hup_event, "msg", hup_msg, NULL);
+        char err[512] = "";
+        if (reload(arg, err, sizeof err) == 0)
+            hf_log_kv(HF_LOG_INFO, "secrets.reloaded", NULL);
+        else
+            hf_log_kv(HF_LOG_ERROR, "secrets.reload_failed", "error", err, "msg",
+                      "keeping the previous secrets", NULL);
     }
 }
 

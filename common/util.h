@@ -31,10 +31,11 @@ _Noreturn void hf_die(const char *fmt, ...) HF_PRINTF(1, 2);
  * and in every thread started later, fills *set with them, and ignores SIGPIPE. */
 void hf_signals_take(sigset_t *set, bool hup);
 
-/* Waits for SIGTERM or SIGINT among set (taken with hup true); a SIGHUP meanwhile is logged as
- * hup_event with hup_msg and otherwise ignored (for programs that do not reload on it, where it
- * must not be fatal either). */
-void hf_signals_wait_stop(const sigset_t *set, const char *hup_event, const char *hup_msg);
+/* Waits for SIGTERM or SIGINT among set (taken with hup true). On each SIGHUP meanwhile it calls
+ * reload(arg, err, errlen) and logs "secrets.reloaded", or "secrets.reload_failed" with the
+ * error when reload returned non-zero (the program keeps what it had). */
+void hf_signals_wait_stop(const sigset_t *set, int (*reload)(void *arg, char *err, size_t errlen),
+                          void *arg);
 
 /* Writes the formatted reason into err (if not NULL); always returns -1 for `return hf_err(...)`.
  */

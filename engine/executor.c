@@ -127,8 +127,13 @@ struct engine_executor {
     const hf_catalog *catalog;
     const hf_secrets *secrets;
     const engine_keyring *keys;
+    /* A SIGHUP's secrets: handed over under inbox_lock (new_*, has_new), put in use by the loop
+     * (reload_ev), which owns them from then on (own_*) and frees them at the next swap. */
+    hf_secrets *new_secrets, *own_secrets;
+    engine_keyring *new_keys, *own_keys;
+    bool has_new;
     struct event_base *base;
-    struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev, *poll_ev;
+    struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev, *poll_ev, *reload_ev;
     atomic_bool want_claim; /* a claim round is due (poll timer, intake, runs freed up) */
     hf_http_client *http;
     PGconn *db;
@@ -1797,6 +1802,44 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     schedule_tick(ex, 0);
 }
 
+/* On the loop: the secrets a SIGHUP loaded replace the ones in use. Nothing the loop holds
+ * points into the old ones (refreshes copy the client credentials; tokens are opened into copies).
+ */
+static void take_secrets(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    engine_executor *ex = arg;
+    pthread_mutex_lock(&ex->inbox_lock);
+    bool has_new = ex->has_new;
+    hf_secrets *secrets = ex->new_secrets;
+    engine_keyring *keys = ex->new_keys;
+    ex->new_secrets = NULL;
+    ex->new_keys = NULL;
+    ex->has_new = false;
+    pthread_mutex_unlock(&ex->inbox_lock);
+    if (!has_new)
+        return;
+    hf_secrets_free(ex->own_secrets);
+    engine_keyring_free(ex->own_keys);
+    ex->secrets = ex->own_secrets = secrets;
+    ex->keys = ex->own_keys = keys;
+}
+
+void engine_executor_reload_secrets(engine_executor *ex, hf_secrets *secrets, engine_keyring *keys)
+{
+    pthread_mutex_lock(&ex->inbox_lock);
+    hf_secrets *unused = ex->new_secrets;
+    engine_keyring *unused_keys = ex->new_keys;
+    ex->new_secrets = secrets;
+    ex->new_keys = keys;
+    ex->has_new = true;
+    pthread_mutex_unlock(&ex->inbox_lock);
+    hf_secrets_free(unused);
+    engine_keyring_free(unused_keys);
+    event_active(ex->reload_ev, EV_TIMEOUT, 0);
+}
+
 static void *executor_main(void *arg)
 {
     engine_executor *ex = arg;
@@ -1843,6 +1886,7 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
     ex->renew_ev = event_new(ex->base, -1, EV_PERSIST, renew, ex);
     ex->gauge_ev = event_new(ex->base, -1, EV_PERSIST, count_runs, ex);
     ex->poll_ev = event_new(ex->base, -1, EV_PERSIST, poll_due, ex);
+    ex->reload_ev = event_new(ex->base, -1, 0, take_secrets, ex);
     struct timeval poll = {cfg->poll_ms / 1000, (cfg->poll_ms % 1000) * 1000};
     event_add(ex->poll_ev, &poll);
     struct timeval every = {cfg->lease_ms / 3000, (cfg->lease_ms / 3 % 1000) * 1000};
@@ -1950,7 +1994,12 @@ void engine_executor_free(engine_executor *ex)
     event_free(ex->renew_ev);
     event_free(ex->gauge_ev);
     event_free(ex->poll_ev);
+    event_free(ex->reload_ev);
     event_base_free(ex->base);
+    hf_secrets_free(ex->new_secrets);
+    engine_keyring_free(ex->new_keys);
+    hf_secrets_free(ex->own_secrets);
+    engine_keyring_free(ex->own_keys);
     if (ex->db)
         PQfinish(ex->db);
     free(ex->worker_id);

@@ -130,6 +130,21 @@ engine_keyring *engine_keyring_load(const hf_secrets *s, char *err, size_t errle
     return k;
 }
 
+hf_secrets *engine_secrets_reload(const char *dir, bool had_key, engine_keyring **keys, char *err,
+                                  size_t errlen)
+{
+    *keys = NULL;
+    hf_secrets *s = hf_secrets_load(dir, err, errlen);
+    if (!s)
+        return NULL;
+    *keys = engine_keyring_load(s, err, errlen);
+    if (!*keys && had_key) {
+        hf_secrets_free(s);
+        return NULL;
+    }
+    return s;
+}
+
 char *engine_token_context(const char *connector, const char *account, const char *slot)
 {
     return xasprintf("%s:%s:%s", connector, account, slot);

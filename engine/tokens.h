@@ -38,6 +38,14 @@ bool engine_keyring_has_previous(const engine_keyring *k);
 /* Wipes the keys and frees k (NULL is fine). */
 void engine_keyring_free(engine_keyring *k);
 
+/* A SIGHUP's reload: the store at dir and its keyring (*keys; NULL when the store has no usable
+ * token key, err then says why). Refused (NULL, one line in err) when the directory cannot be read,
+ * or when had_key and the new token key is missing or malformed: a reload must not take away the
+ * key the stored tokens need (a process started without one only warns; one that has it keeps what
+ * it had). */
+hf_secrets *engine_secrets_reload(const char *dir, bool had_key, engine_keyring **keys, char *err,
+                                  size_t errlen);
+
 /* Parses the text of a key file (surrounding whitespace ignored) into key. name is the file's
  * name for the error line. Returns 0, or -1 with a reason that never quotes the text. */
 HF_MUST_CHECK int engine_token_key_parse(const char *text, size_t len, const char *name,

@@ -92,14 +92,37 @@ static void ops_handle(struct evhttp_request *req, void *arg)
     }
 }
 
+/* SIGHUP: the secrets directory again, for the executor (the only part that reads secrets). */
+typedef struct reloader {
+    const engine_config *cfg;
+    engine_executor *executor;
+    bool had_key;
+} reloader;
+
+static int reload_secrets(void *arg, char *err, size_t errlen)
+{
+    reloader *rl = arg;
+    engine_keyring *keys = NULL;
+    hf_secrets *secrets =
+        engine_secrets_reload(rl->cfg->secrets_dir, rl->had_key, &keys, err, errlen);
+    if (!secrets)
+        return -1;
+    if (!keys)
+        hf_log_kv(HF_LOG_WARN, "worker.no_token_key", "error", err, "msg",
+                  "actions that need a stored token will fail", NULL);
+    rl->had_key = keys != NULL;
+    engine_executor_reload_secrets(rl->executor, secrets, keys);
+    return 0;
+}
+
 static void usage(void)
 {
     printf("usage: hookflow-engine work [--help]\n\n"
            "Runs one engine worker: consumes webhook envelopes from Kafka (consumer group), "
            "records\nruns in PostgreSQL and executes them against the platforms. Scale out by "
            "starting more.\nSIGTERM/SIGINT: stop intake, finish or release runs in flight, "
-           "leave the group, exit 0.\nSIGHUP is logged and ignored (restart to use new "
-           "secrets).\n\n");
+           "leave the group, exit 0.\nSIGHUP: reload the secrets directory (OAuth client "
+           "credentials, token keys).\n\n");
     hf_config_print_help(engine_config_items, engine_config_nitems);
     printf("  %-36s the connector catalog (default: schemas/catalog of the source tree)\n"
            "  %-36s a platform's API and OAuth token endpoints, <ID> one of XERO, QUICKBOOKS,\n"
@@ -129,7 +152,7 @@ int engine_cmd_work(int argc, char **argv)
     hf_log_init_from_config("hookflow-engine", cfg.log_level, cfg.log_format);
 
     sigset_t sigs;
-    hf_signals_take(&sigs, true); /* SIGHUP too: it must not kill a worker (see below) */
+    hf_signals_take(&sigs, true); /* SIGHUP reloads the secrets */
     evthread_use_pthreads();
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -194,11 +217,8 @@ int engine_cmd_work(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "worker.started", "worker", worker_id, "listen", cfg.listen, "port",
               port, "group", cfg.group, "version", HOOKFLOW_VERSION, NULL);
 
-    /* ingest reloads its secrets on SIGHUP; a worker holds them in running calls and token
-     * caches: a rolling restart picks up new ones. SIGHUP sent to every process (a common reload
-     * habit) must not take the worker down without a drain. */
-    hf_signals_wait_stop(&sigs, "worker.sighup_ignored",
-                         "workers do not reload secrets; restart the worker to use new ones");
+    reloader rl = {&cfg, w.executor, keys != NULL};
+    hf_signals_wait_stop(&sigs, reload_secrets, &rl);
     hf_log_kv(HF_LOG_INFO, "worker.stopping", NULL);
     /* Intake first, so no new runs arrive; then the executor finishes or releases its runs. */
     engine_intake_stop(w.intake);

@@ -18,6 +18,11 @@ static void usage(void)
     hf_config_print_help(ingest_config_items, ingest_config_nitems);
 }
 
+static int reload_secrets(void *server, char *err, size_t errlen)
+{
+    return ingest_server_reload_secrets(server, err, errlen);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -57,20 +62,7 @@ int main(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "ingest.listening", "listen", cfg.listen, "port", port, "brokers",
               cfg.kafka_brokers, "version", HOOKFLOW_VERSION, NULL);
 
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            if (ingest_server_reload_secrets(server, err, sizeof err) == 0)
-                hf_log_kv(HF_LOG_INFO, "secrets.reloaded", NULL);
-            else
-                hf_log_kv(HF_LOG_ERROR, "secrets.reload_failed", "error", err, "msg",
-                          "keeping the previous secrets", NULL);
-            continue;
-        }
-        break;
-    }
+    hf_signals_wait_stop(&sigs, reload_secrets, server);
     hf_log_kv(HF_LOG_INFO, "ingest.draining", NULL);
     int left = ingest_server_drain(server, cfg.shutdown_timeout_ms);
     if (left > 0) {

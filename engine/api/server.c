@@ -165,25 +165,42 @@ typedef struct db_slot {
     struct db_slot *next;
 } db_slot;
 
-typedef struct api_server {
-    const api_config *cfg;
-    hf_catalog *catalog;
+/* What the secrets directory held at start or at the last SIGHUP. A request holds a reference
+ * from start to end, so a reload never frees what a request still reads. */
+typedef struct api_secrets {
+    atomic_int refs;
     hf_secrets *secrets;
-    engine_keyring *keys;
-    char *public_url;
-    hf_metrics *metrics;
+    engine_keyring *keys; /* NULL without engine/token_key */
     const unsigned char *jwt_keys[2];
     size_t jwt_lens[2];
     size_t njwt;
-    pthread_mutex_t lock; /* guards slots */
+} api_secrets;
+
+typedef struct api_server {
+    const api_config *cfg;
+    hf_catalog *catalog;
+    api_secrets *secrets; /* the current set: taken under lock */
+    char *public_url;
+    hf_metrics *metrics;
+    pthread_mutex_t lock; /* guards slots and secrets */
     db_slot *slots;
     atomic_int in_flight;
 } api_server;
+
+static void secrets_release(api_secrets *set)
+{
+    if (!set || atomic_fetch_sub(&set->refs, 1) != 1)
+        return;
+    engine_keyring_free(set->keys);
+    hf_secrets_free(set->secrets);
+    free(set);
+}
 
 /* One request; api_ctx is its first member and handlers only see that. */
 typedef struct api_request {
     api_ctx c;
     api_server *srv;
+    api_secrets *secrets; /* referenced for the request's life */
     const api_route *route;
     const char *route_name; /* the pattern, or a fixed name, for logs and metrics */
     char *params[MAX_PARAMS];
@@ -843,7 +860,6 @@ static void reply_unauthorized(api_request *r, const char *why)
 static bool authenticate(api_request *r)
 {
     api_ctx *c = &r->c;
-    api_server *s = r->srv;
     size_t n = 0;
     const char *token = api_bearer_token(api_header(c, "Authorization"), &n);
     if (!token) {
@@ -853,7 +869,8 @@ static bool authenticate(api_request *r)
     }
     api_jwt_claims claims;
     char err[160];
-    api_jwt_status st = api_jwt_verify(token, n, s->jwt_keys, s->jwt_lens, s->njwt,
+    const api_secrets *sec = r->secrets;
+    api_jwt_status st = api_jwt_verify(token, n, sec->jwt_keys, sec->jwt_lens, sec->njwt,
                                        (long long)time(NULL), &claims, err, sizeof err);
     if (st != API_JWT_OK) {
         r->auth_note = api_jwt_status_name(st);
@@ -1052,8 +1069,12 @@ static void serve_request(struct evhttp_request *req, void *arg)
     r.route_name = "unmatched";
     r.c.req = req;
     r.c.catalog = s->catalog;
-    r.c.secrets = s->secrets;
-    r.c.keys = s->keys;
+    pthread_mutex_lock(&s->lock);
+    r.secrets = s->secrets;
+    atomic_fetch_add(&r.secrets->refs, 1);
+    pthread_mutex_unlock(&s->lock);
+    r.c.secrets = r.secrets->secrets;
+    r.c.keys = r.secrets->keys;
     r.c.public_url = s->public_url;
     r.c.method = method_name(evhttp_request_get_command(req));
     r.c.body = "";
@@ -1076,6 +1097,7 @@ static void serve_request(struct evhttp_request *req, void *arg)
     free(r.body_copy);
     for (size_t i = 0; i < MAX_PARAMS; i++)
         free(r.params[i]);
+    secrets_release(r.secrets);
     atomic_fetch_sub(&s->in_flight, 1);
 }
 
@@ -1087,7 +1109,8 @@ static void usage(void)
            "Runs the admin HTTP API: the connector catalog, workflows (CRUD, validate, simulate),\n"
            "runs and integrations under /api, for admins holding a bearer token (JWT HS256 signed\n"
            "with HOOKFLOW_SECRETS_DIR/api/jwt_key); /healthz, /readyz and /metrics beside it.\n"
-           "SIGTERM/SIGINT: stop accepting, finish the requests in progress, exit 0.\n\n");
+           "SIGTERM/SIGINT: stop accepting, finish the requests in progress, exit 0. SIGHUP: "
+           "reload\nthe secrets directory (JWT keys, OAuth client credentials, token keys).\n\n");
     hf_config_print_help(api_config_items, HF_ARRAY_LEN(api_config_items));
     printf("  %-36s the connector catalog (default: schemas/catalog of the source tree)\n"
            "  %-36s a platform's API, OAuth token and OAuth authorize endpoints, <ID> one of\n"
@@ -1097,31 +1120,62 @@ static void usage(void)
            "HOOKFLOW_CONNECTOR_<ID>_TOKEN_URL", "HOOKFLOW_CONNECTOR_<ID>_AUTHORIZE_URL");
 }
 
-/* Loads api/jwt_key (and .previous); false with err when missing or too short. */
-static bool load_jwt_keys(api_server *s, char *err, size_t errlen)
+/* Loads api/jwt_key (and .previous) of set; false with err when missing or too short. */
+static bool load_jwt_keys(api_secrets *set, const char *dir, char *err, size_t errlen)
 {
     const char *vals[2];
     size_t lens[2];
-    size_t n = hf_secrets_get(s->secrets, API_JWT_KEY_PATH, vals, lens);
+    size_t n = hf_secrets_get(set->secrets, API_JWT_KEY_PATH, vals, lens);
     /* Only the .previous file left (a rotation whose new key was never written) is missing too:
      * the retired key must not become the only one trusted. */
-    if (n == 0 || !hf_secrets_has(s->secrets, API_JWT_KEY_PATH)) {
-        hf_err(err, errlen, "%s/%s is missing: the API cannot verify bearer tokens without it",
-               s->cfg->secrets_dir, API_JWT_KEY_PATH);
+    if (n == 0 || !hf_secrets_has(set->secrets, API_JWT_KEY_PATH)) {
+        hf_err(err, errlen, "%s/%s is missing: the API cannot verify bearer tokens without it", dir,
+               API_JWT_KEY_PATH);
         return false;
     }
     for (size_t i = 0; i < n; i++) {
         if (lens[i] < API_JWT_MIN_KEY_LEN) {
-            hf_err(err, errlen, "%s/%s%s is %zu bytes; HS256 needs at least %d",
-                   s->cfg->secrets_dir, API_JWT_KEY_PATH, i ? ".previous" : "", lens[i],
-                   API_JWT_MIN_KEY_LEN);
+            hf_err(err, errlen, "%s/%s%s is %zu bytes; HS256 needs at least %d", dir,
+                   API_JWT_KEY_PATH, i ? ".previous" : "", lens[i], API_JWT_MIN_KEY_LEN);
             return false;
         }
-        s->jwt_keys[i] = (const unsigned char *)vals[i];
-        s->jwt_lens[i] = lens[i];
+        set->jwt_keys[i] = (const unsigned char *)vals[i];
+        set->jwt_lens[i] = lens[i];
     }
-    s->njwt = n;
+    set->njwt = n;
     return true;
+}
+
+/* The secrets directory as a set (one reference, the caller's). At start (had_key false) a
+ * missing token key is a warning; on a reload of a server that had one it refuses the set. */
+static api_secrets *secrets_load(const char *dir, bool had_key, char *err, size_t errlen)
+{
+    api_secrets *set = xcalloc(1, sizeof *set);
+    atomic_init(&set->refs, 1);
+    set->secrets = engine_secrets_reload(dir, had_key, &set->keys, err, errlen);
+    if (!set->secrets || !load_jwt_keys(set, dir, err, errlen)) {
+        secrets_release(set);
+        return NULL;
+    }
+    if (!set->keys)
+        hf_log_kv(HF_LOG_WARN, "api.no_token_key", "error", err, "msg",
+                  "connections cannot store OAuth tokens", NULL);
+    return set;
+}
+
+/* SIGHUP: requests that started keep the set they took; new ones take the new set. */
+static int reload_secrets(void *arg, char *err, size_t errlen)
+{
+    api_server *s = arg;
+    api_secrets *fresh = secrets_load(s->cfg->secrets_dir, s->secrets->keys != NULL, err, errlen);
+    if (!fresh)
+        return -1;
+    pthread_mutex_lock(&s->lock);
+    api_secrets *old = s->secrets;
+    s->secrets = fresh;
+    pthread_mutex_unlock(&s->lock);
+    secrets_release(old);
+    return 0;
 }
 
 /* The public URL: the setting, else http://<listen> with a wildcard host made loopback. */
@@ -1176,8 +1230,7 @@ static void server_free(api_server *s)
     s->slots = NULL;
     free(s->public_url);
     hf_metrics_free(s->metrics);
-    engine_keyring_free(s->keys);
-    hf_secrets_free(s->secrets);
+    secrets_release(s->secrets);
     hf_catalog_free(s->catalog);
     pthread_mutex_destroy(&s->lock);
 }
@@ -1204,7 +1257,7 @@ int engine_cmd_serve(int argc, char **argv)
     hf_log_init_from_config("hookflow-engine", cfg.log_level, cfg.log_format);
 
     sigset_t sigs;
-    hf_signals_take(&sigs, true); /* SIGHUP is logged and ignored below, not fatal */
+    hf_signals_take(&sigs, true); /* SIGHUP reloads the secrets */
 
     int rc = 1;
     api_server s;
@@ -1217,15 +1270,11 @@ int engine_cmd_serve(int argc, char **argv)
         fprintf(stderr, "hookflow-engine: serve: catalog: %s\n", err);
         goto done;
     }
-    s.secrets = hf_secrets_load(cfg.secrets_dir, err, sizeof err);
-    if (!s.secrets || !load_jwt_keys(&s, err, sizeof err)) {
+    s.secrets = secrets_load(cfg.secrets_dir, false, err, sizeof err);
+    if (!s.secrets) {
         fprintf(stderr, "hookflow-engine: serve: %s\n", err);
         goto done;
     }
-    s.keys = engine_keyring_load(s.secrets, err, sizeof err);
-    if (!s.keys)
-        hf_log_kv(HF_LOG_WARN, "api.no_token_key", "error", err, "msg",
-                  "connections cannot store OAuth tokens", NULL);
     if (!check_database(&cfg, err, sizeof err)) {
         fprintf(stderr, "hookflow-engine: serve: HOOKFLOW_DATABASE_URL: %s\n", err);
         goto done;
@@ -1253,8 +1302,7 @@ int engine_cmd_serve(int argc, char **argv)
     hf_log_kv(HF_LOG_INFO, "api.started", "listen", cfg.listen, "port", port, "threads", nthreads,
               "public_url", s.public_url, "version", HOOKFLOW_VERSION, NULL);
 
-    hf_signals_wait_stop(&sigs, "api.sighup_ignored",
-                         "the API does not reload secrets; restart it to use new ones");
+    hf_signals_wait_stop(&sigs, reload_secrets, &s);
     hf_log_kv(HF_LOG_INFO, "api.stopping", NULL);
     hf_http_server_stop_accepting(http);
     drain(&s, cfg.shutdown_timeout_ms);

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -832,3 +833,47 @@ def test_approval_rules(stack):
     status, _, view = stack.call("GET", "/api/integrations/meta", token=stack.admin())
     assert view["approval"]["approved"] is False
     assert len(stack.query("SELECT 1 FROM tenants")) == 2
+
+
+def test_sighup_reloads_the_jwt_key_and_keeps_the_old_set_when_the_new_one_is_bad(stack):
+    """Rotating the API's signing key: the new key goes into api/jwt_key and the old one into
+    api/jwt_key.previous, serve is told SIGHUP, and tokens signed with either are accepted; once
+    .previous is removed (and SIGHUP again) the old key's tokens are 401. A directory without
+    api/jwt_key is refused and the keys in use stay."""
+    path = os.path.join(stack.secrets_dir, "api", "jwt_key")
+    new_key = b"api-test-jwt-signing-key-ROTATED-0123456789"
+    old_token = stack.admin()
+    new_token = mint("alice@prod.test", stack.prod, key=new_key)
+
+    def status_with(token):
+        return stack.call("GET", "/api/integrations", token=token)[0]
+
+    def hup(event="secrets.reloaded"):
+        count = lambda: sum(1 for line in stack.proc.log_lines() if f'"{event}"' in line)
+        before = count()
+        stack.proc.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: count() > before, timeout=20, what=event)
+
+    assert status_with(old_token) == 200 and status_with(new_token) == 401
+    try:
+        with open(path + ".previous", "wb") as f:
+            f.write(JWT_KEY)
+        with open(path, "wb") as f:
+            f.write(new_key)
+        hup()
+        assert status_with(new_token) == 200 and status_with(old_token) == 200
+        os.unlink(path + ".previous")
+        hup()
+        assert status_with(new_token) == 200 and status_with(old_token) == 401
+        os.unlink(path)
+        hup("secrets.reload_failed")
+        assert "api/jwt_key is missing" in stack.proc.tail(20)
+        assert status_with(new_token) == 200 and status_with(old_token) == 401
+    finally:
+        for p in (path, path + ".previous"):
+            if os.path.exists(p):
+                os.unlink(p)
+        with open(path, "wb") as f:
+            f.write(JWT_KEY)
+        hup()
+    assert status_with(old_token) == 200

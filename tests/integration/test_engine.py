@@ -5,6 +5,7 @@ fakes: signed webhook -> Kafka -> intake -> run -> connector call -> recorded at
 """
 
 import json
+import os
 import signal
 import time
 
@@ -240,3 +241,60 @@ def test_event_the_database_rejects_is_dead_lettered_and_intake_moves_on(stack):
     v = wait_dead_letter(stack, "database rejected", "the rejected event")
     assert v["topic"] == "hookflow.webhooks.messaging"
     assert stack.runs_for("meta:" + mid) == []
+
+
+def test_sighup_reloads_the_oauth_client_secret(stack):
+    """An operator rotates HubSpot's client secret and sends the worker SIGHUP: its next token
+    refresh authenticates with the new secret (the platform refuses the old one). A reload that
+    would take the token key away is refused and the worker keeps what it had."""
+    worker = stack.workers[0]
+    path = os.path.join(stack.secrets_dir, "hubspot", "client_secret")
+    key_path = os.path.join(stack.secrets_dir, "engine", "token_key")
+    with open(path) as f:
+        old_secret = f.read()
+    with open(key_path) as f:
+        token_key = f.read()
+
+    def reloads(event):
+        return sum(1 for line in worker.log_lines() if f'"{event}"' in line)
+
+    def hup(event="secrets.reloaded"):
+        before = reloads(event)
+        worker.send_signal(signal.SIGHUP)
+        harness.wait_until(lambda: reloads(event) > before, timeout=20, what=event)
+
+    try:
+        stack.fakes.tokens("hubspot", client_id="hubspot-client",
+                           client_secret="hubspot-client-secret-2")
+        with open(path, "w") as f:
+            f.write("hubspot-client-secret-2")
+        hup()
+        seen = stack.fakes.requests("hubspot")
+        since = seen[-1]["seq"] if seen else 0
+        stack.fakes.expire("hubspot")
+        event = stack.send("crm update for vip after the rotation")
+        (run_id, _, status, error), = stack.wait_run(event)
+        assert error is None
+        refreshes = [r for r in stack.fakes.requests("hubspot", since=since)
+                     if r["path"].endswith("/token")]
+        assert refreshes and refreshes[-1]["form"]["client_secret"] in (
+            "hubspot-client-secret-2", ["hubspot-client-secret-2"])
+        assert refreshes[-1]["status"] == 200
+        # Without engine/token_key the stored tokens could not be read: refused, nothing changes.
+        os.rename(key_path, key_path + ".moved")
+        hup("secrets.reload_failed")
+        assert "engine/token_key is missing" in worker.tail(20)
+        stack.fakes.expire("hubspot")
+        event = stack.send("crm update for vip with the key kept")
+        (run_id, _, status, error), = stack.wait_run(event)
+        assert error is None
+    finally:
+        if os.path.exists(key_path + ".moved"):
+            os.rename(key_path + ".moved", key_path)
+        assert open(key_path).read() == token_key
+        stack.fakes.tokens("hubspot", client_id="hubspot-client",
+                           client_secret="hubspot-client-secret")
+        with open(path, "w") as f:
+            f.write(old_secret)
+        hup()
+    assert worker.alive()

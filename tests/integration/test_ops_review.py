@@ -64,7 +64,7 @@ def test_worker_sigterm_exits_while_postgres_is_down(spawn):
                        f"HOOKFLOW_SHUTDOWN_TIMEOUT_MS=1000 (code {code}); tail:\n{worker.tail(5)}")
 
 
-# SIGHUP is logged and ignored by a worker, not fatal (no drain, leases left to expire).
+# SIGHUP reloads a worker's secrets; it is not fatal (no drain, leases left to expire).
 def test_worker_survives_sighup(spawn):
     worker = spawn([harness.bin("hookflow-engine"), "work"], env=_worker_env(), name="worker")
     worker.wait_for_log(r"worker\.started", timeout=30)

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -322,6 +324,68 @@ static void keyring_load_from_store(void **state)
     hf_secrets_free(s);
 }
 
+static void write_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A SIGHUP's reload: refused when it would take away a token key the process had; otherwise the
+ * store, with the keyring when there is one. */
+static void secrets_reload_keeps_the_token_key(void **state)
+{
+    (void)state;
+    char b64[64], hex[80], err[512];
+    key_texts(b64, hex);
+    char dir[] = "/tmp/hf-test-tokens-XXXXXX", sub[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(sub, sizeof sub, "%s/engine", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    engine_keyring *keys = (engine_keyring *)1;
+
+    /* No key yet: a process without one gets the store and the reason, one with one a refusal. */
+    hf_secrets *s = engine_secrets_reload(dir, false, &keys, err, sizeof err);
+    assert_non_null(s);
+    assert_null(keys);
+    assert_non_null(strstr(err, "engine/token_key is missing"));
+    hf_secrets_free(s);
+    assert_null(engine_secrets_reload(dir, true, &keys, err, sizeof err));
+    assert_null(keys);
+    assert_non_null(strstr(err, "engine/token_key is missing"));
+
+    /* Malformed: refused for a process that had a key, never showing the file's text. */
+    write_file(sub, "token_key", "not-a-key");
+    assert_null(engine_secrets_reload(dir, true, &keys, err, sizeof err));
+    assert_non_null(strstr(err, "engine/token_key holds 9 characters"));
+    assert_null(strstr(err, "not-a-key"));
+
+    /* A good key (and a previous one) loads for both. */
+    write_file(sub, "token_key", hex);
+    write_file(sub, "token_key.previous", b64);
+    s = engine_secrets_reload(dir, true, &keys, err, sizeof err);
+    assert_non_null(s);
+    assert_non_null(keys);
+    assert_true(engine_keyring_has_previous(keys));
+    engine_keyring_free(keys);
+    hf_secrets_free(s);
+
+    /* A directory that is gone is an empty store: refused for a process that had a key. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/token_key", sub);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/token_key.previous", sub);
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
+    assert_null(engine_secrets_reload(dir, true, &keys, err, sizeof err));
+    assert_null(keys);
+    assert_non_null(strstr(err, "engine/token_key is missing"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +397,7 @@ int main(void)
         cmocka_unit_test(key_parse_accepts_base64_and_hex),
         cmocka_unit_test(key_parse_rejects_bad_files),
         cmocka_unit_test(keyring_load_from_store),
+        cmocka_unit_test(secrets_reload_keeps_the_token_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
