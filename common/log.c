@@ -1,6 +1,8 @@
 /* log: levelled, structured log lines (json or text) on stderr, with secret redaction. */
 #include "log.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -222,28 +224,34 @@ static void emit(hf_log_level level, const char *event, const char **kv, size_t 
         }
         hf_buf_puts(&line, "}\n");
     } else {
-        hf_buf_printf(&line, "%s %-5s %s %s", ts, level_names[level], g_log.program, event);
+        hf_buf_printf(&line, "%s %-5s %s ", ts, level_names[level], g_log.program);
+        hf_buf_puts(&line, redacted(&scratch, event));
         for (size_t i = 0; i + 1 < nkv; i += 2) {
-            hf_buf_printf(&line, " %s=", kv[i]);
+            hf_buf_printf(&line, " %s=", redacted(&scratch, kv[i]));
             append_text_value(&line, redacted(&scratch, kv[i + 1] ? kv[i + 1] : ""));
         }
         hf_buf_putc(&line, '\n');
     }
-    /* A second pass over the whole line catches what the fields did not (e.g. the text event). */
-    hf_buf red = {0};
-    append_redacted(&red, line.data, line.len);
+    /* Written whole under the lock: a pipe splits a write longer than PIPE_BUF, and lines of
+     * several threads would interleave. A non-blocking descriptor (inherited) is waited for
+     * rather than the rest of the line dropped (the next line would be glued to it). */
+    size_t off = 0;
+    while (off < line.len) {
+        ssize_t w = write(g_log.fd, line.data + off, line.len - off);
+        if (w > 0) {
+            off += (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = g_log.fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+        } else {
+            break; /* closed or failing: nothing to tell it to */
+        }
+    }
     pthread_mutex_unlock(&g_log.lock);
     hf_buf_free(&scratch);
-    /* One write per line so lines from several threads never interleave. */
-    size_t off = 0;
-    while (off < red.len) {
-        ssize_t w = write(g_log.fd, red.data + off, red.len - off);
-        if (w <= 0)
-            break;
-        off += (size_t)w;
-    }
     hf_buf_free(&line);
-    hf_buf_free(&red);
 }
 
 void hf_log_kv(hf_log_level level, const char *event, ...)

@@ -6,6 +6,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +339,245 @@ static void test_overlapping_secrets_are_redacted_whole(void **state)
     assert_true(whole);
 }
 
+/* Checks that every line of text is one JSON object; returns the number of lines, or fails with
+ * the first bad line (shortened). */
+static size_t assert_all_lines_json(const char *text)
+{
+    size_t n = 0;
+    const char *p = text;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        if (!nl)
+            fail_msg("the capture ends in a line without newline (%zu bytes): %.120s", strlen(p),
+                     p);
+        char err[256] = "";
+        hf_json v = hf_json_parse(p, (size_t)(nl - p), err, sizeof err);
+        if (!v || !hf_json_is_object(v))
+            fail_msg("line %zu is not a JSON object (%s): %.160s", n + 1, err, p);
+        hf_json_free(v);
+        n++;
+        p = nl + 1;
+    }
+    return n;
+}
+
+/* A very long value (1 MiB) is still one valid JSON line, whole. */
+static void test_very_long_value_is_one_valid_line(void **state)
+{
+    (void)state;
+    size_t len = 1u << 20;
+    char *big = malloc(len + 1);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (char)('a' + i % 26);
+    big[len - 3] = '"';
+    big[len - 2] = '\n';
+    big[len] = '\0';
+    hf_log_kv(HF_LOG_ERROR, "ev", "v", big, NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "v")), big);
+    hf_json_free(v);
+    free(text);
+    free(big);
+}
+
+/* Every control character (1..31, 127) and UTF-8 of 2, 3 and 4 bytes survive a JSON round trip;
+ * the line holds no raw control byte. */
+static void test_every_control_character_and_valid_utf8_round_trip(void **state)
+{
+    (void)state;
+    char value[200];
+    size_t n = 0;
+    for (int c = 1; c < 0x20; c++)
+        value[n++] = (char)c;
+    value[n++] = 0x7f;
+    const char *utf8 = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 end"; /* e-acute, euro, emoji */
+    memcpy(value + n, utf8, strlen(utf8) + 1);
+    hf_log_kv(HF_LOG_INFO, "ev", "v", value, NULL);
+    char *text;
+    hf_json v = captured_json(&text);
+    assert_string_equal(hf_json_str(hf_json_get(v, "v")), value);
+    for (const char *p = text; p[1]; p++)
+        assert_true((unsigned char)*p >= 0x20);
+    hf_json_free(v);
+    free(text);
+}
+
+/* Lines logged from several threads at once are each whole (short lines, a regular file). */
+enum { SHORT_THREADS = 4, SHORT_LINES = 500 };
+
+static void *log_short_lines(void *arg)
+{
+    long id = (long)arg;
+    char key[16], val[64];
+    snprintf(key, sizeof key, "t%ld", id);
+    for (int i = 0; i < SHORT_LINES; i++) {
+        snprintf(val, sizeof val, "line %d of thread %ld \"quoted\"", i, id);
+        hf_log_kv(HF_LOG_INFO, "ev", key, val, NULL);
+    }
+    return NULL;
+}
+
+static void test_short_lines_from_threads_are_whole(void **state)
+{
+    (void)state;
+    pthread_t t[SHORT_THREADS];
+    for (long i = 0; i < SHORT_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, log_short_lines, (void *)i), 0);
+    for (int i = 0; i < SHORT_THREADS; i++)
+        pthread_join(t[i], NULL);
+    char *text = captured();
+    assert_int_equal(assert_all_lines_json(text), SHORT_THREADS * SHORT_LINES);
+    free(text);
+}
+
+/* Long lines from several threads on a pipe (stderr under a container runtime or a supervisor
+ * is a pipe): a reader collects everything. */
+enum { LONG_THREADS = 3, LONG_LINES = 6, LONG_VALUE = 200000 };
+
+typedef struct {
+    int fd;
+    hf_buf got;
+} pipe_reader;
+
+static void *read_pipe_slowly(void *arg)
+{
+    pipe_reader *r = arg;
+    char chunk[4096];
+    ssize_t n;
+    int reads = 0;
+    while ((n = read(r->fd, chunk, sizeof chunk)) > 0) {
+        hf_buf_append(&r->got, chunk, (size_t)n);
+        if (++reads % 4 == 0)
+            usleep(5000); /* a reader slower than the writers: the pipe fills up */
+    }
+    return NULL;
+}
+
+static void *log_long_lines(void *arg)
+{
+    long id = (long)arg;
+    char *v = malloc(LONG_VALUE + 1);
+    memset(v, (int)('A' + id), LONG_VALUE);
+    v[LONG_VALUE] = '\0';
+    for (int i = 0; i < LONG_LINES; i++)
+        hf_log_kv(HF_LOG_ERROR, "long", "v", v, NULL);
+    free(v);
+    return NULL;
+}
+
+/* Lines longer than PIPE_BUF (4096 bytes) are written in pieces the kernel may split on a pipe:
+ * written under the log's lock, lines of several threads never interleave (they did when the
+ * write happened after the lock was released). */
+static void test_long_lines_from_threads_on_a_pipe_do_not_interleave(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pipe_reader r = {.fd = fds[0]};
+    pthread_t reader, t[LONG_THREADS];
+    assert_int_equal(pthread_create(&reader, NULL, read_pipe_slowly, &r), 0);
+    hf_log_set_fd(fds[1]);
+    for (long i = 0; i < LONG_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, log_long_lines, (void *)i), 0);
+    for (int i = 0; i < LONG_THREADS; i++)
+        pthread_join(t[i], NULL);
+    hf_log_set_fd(g_fd);
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    hf_buf_putc(&r.got, '\0');
+    r.got.len--;
+    size_t mixed = 0, lines = 0;
+    for (char *p = r.got.data; *p;) {
+        char *nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        lines++;
+        const char *v = strstr(p, "\"v\":\"");
+        if (!v || v > nl) {
+            mixed++;
+        } else {
+            v += 5;
+            for (const char *q = v; q < nl - 2; q++)
+                if (*q != *v) {
+                    mixed++;
+                    break;
+                }
+        }
+        p = nl + 1;
+    }
+    hf_buf_free(&r.got);
+    if (mixed)
+        fail_msg("%zu of %zu lines hold bytes of another thread's line", mixed, lines);
+    assert_int_equal(lines, LONG_THREADS * LONG_LINES);
+}
+
+/* Redaction works on each field before it is escaped, never on the finished line: a second pass
+ * over the JSON line matched a secret holding a double quote across the line's own syntax (a
+ * value that is the secret's beginning, then the closing quote) and removed that quote. */
+static void test_redaction_never_breaks_the_json_line(void **state)
+{
+    (void)state;
+    const char *secret = "Zk8p\"";
+    hf_log_register_secret(secret, strlen(secret));
+    hf_log_kv(HF_LOG_INFO, "ev", "v", "Zk8p", NULL);
+    char *text = captured();
+    assert_int_equal(assert_all_lines_json(text), 1);
+    free(text);
+}
+
+/* A non-blocking stderr (inherited from a parent such as node that set O_NONBLOCK on the shared
+ * pipe) is waited for on EAGAIN: the line is written whole. It used to be cut after what fit,
+ * without its newline, and the next line was glued to it. */
+static void test_line_is_not_cut_on_a_nonblocking_pipe(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK), 0);
+    int cap = fcntl(fds[1], F_GETPIPE_SZ);
+    assert_true(cap > 0);
+    pipe_reader r = {.fd = fds[0]};
+    hf_log_set_fd(fds[1]);
+    size_t len = (size_t)cap * 2;
+    char *v = malloc(len + 1);
+    memset(v, 'x', len);
+    v[len] = '\0';
+    /* The reader is slower than the writer: the pipe fills up in the middle of the line. */
+    pthread_t reader;
+    assert_int_equal(pthread_create(&reader, NULL, read_pipe_slowly, &r), 0);
+    hf_log_kv(HF_LOG_ERROR, "first", "v", v, NULL);
+    usleep(100000);
+    hf_log_kv(HF_LOG_ERROR, "second", "v", "short", NULL);
+    usleep(100000);
+    hf_log_set_fd(g_fd);
+    close(fds[1]);
+    pthread_join(reader, NULL);
+    close(fds[0]);
+    free(v);
+    hf_buf_putc(&r.got, '\0');
+    size_t lines = 0;
+    bool all_json = true;
+    for (char *p = r.got.data; *p;) {
+        char *nl = strchr(p, '\n');
+        if (!nl) {
+            all_json = false;
+            break;
+        }
+        char err[128];
+        hf_json j = hf_json_parse(p, (size_t)(nl - p), err, sizeof err);
+        all_json = all_json && j != NULL;
+        hf_json_free(j);
+        lines++;
+        p = nl + 1;
+    }
+    size_t got = r.got.len - 1;
+    hf_buf_free(&r.got);
+    if (!all_json)
+        fail_msg("a line was cut (%zu bytes read in %zu newline-terminated lines)", got, lines);
+}
+
 int main(void)
 {
     FILE *capture = tmpfile();
@@ -366,6 +608,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_json_line_stays_valid_utf8_with_invalid_bytes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_overlapping_secrets_are_redacted_whole, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_very_long_value_is_one_valid_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_control_character_and_valid_utf8_round_trip,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_lines_from_threads_are_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_lines_from_threads_on_a_pipe_do_not_interleave,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redaction_never_breaks_the_json_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_line_is_not_cut_on_a_nonblocking_pipe, setup,
                                         teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
