@@ -170,6 +170,32 @@ static metric_kind family_kind(metric_kind k)
     return k == KIND_GAUGE_FN ? KIND_GAUGE : k;
 }
 
+/* True when b is a followed by one of the suffixes of a histogram's samples. */
+static bool histogram_sample_of(const char *a, const char *b)
+{
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    size_t n = strlen(a);
+    if (strncmp(a, b, n) != 0)
+        return false;
+    for (size_t i = 0; i < HF_ARRAY_LEN(suffixes); i++)
+        if (strcmp(b + n, suffixes[i]) == 0)
+            return true;
+    return false;
+}
+
+/* True when a new family (name, kind) would render a sample name another family renders: a
+ * histogram "lat" writes lat_bucket, lat_sum and lat_count. Caller holds m->lock. */
+static bool renders_clash(const hf_metrics *m, const char *name, metric_kind kind)
+{
+    for (const family *f = m->first; f; f = f->next) {
+        if (f->kind == KIND_HISTOGRAM && histogram_sample_of(f->name, name))
+            return true;
+        if (kind == KIND_HISTOGRAM && histogram_sample_of(name, f->name))
+            return true;
+    }
+    return false;
+}
+
 /* Returns the series for (name, labels), creating it (and its family) as kind if new; *created
  * says which. Caller holds m->lock. Aborts on a type clash. */
 static series *get_or_create(hf_metrics *m, const char *name, const char *help, const char *labels,
@@ -192,6 +218,8 @@ static series *get_or_create(hf_metrics *m, const char *name, const char *help, 
         f = f->next;
     if (f && f->kind != family_kind(kind))
         misuse("registered twice with different types", name);
+    if (!f && renders_clash(m, name, family_kind(kind)))
+        misuse("clashes with a histogram's _bucket/_sum/_count samples", name);
     if (!f) {
         f = xcalloc(1, sizeof *f);
         f->name = xstrdup(name);

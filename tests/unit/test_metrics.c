@@ -473,6 +473,153 @@ static void test_misuse_aborts(void **state)
     assert_true(aborts(register_descending_bounds));
 }
 
+/* Counters render every uint64 exactly (no float rounding, no sign), gauges every int64. */
+static void test_counter_and_gauge_render_full_integer_range(void **state)
+{
+    (void)state;
+    hf_metrics *m = hf_metrics_new();
+    hf_counter_add(hf_metrics_counter(m, "big_total", "Big.", NULL), UINT64_MAX);
+    hf_gauge_set(hf_metrics_gauge(m, "low", "Low.", NULL), INT64_MIN);
+    hf_gauge_set(hf_metrics_gauge(m, "high", "High.", NULL), INT64_MAX);
+    char *text = render(m);
+    assert_non_null(strstr(text, "\nbig_total 18446744073709551615\n"));
+    assert_non_null(strstr(text, "\nlow -9223372036854775808\n"));
+    assert_non_null(strstr(text, "\nhigh 9223372036854775807\n"));
+    free(text);
+    hf_metrics_free(m);
+}
+
+/* +Inf lands in the +Inf bucket only, -Inf in the first; the sum renders +Inf, then NaN. */
+static void test_histogram_infinite_observations(void **state)
+{
+    (void)state;
+    hf_metrics *m = hf_metrics_new();
+    const double bounds[] = {1};
+    hf_histogram *h = hf_metrics_histogram(m, "h", "H.", NULL, bounds, 1);
+    hf_histogram_observe(h, INFINITY);
+    char *text = render(m);
+    assert_string_equal(text, "# HELP h H.\n# TYPE h histogram\n"
+                              "h_bucket{le=\"1\"} 0\nh_bucket{le=\"+Inf\"} 1\n"
+                              "h_sum +Inf\nh_count 1\n");
+    free(text);
+    hf_histogram_observe(h, -INFINITY);
+    text = render(m);
+    assert_string_equal(text, "# HELP h H.\n# TYPE h histogram\n"
+                              "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
+                              "h_sum NaN\nh_count 2\n");
+    free(text);
+    hf_metrics_free(m);
+}
+
+/* Every family's # HELP and # TYPE come once, right before its first sample, even when its
+ * series are created interleaved with other families' and by several threads (the shape of the
+ * engine's per-label get-or-create at run time). */
+enum { CREATORS = 4, CREATED = 600 };
+
+typedef struct {
+    hf_metrics *m;
+    int id;
+} creator_arg;
+
+static void *create_series(void *p)
+{
+    creator_arg *a = p;
+    char labels[64];
+    const double bounds[] = {0.1, 1};
+    for (int i = 0; i < CREATED; i++) {
+        snprintf(labels, sizeof labels, "t=\"%d\",i=\"%d\"", a->id, i);
+        switch (i % 3) {
+        case 0:
+            hf_counter_add(hf_metrics_counter(a->m, "fam_a_total", "A.", labels), 1);
+            break;
+        case 1:
+            hf_gauge_add(hf_metrics_gauge(a->m, "fam_b", "B.", labels), 1);
+            break;
+        default:
+            hf_histogram_observe(
+                hf_metrics_histogram(a->m, "fam_c_seconds", "C.", labels, bounds, 2), 0.5);
+        }
+        if (i % 50 == 0) {
+            hf_buf out = {0};
+            hf_metrics_render(a->m, &out);
+            hf_buf_free(&out);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_creation_keeps_one_block_per_family(void **state)
+{
+    (void)state;
+    hf_metrics *m = hf_metrics_new();
+    pthread_t t[CREATORS];
+    creator_arg args[CREATORS];
+    for (int i = 0; i < CREATORS; i++) {
+        args[i] = (creator_arg){m, i};
+        assert_int_equal(pthread_create(&t[i], NULL, create_series, &args[i]), 0);
+    }
+    for (int i = 0; i < CREATORS; i++)
+        pthread_join(t[i], NULL);
+    char *text = render(m);
+    const char *fams[] = {"fam_a_total", "fam_b", "fam_c_seconds"};
+    for (size_t f = 0; f < 3; f++) {
+        char help[64], type[64];
+        snprintf(help, sizeof help, "# HELP %s ", fams[f]);
+        snprintf(type, sizeof type, "# TYPE %s ", fams[f]);
+        const char *h = strstr(text, help);
+        assert_non_null(h);
+        assert_null(strstr(h + 1, help));
+        const char *ty = strstr(text, type);
+        assert_non_null(ty);
+        assert_null(strstr(ty + 1, type));
+        assert_true(h < ty);
+    }
+    /* Samples of one family are contiguous: a family name never reappears after another's. */
+    size_t lines = 0, switches = 0;
+    char prev[32] = "";
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        if (*p != '#') {
+            char fam[32]; /* "fam_a", "fam_b" or "fam_c": the family's sample name prefix */
+            snprintf(fam, sizeof fam, "%.5s", p);
+            if (strcmp(fam, prev) != 0)
+                switches++;
+            snprintf(prev, sizeof prev, "%s", fam);
+            lines++;
+        }
+        p = nl + 1;
+    }
+    assert_int_equal(switches, 3);
+    /* a: 200 per thread, b: 200, c: 200 * (3 buckets + sum + count) */
+    assert_int_equal(lines, CREATORS * (CREATED / 3) * (1 + 1 + 5));
+    free(text);
+    hf_metrics_free(m);
+}
+
+/* A family name is checked against the _bucket/_sum/_count samples a histogram renders too: a
+ * counter "lat_count" beside a histogram "lat" would render two series named lat_count (and a
+ * second # TYPE), which Prometheus refuses. It aborts like any other type clash. */
+static void register_histogram_then_clashing_counter(void)
+{
+    hf_metrics *m = hf_metrics_new();
+    hf_metrics_histogram(m, "lat", "Lat.", NULL, NULL, 0);
+    hf_metrics_counter(m, "lat_count", "Clash.", NULL);
+}
+
+static void register_counter_then_clashing_histogram(void)
+{
+    hf_metrics *m = hf_metrics_new();
+    hf_metrics_gauge(m, "size_sum", "Clash.", NULL);
+    hf_metrics_histogram(m, "size", "Size.", NULL, NULL, 0);
+}
+
+static void test_histogram_sample_names_cannot_be_reused(void **state)
+{
+    (void)state;
+    assert_true(aborts(register_histogram_then_clashing_counter));
+    assert_true(aborts(register_counter_then_clashing_histogram));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +643,10 @@ int main(void)
         cmocka_unit_test(test_many_series_keep_their_identity),
         cmocka_unit_test(test_concurrent_updates_are_not_lost),
         cmocka_unit_test(test_misuse_aborts),
+        cmocka_unit_test(test_counter_and_gauge_render_full_integer_range),
+        cmocka_unit_test(test_histogram_infinite_observations),
+        cmocka_unit_test(test_concurrent_creation_keeps_one_block_per_family),
+        cmocka_unit_test(test_histogram_sample_names_cannot_be_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
