@@ -95,12 +95,18 @@ void engine_intake_publish_lag(engine_intake *in, const char *json, size_t len)
             if (strcmp(pid, "-1") == 0 || !YAJL_IS_TRUE(hf_json_get(pj, "desired")) ||
                 !hf_json_int(hf_json_get(pj, "consumer_lag"), &lag))
                 continue;
-            char labels[256];
-            snprintf(labels, sizeof labels, "topic=\"%s\",partition=\"%s\"", topic, pid);
+            /* Kafka topic names run to 249 characters: built to size, never cut. */
+            hf_buf labels = {0};
+            hf_buf_puts(&labels, "topic=\"");
+            hf_metrics_escape_label(&labels, topic);
+            hf_buf_puts(&labels, "\",partition=\"");
+            hf_metrics_escape_label(&labels, pid);
+            hf_buf_putc(&labels, '"');
             hf_gauge *g = hf_metrics_gauge(in->metrics, "hookflow_engine_consumer_lag",
                                            "Messages behind the partition's end, per assigned "
                                            "partition (0 once it is assigned elsewhere)",
-                                           labels);
+                                           labels.data);
+            hf_buf_free(&labels);
             hf_gauge_set(g, lag < 0 ? 0 : lag);
             size_t k = 0;
             while (k < in->nlag && in->lag_gauges[k] != g)

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config clang clang-format libclang-rt-14-dev git
   libevent-dev librdkafka-dev libpq-dev libyajl-dev libcurl4-openssl-dev libssl-dev libcmocka-dev libjemalloc-dev
   postgresql postgresql-client kcat curl procps iproute2 util-linux openssl
-  python3 python3-pytest python3-confluent-kafka python3-psycopg2 python3-jsonschema python3-requests python3-yaml python3-cryptography
+  python3 python3-pytest python3-confluent-kafka python3-psycopg2 python3-jsonschema python3-requests python3-yaml python3-cryptography python3-prometheus-client
   wrk nginx-light
 )
 
