@@ -54,7 +54,7 @@ struct hf_http_server {
 };
 
 /* One event-loop thread: its base, its evhttp on its own SO_REUSEPORT socket, and the
- * count of open connections (see connection_new). */
+ * connections it accepted (see connection_new). */
 struct loop {
     hf_http_server *server;
     struct event_base *base;
@@ -65,7 +65,6 @@ struct loop {
     pthread_t thread;
     struct bufferevent **fresh; /* accepted, not yet adopted */
     size_t nfresh, capfresh;
-    int open;
     bool paused;
     conn_clock *clocks; /* by socket: this loop's connections (see request deadlines) */
     size_t nclocks;
@@ -138,18 +137,18 @@ static int listen_socket(const char *host, int port, bool exclusive_check, int *
  * from a highest-priority event that libevent runs as soon as the accept callback returns (before
  * any other event and before any I/O on the new socket), finds the evhttp_connection evhttp made
  * around it and registers a close callback there. A reference keeps the bufferevent valid until
- * then. Past the limit the listener is disabled: new connections wait in the kernel backlog. */
-static int per_loop_limit(const loop *l)
+ * then. The limit is the server's total: at it every loop disables its listener (new connections
+ * wait in the kernel backlog), below it every loop accepts again. Fixed shares per loop would
+ * leave a client waiting behind a full loop while another had room (SO_REUSEPORT picks the
+ * socket by hash). Loops accepting at the same moment may pass the limit by a connection each. */
+static bool at_limit(const hf_http_server *s)
 {
-    /* The remainder goes to the first loops, so the loops' limits add up to the server's. */
-    int total = l->server->opts.max_connections, nloops = l->server->nloops;
-    int n = total / nloops + ((int)(l - l->server->loops) < total % nloops);
-    return n < 1 ? 1 : n;
+    return atomic_load(&s->connections) >= s->opts.max_connections;
 }
 
 static void pause_or_resume(loop *l)
 {
-    bool full = l->open >= per_loop_limit(l);
+    bool full = at_limit(l->server);
     bool want_paused = full || !atomic_load(&l->server->accepting);
     if (want_paused == l->paused || !l->bound)
         return;
@@ -209,14 +208,35 @@ static void sweep_connections(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void recheck_listener(evutil_socket_t fd, short what, void *arg)
+{
+    pause_or_resume(arg);
+}
+
+/* The other loops pause or resume too (on their own threads). */
+static void tell_other_loops(loop *l)
+{
+    hf_http_server *s = l->server;
+    for (int i = 0; i < s->nloops; i++)
+        if (&s->loops[i] != l)
+            event_base_once(s->loops[i].base, -1, EV_TIMEOUT, recheck_listener, &s->loops[i], NULL);
+}
+
+/* One connection fewer: at the limit before, every loop may accept again. */
+static void connection_gone(loop *l)
+{
+    int64_t before = atomic_fetch_sub(&l->server->connections, 1);
+    if (before >= l->server->opts.max_connections && !at_limit(l->server))
+        tell_other_loops(l);
+}
+
 static void connection_closed(struct evhttp_connection *evcon, void *arg)
 {
     loop *l = arg;
     conn_clock *c = clock_of(l, evcon, false);
     if (c && c->evcon == evcon)
         c->evcon = NULL;
-    l->open--;
-    atomic_fetch_sub(&l->server->connections, 1);
+    connection_gone(l);
     pause_or_resume(l);
 }
 
@@ -232,12 +252,14 @@ static struct bufferevent *connection_new(struct event_base *base, void *arg)
         l->fresh = xrealloc(l->fresh, l->capfresh * sizeof *l->fresh);
     }
     l->fresh[l->nfresh++] = bev;
-    l->open++;
-    atomic_fetch_add(&l->server->connections, 1);
+    int64_t before = atomic_fetch_add(&l->server->connections, 1);
     /* At the limit, stop now: the listener's callback goes on accepting the whole backlog
      * unless it is disabled while it runs. */
-    if (l->open >= per_loop_limit(l))
+    if (at_limit(l->server)) {
         pause_or_resume(l);
+        if (before < l->server->opts.max_connections)
+            tell_other_loops(l);
+    }
     event_active(l->post_accept, EV_TIMEOUT, 0);
     return bev;
 }
@@ -257,8 +279,7 @@ static void connections_adopt(evutil_socket_t fd, short what, void *arg)
                 *c = (conn_clock){.evcon = cbarg, .since_ms = hf_now_ms()};
         } else {
             /* evhttp gave the connection up during the accept itself. */
-            l->open--;
-            atomic_fetch_sub(&l->server->connections, 1);
+            connection_gone(l);
         }
         bufferevent_decref(bev);
     }
@@ -366,16 +387,11 @@ void hf_http_server_start(hf_http_server *s)
         pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]);
 }
 
-static void disable_listener(evutil_socket_t fd, short what, void *arg)
-{
-    pause_or_resume(arg);
-}
-
 void hf_http_server_stop_accepting(hf_http_server *s)
 {
     atomic_store(&s->accepting, false);
     for (int i = 0; i < s->nloops; i++)
-        event_base_once(s->loops[i].base, -1, EV_TIMEOUT, disable_listener, &s->loops[i], NULL);
+        event_base_once(s->loops[i].base, -1, EV_TIMEOUT, recheck_listener, &s->loops[i], NULL);
 }
 
 typedef struct sync_point {

@@ -24,8 +24,9 @@ typedef struct hf_http_options {
     int timeout_ms;      /* read/write inactivity timeout; idle keep-alive ends too; and a
                             request must arrive whole within 4 x timeout_ms of the connection's
                             last answer (a client trickling bytes is closed) */
-    int max_connections; /* open connections across all threads; beyond it accepting
-                            pauses and new connections wait in the listen backlog */
+    int max_connections; /* open connections across all threads; at it every thread pauses
+                            accepting and new connections wait in the listen backlog
+                            (threads accepting at the same moment may each pass it by one) */
 } hf_http_options;
 
 /* Binds the port (so start-up fails early and clearly) but runs nothing yet. */
