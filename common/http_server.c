@@ -287,6 +287,26 @@ static void connections_adopt(evutil_socket_t fd, short what, void *arg)
     pause_or_resume(l);
 }
 
+/* Bytes of the request line and headers as sent, line endings counted. libevent is given twice
+ * the limit (it answers past its own limit with an HTML page, and counts without line endings):
+ * requests between the two get a JSON 431 here. */
+static size_t header_bytes(struct evhttp_request *req)
+{
+    static const char *const methods[] = {"GET",     "POST",  "HEAD",    "PUT",  "DELETE",
+                                          "OPTIONS", "TRACE", "CONNECT", "PATCH"};
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    size_t method = 7; /* the longest, when libevent names one we do not */
+    for (size_t i = 0; i < HF_ARRAY_LEN(methods); i++)
+        if (cmd == (enum evhttp_cmd_type)(1 << i))
+            method = strlen(methods[i]);
+    const char *uri = evhttp_request_get_uri(req);
+    size_t n = method + 1 + (uri ? strlen(uri) : 0) + sizeof " HTTP/1.1\r\n" - 1;
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    for (const struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next)
+        n += strlen(kv->key) + 2 + strlen(kv->value) + 2;
+    return n + 2;
+}
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     loop *l = arg;
@@ -295,6 +315,13 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (c && c->evcon == evcon) {
         c->answering = true;
         evhttp_request_set_on_complete_cb(req, request_answered, l);
+    }
+    if (header_bytes(req) > l->server->opts.max_headers) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "the request line and headers are over the %zu-byte limit",
+                 l->server->opts.max_headers);
+        hf_http_reply_error(req, 431, "headers_too_large", detail);
+        return;
     }
     l->server->handler(req, l->server->arg);
 }
@@ -349,7 +376,7 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
         event_base_priority_init(l->base, 2);
         l->http = evhttp_new(l->base);
         evhttp_set_max_body_size(l->http, (ev_ssize_t)opts->max_body);
-        evhttp_set_max_headers_size(l->http, (ev_ssize_t)opts->max_headers);
+        evhttp_set_max_headers_size(l->http, (ev_ssize_t)opts->max_headers * 2);
         struct timeval tv = {opts->timeout_ms / 1000, (opts->timeout_ms % 1000) * 1000};
         evhttp_set_timeout_tv(l->http, &tv);
         evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
@@ -498,6 +525,8 @@ const char *hf_http_reason(int status)
         return "Payload Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 431:
+        return "Request Header Fields Too Large";
     case 422:
         return "Unprocessable Entity";
     case 429:

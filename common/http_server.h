@@ -20,7 +20,8 @@ typedef struct hf_http_options {
     const char *listen;  /* "host:port"; port 0 picks a free one */
     int threads;         /* event-loop threads */
     size_t max_body;     /* bytes; larger bodies get 413 */
-    size_t max_headers;  /* bytes of request line + headers; larger get 431/400 */
+    size_t max_headers;  /* bytes of request line + headers (line endings counted); larger get
+                            431 with a JSON error, and past twice that libevent's own 400 */
     int timeout_ms;      /* read/write inactivity timeout; idle keep-alive ends too; and a
                             request must arrive whole within 4 x timeout_ms of the connection's
                             last answer (a client trickling bytes is closed) */
