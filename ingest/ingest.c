@@ -545,6 +545,12 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     }
     if (env->cap > (64u << 10)) /* a huge delivery does not pin its memory */
         hf_buf_free(env);
+    if (atomic_load(&p->failed)) {
+        /* The answer is decided: 503 now, not at the deadline (the events already queued are
+         * reported on their own, and p lives on until they are). */
+        event_del(p->deadline);
+        answer_unavailable(p, "the local queue for Kafka is full; retry later");
+    }
     atomic_fetch_add(&s->in_flight_bytes, p->bytes); /* before p can be freed */
     if (atomic_fetch_sub(&p->outstanding, 1) == 1)
         queue_finished(p);
@@ -605,7 +611,11 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
     hf_buf *public_url = &thread_scratch()->url;
     hf_buf_reset(public_url);
     if (s->cfg->public_base_url[0]) {
-        hf_buf_puts(public_url, s->cfg->public_base_url);
+        /* "https://hooks.example.com/" as often written: the path brings its own slash. */
+        size_t n = strlen(s->cfg->public_base_url);
+        while (n > 0 && s->cfg->public_base_url[n - 1] == '/')
+            n--;
+        hf_buf_append(public_url, s->cfg->public_base_url, n);
     } else {
         /* The Host header as sent: evhttp_request_get_host() drops its port, and a signature
          * over the URL covers the port the platform called. */
@@ -767,6 +777,13 @@ static void register_metrics(ingest_server *s)
 
 ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t errlen)
 {
+    const char *base = cfg->public_base_url;
+    if (base[0] && strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
+        hf_err(err, errlen,
+               "HOOKFLOW_PUBLIC_BASE_URL must be the http:// or https:// address the platforms "
+               "call (e.g. https://hooks.example.com)");
+        return NULL;
+    }
     ingest_server *s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
     pthread_rwlock_init(&s->secrets_lock, NULL);
