@@ -12,7 +12,12 @@ bash deploy/local/install-deps.sh
 
 jobs=$(nproc)
 echo "== clang-format (.clang-format at the root)"
-unformatted=$(git ls-files '*.c' '*.h' 2>/dev/null | while read -r f; do
+# Every C file of the tree: git's list (a git that cannot read the checkout, e.g. "dubious
+# ownership", must not make the check pass on no files), else the files on disk.
+if ! sources=$(git ls-files '*.c' '*.h' 2>/dev/null) || [ -z "$sources" ]; then
+  sources=$(find common engine ingest deploy tests -name '*.[ch]' -not -path '*/build/*' | sort)
+fi
+unformatted=$(echo "$sources" | while read -r f; do
   clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || echo "$f"; done)
 if [ -n "$unformatted" ]; then
   echo "not clang-formatted (run: clang-format -i <file>):" >&2

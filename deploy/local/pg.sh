@@ -25,13 +25,35 @@ free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+want_port=${3:-}
+if [ -n "$want_port" ] && { ! [[ "$want_port" =~ ^[0-9]{4,5}$ ]] || [ "$want_port" -lt 1024 ] \
+    || [ "$want_port" -gt 65535 ]; }; then
+  echo "pg.sh: PORT must be a number in 1024..65535, not \"$want_port\"" >&2; exit 2
+fi
+
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-data="$dir/data"
+# As root the server runs as "postgres", which must reach the cluster through every folder above
+# it: a checkout in a private home (/root is 0700 on Debian) is out of its reach, so the cluster
+# then lives in /var/lib/hookflow/pg-<hash of DIR>, named in DIR/location; DIR keeps url and port.
+pgdir=$dir
+if [ "$(id -u)" -eq 0 ]; then
+  if [ -f "$dir/location" ]; then
+    pgdir=$(cat "$dir/location")
+  elif [ "$cmd" = start ]; then
+    chown postgres: "$dir"; chmod 755 "$dir"
+    if ! runuser -u postgres -- sh -c 'cd "$1" && test -w .' _ "$dir" 2>/dev/null; then
+      pgdir=/var/lib/hookflow/pg-$(printf '%s' "$dir" | sha256sum | cut -c1-16)
+      mkdir -p "$pgdir"
+      chown postgres: "$pgdir"; chmod 700 "$pgdir"
+      echo "$pgdir" >"$dir/location"
+    fi
+  fi
+fi
+data="$pgdir/data"
 
 case "$cmd" in
 start)
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; chmod 755 "$dir"; fi
   if [ ! -f "$data/PG_VERSION" ]; then
     as_owner "$bindir/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
@@ -39,13 +61,15 @@ start)
   if as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     port=$(cat "$dir/port")
   else
-    port=${3:-}
+    port=$want_port
     if [ -z "$port" ] && [ -f "$dir/port" ]; then port=$(cat "$dir/port"); fi
-    if [ -z "$port" ] || ss -ltn "sport = :$port" | grep -q LISTEN; then port=$(free_port); fi
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ss -ltn "sport = :$port" | grep -q LISTEN; then
+      port=$(free_port)
+    fi
+    as_owner "$bindir/pg_ctl" -D "$data" -l "$pgdir/postgres.log" -w -t 60 \
+      -o "-p $port -k '$pgdir' -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
+      || { tail -n 20 "$pgdir/postgres.log" >&2; exit 1; }
     echo "$port" >"$dir/port"
-    as_owner "$bindir/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
-      || { tail -n 20 "$dir/postgres.log" >&2; exit 1; }
   fi
   if ! as_owner "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname='hookflow'" | grep -q 1; then
