@@ -133,7 +133,8 @@ typedef struct devbroker_opts {
 } devbroker_opts;
 
 typedef struct ctl_client {
-    int fd; /* -1 = free slot */
+    int fd;            /* -1 = free slot */
+    int64_t active_ms; /* accepted, or its last bytes: idle ones are closed (slots are few) */
     size_t len;
     char line[CTL_LINE_MAX];
 } ctl_client;
@@ -290,9 +291,15 @@ static int parse_args(int argc, char **argv, const devbroker_env *env, devbroker
         case OPT_VERSION:
             printf(PROG " %s\n", HOOKFLOW_VERSION);
             return 1;
+        /* getopt leaves optind on a group of short options ("-xy") until its last letter: a
+         * short option is named by optopt, a long one by the argument it came from. */
         case ':':
+            if (optopt)
+                return hf_err(err, errlen, "option -%c needs a value (see --help)", optopt);
             return hf_err(err, errlen, "option %s needs a value (see --help)", argv[optind - 1]);
         default:
+            if (optopt)
+                return hf_err(err, errlen, "unknown option \"-%c\" (see --help)", optopt);
             return hf_err(err, errlen, "unknown option \"%s\" (see --help)", argv[optind - 1]);
         }
     }
@@ -310,6 +317,8 @@ static int parse_args(int argc, char **argv, const devbroker_env *env, devbroker
                       opts->topic_prefix);
     if (opts->bootstrap_file && !*opts->bootstrap_file)
         return hf_err(err, errlen, "--bootstrap-file is empty");
+    if (control && !*control)
+        return hf_err(err, errlen, "--control is empty");
     if (control)
         opts->control_path = xstrdup(control);
     else if (opts->bootstrap_file)
@@ -756,15 +765,18 @@ static bool client_run_line(devbroker *db, ctl_client *c, char *line)
 }
 
 /* Reads what the client sent and answers every complete line. Closes the client on EOF, on an
- * error, or on an over-long line. */
-static void client_readable(devbroker *db, ctl_client *c)
+ * error, or on an over-long line. revents: what poll reported for it. */
+static void client_readable(devbroker *db, ctl_client *c, short revents)
 {
     ssize_t r = recv(c->fd, c->line + c->len, sizeof c->line - c->len - 1, 0);
     if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
         return;
+    c->active_ms = hf_now_ms();
     if (r <= 0) {
-        /* A last command without its newline still gets an answer. */
-        if (r == 0 && c->len > 0) {
+        /* A last command without its newline still gets an answer when the client only ended
+         * its sending side (it reads the answer); one that hung up altogether (POLLHUP: it
+         * crashed or was killed mid-line) had not finished it, and it is not run. */
+        if (r == 0 && c->len > 0 && !(revents & POLLHUP)) {
             c->line[c->len] = '\0';
             client_run_line(db, c, c->line);
         }
@@ -813,6 +825,7 @@ static void control_accept(devbroker *db)
         }
         slot->fd = fd;
         slot->len = 0;
+        slot->active_ms = hf_now_ms();
     }
 }
 
@@ -834,7 +847,19 @@ static void devbroker_serve(devbroker *db, const sigset_t *wait_mask)
                 owner[n++] = &db->clients[i];
             }
         }
-        int ready = ppoll(pfd, n, NULL, wait_mask);
+        /* Wake up in time to close the clients that went idle. */
+        int64_t now = hf_now_ms(), next = -1;
+        for (nfds_t i = 0; i < n; i++)
+            if (owner[i] && (next < 0 || owner[i]->active_ms < next))
+                next = owner[i]->active_ms;
+        struct timespec wait = {0, 0}, *timeout = NULL;
+        if (next >= 0) {
+            int64_t left = next + CTL_CLIENT_TIMEOUT_MS - now;
+            left = left < 0 ? 0 : left;
+            wait = (struct timespec){left / 1000, (left % 1000) * 1000000};
+            timeout = &wait;
+        }
+        int ready = ppoll(pfd, n, timeout, wait_mask);
         if (ready < 0) {
             if (errno != EINTR)
                 hf_log_error("control", "poll failed: %s", strerror(errno));
@@ -846,7 +871,16 @@ static void devbroker_serve(devbroker *db, const sigset_t *wait_mask)
             if (!owner[i])
                 control_accept(db);
             else if (owner[i]->fd >= 0)
-                client_readable(db, owner[i]);
+                client_readable(db, owner[i], pfd[i].revents);
+        }
+        now = hf_now_ms();
+        for (size_t i = 0; i < CTL_MAX_CLIENTS; i++) {
+            ctl_client *c = &db->clients[i];
+            if (c->fd >= 0 && now - c->active_ms >= CTL_CLIENT_TIMEOUT_MS) {
+                static const char idle[] = "error: idle for too long\n";
+                client_send(c, idle, sizeof idle - 1);
+                client_close(c);
+            }
         }
     }
 }

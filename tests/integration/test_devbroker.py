@@ -486,3 +486,107 @@ def test_signal_exits_0_and_removes_files(make_devbroker, sig):
     assert not os.path.exists(db.control_path)
     assert db.proc.sanitizer_errors() == [], db.proc.log()
     assert any(line.get("event") == "stopping" for line in db.proc.json_logs())
+
+
+# ------------------------------------------------------------------ review: options, control
+
+def test_unknown_short_option_in_a_group_is_named():
+    # `-xy` is reported as unknown option "-x" (getopt does not advance optind inside a group of
+    # short options: argv[optind - 1] named the executable).
+    r = run_devbroker("-xy")
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert "-x" in r.stderr and harness.bin("hookflow-devbroker") not in r.stderr, r.stderr
+
+
+def test_empty_control_path_is_refused():
+    # `--control ""` is refused with one line and exit 2 like `--bootstrap-file ""` (bind() of an
+    # empty sun_path lands in Linux's abstract namespace: no reachable control socket).
+    d = harness.temp_dir("ctl-empty")
+    p = harness.Proc([harness.bin("hookflow-devbroker"), "--brokers", "1", "--partitions", "1",
+                      "--bootstrap-file", os.path.join(d, "bootstrap"), "--control", ""],
+                     name="devbroker-empty-ctl")
+    try:
+        try:
+            code = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("--control \"\" was accepted; the broker is running: " + p.tail())
+        assert code == 2
+        assert len(p.log_lines()) == 1, p.log()
+    finally:
+        p.stop(signal.SIGTERM, timeout=15)
+
+
+def test_unterminated_command_of_a_client_that_hung_up_is_not_run(devbroker):
+    # A client that closes its connection after part of a line (it crashed, or was killed
+    # between two writes) does not get the fragment run: nobody could read the reply, and here
+    # "broker down all" took every broker down. A half-closed client, which can still read, does
+    # get its last line run.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(devbroker.control_path)
+    s.sendall(b"broker down all")
+    s.close()
+    try:
+        devbroker.proc.wait_for_log(r'"command":"broker down all"', timeout=3)
+        ran = True
+    except AssertionError:
+        ran = False
+    try:
+        assert devbroker.ctl("ping") == "ok"
+        assert not ran, "the fragment of a closed connection was run: " + devbroker.proc.tail(3)
+    finally:
+        devbroker.ctl("clear")
+
+
+def test_overlong_and_blank_lines_get_one_error_and_the_broker_keeps_serving(devbroker):
+    def exchange(data):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(devbroker.control_path)
+            s.sendall(data)
+            buf = b""
+            while b"\n" not in buf:  # the first reply line
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+            return buf
+
+    reply = exchange(b"x" * 5000 + b"\n")
+    assert reply.startswith(b"error: ") and reply.count(b"\n") == 1, reply[:200]
+    reply = exchange(b"ping " + b"y" * 1100 + b"\nping\n")  # the connection is closed after it
+    assert reply == b"error: line too long\n", reply[:200]
+    for blank in (b"\n", b"   \t \r\n"):
+        assert exchange(blank).startswith(b"error: "), blank
+    assert exchange(b"ping\r\n") == b"ok\n"
+    assert devbroker.ctl("ping") == "ok"
+    devbroker.produce_sync(devbroker.topic("accounting"), b"still-works", config=NO_RETRY)
+
+
+def test_too_many_control_clients_get_one_error_line_then_slots_free_up(devbroker):
+    idle = []
+    try:
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(devbroker.control_path)
+            idle.append(s)
+        # The broker accepts them as it polls; the next client is one too many. (It may close
+        # before the client writes, so the client only reads.)
+        def turned_away():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(0.5)
+                s.connect(devbroker.control_path)
+                try:
+                    return s.recv(4096)
+                except (socket.timeout, ConnectionResetError):
+                    return None
+        reply = harness.wait_until(turned_away, timeout=10, what="the 17th client turned away")
+        assert reply == b"error: too many control connections\n"
+    finally:
+        for s in idle:
+            s.close()
+    harness.wait_until(lambda: devbroker.ctl("ping") == "ok", timeout=10,
+                       what="a free slot after the idle clients left")
