@@ -691,7 +691,11 @@ int engine_oauth_parse_token(const char *body, size_t len, char **access_token,
     if (expires > ENGINE_OAUTH_MAX_EXPIRES_S)
         expires = ENGINE_OAUTH_MAX_EXPIRES_S;
 
+    /* "scope" (RFC 6749: a space-separated string; some platforms an array); HubSpot's token
+     * answers name theirs "scopes" (an array, beside hub_id). */
     hf_json sc = hf_json_get(v, "scope");
+    if (!sc)
+        sc = hf_json_get(v, "scopes");
     if (YAJL_IS_STRING(sc)) {
         *scope = xstrdup(sc->u.string);
     } else if (YAJL_IS_ARRAY(sc)) {

@@ -45,6 +45,9 @@ ISSUED_TTL = {"xero": 1800, "quickbooks": 3600, "hubspot": 1800, "klaviyo": 3600
 META_SHORT_TTL = 3600
 # Whether a refresh returns a NEW refresh token (and the old one stops working).
 ROTATES = {"xero": True, "quickbooks": True, "hubspot": False, "klaviyo": False, "meta": False}
+# Refresh tokens that die unused (providers.md): Xero's after 60 days, QuickBooks' after 100
+# (rolling: each use starts the 100 days again).
+REFRESH_TTL = {"xero": 60 * 86400, "quickbooks": 100 * 86400}
 
 JSON_CT = "application/json; charset=utf-8"
 JSONAPI_CT = "application/vnd.api+json"
@@ -430,13 +433,14 @@ class Access:
 
 
 class Refresh:
-    __slots__ = ("token", "grant", "used_at", "revoked")
+    __slots__ = ("token", "grant", "used_at", "revoked", "expires_at")
 
-    def __init__(self, token, grant):
+    def __init__(self, token, grant, expires_at=None):
         self.token = token
         self.grant = grant
         self.used_at = None
         self.revoked = False
+        self.expires_at = expires_at
 
 
 class Fault:
@@ -486,6 +490,11 @@ class Fault:
             r = Reply(self.status, str(self.body), ctype=self.content_type or "text/plain")
         if self.retry_after is not None:
             r.headers.append(("Retry-After", self.retry_after))
+        elif provider == "xero" and self.status == 429:
+            r.headers.append(("Retry-After", "1"))  # Xero's 429 always says when (seconds)
+        if provider == "xero" and self.status == 429 and not any(
+                k.lower() == "x-rate-limit-problem" for k in self.headers):
+            r.headers.append(("X-Rate-Limit-Problem", "minute"))
         for k, v in self.headers.items():
             r.headers.append((k, str(v)))
         return r
@@ -520,6 +529,7 @@ class Fake:
         self.refresh = {p: {} for p in PROVIDERS}          # token -> Refresh
         self.codes = {p: {} for p in PROVIDERS}            # code -> dict
         self.klaviyo_keys = set()
+        self.hubspot_properties = set()  # a portal's own contact properties
         self.twilio_accounts = {}                          # AccountSid -> dict
         self.twilio_keys = {}                              # SK... -> (secret, AccountSid)
         self.meta_recipients = {}                          # page_id -> set of PSIDs (optional)
@@ -572,6 +582,8 @@ class Fake:
                 self.twilio_keys[ksid] = (ksecret, sid)
             out["account_sid"] = sid
             return out
+        if p == "hubspot" and spec.get("properties"):
+            self.hubspot_properties.update(spec["properties"])
         if p == "klaviyo" and spec.get("api_key"):
             self.klaviyo_keys.add(spec["api_key"])
             out["api_key"] = spec["api_key"]
@@ -614,7 +626,9 @@ class Fake:
             out["access_token"] = spec["access_token"]
             out["expires_in"] = exp
         if spec.get("refresh_token"):
-            self.refresh[p][spec["refresh_token"]] = Refresh(spec["refresh_token"], grant)
+            life = REFRESH_TTL.get(p)
+            self.refresh[p][spec["refresh_token"]] = Refresh(
+                spec["refresh_token"], grant, None if life is None else self.now() + life)
             out["refresh_token"] = spec["refresh_token"]
         out["tenants"] = tenants
         return out
@@ -656,7 +670,8 @@ class Fake:
         rt = None
         if with_refresh:
             rt = refresh_token or new_token(p, "rt")
-            self.refresh[p][rt] = Refresh(rt, grant)
+            life = REFRESH_TTL.get(p)
+            self.refresh[p][rt] = Refresh(rt, grant, None if life is None else self.now() + life)
         self.stats_tokens[p]["access_tokens_issued"] += 1
         return at, rt, ttl
 
@@ -691,6 +706,8 @@ class Fake:
         add("hubspot", ("POST",), r"/oauth/2026-03/token/introspect", self.hubspot_introspect_h,
             "/hubspot/oauth/2026-03/token/introspect")
         add("klaviyo", ("POST",), r"/api/events/?", self.klaviyo_event_h, "/klaviyo/api/events")
+        add("klaviyo", ("GET",), r"/api/accounts/?", self.klaviyo_accounts_h,
+            "/klaviyo/api/accounts")
         add("klaviyo", ("POST",), r"/api/profile-import/?", self.klaviyo_profile_h,
             "/klaviyo/api/profile-import")
         add("klaviyo", ("POST",), r"/token|/oauth/token", self.token_h, "/klaviyo/token")
@@ -988,8 +1005,13 @@ class Fake:
             body = {"token_type": "bearer", "expires_in": ttl, "refresh_token": rt,
                     "x_refresh_token_expires_in": 8726400, "access_token": at}
         elif p == "hubspot":
+            # Since August 2025 HubSpot names the portal and the granted scopes too.
             body = {"token_type": "bearer", "refresh_token": rt, "access_token": at,
-                    "expires_in": ttl}
+                    "expires_in": ttl,
+                    "scopes": list(dict.fromkeys(["oauth"] + (grant.scope or "").split()))}
+            if grant.tenants:
+                hub = grant.tenants[0]
+                body["hub_id"] = int(hub) if str(hub).isdigit() else hub
         elif p == "klaviyo":
             body = {"access_token": at, "token_type": "Bearer", "expires_in": ttl,
                     "refresh_token": rt, "scope": grant.scope}
@@ -1011,6 +1033,11 @@ class Fake:
             st["refresh_rejected"] += 1
             return self._tok_err(p, 400, "invalid_grant",
                                  "refresh token was issued to another client")
+        if r.expires_at is not None and self.now() >= r.expires_at:
+            st["refresh_rejected"] += 1
+            return self._tok_err(p, 400, "invalid_grant",
+                                 f"refresh token expired (unused for {REFRESH_TTL[p] // 86400} "
+                                 "days): the user must connect again")
         if r.used_at is not None and self.now() - r.used_at > r.grant.grace:
             st["refresh_rejected"] += 1
             st["refresh_reused"] += 1
@@ -1024,6 +1051,8 @@ class Fake:
         else:
             at, _, ttl = self.issue(r.grant, with_refresh=False)
             rt = tok
+            if r.expires_at is not None:
+                r.expires_at = self.now() + REFRESH_TTL[p]
         st["refreshed"] += 1
         return self._token_reply(p, at, rt, ttl, r.grant)
 
@@ -1639,6 +1668,15 @@ class Fake:
 
     HUBSPOT_STAGES = ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
                       "opportunity", "customer", "evangelist", "other")
+    # Contact properties every portal has (a subset of HubSpot's defaults); a portal's own are
+    # registered with tokens("hubspot", properties=[...]). Any other name is refused, as HubSpot
+    # refuses it (PROPERTY_DOESNT_EXIST).
+    HUBSPOT_CONTACT_PROPERTIES = frozenset((
+        "email", "firstname", "lastname", "phone", "mobilephone", "company", "website", "jobtitle",
+        "address", "city", "state", "zip", "country", "lifecyclestage", "hs_lead_status",
+        "hubspot_owner_id", "message", "fax", "industry", "annualrevenue", "numemployees",
+        "salutation", "date_of_birth", "hs_language", "twitterhandle", "hs_whatsapp_phone_number",
+        "hs_object_id", "createdate", "lastmodifieddate"))
 
     def hubspot_common(self, req):
         tok = req.bearer()
@@ -1685,6 +1723,10 @@ class Fake:
                             "message": f"{v} was not one of the allowed options: "
                                        + ", ".join(self.HUBSPOT_STAGES),
                             "error": "INVALID_OPTION", "name": "lifecyclestage"})
+            elif k not in self.HUBSPOT_CONTACT_PROPERTIES and k not in self.hubspot_properties:
+                bad.append({"isValid": False, "message": f'Property "{k}" does not exist',
+                            "error": "PROPERTY_DOESNT_EXIST", "name": k,
+                            "localizedErrorMessage": f'Property "{k}" does not exist'})
             elif k in ("hs_object_id", "createdate", "lastmodifieddate"):
                 bad.append({"isValid": False, "message": f"{k} is a read only property; its value "
                             "cannot be set.", "error": "READ_ONLY_VALUE", "name": k})
@@ -1792,6 +1834,34 @@ class Fake:
                                      "metric", "profile"))
 
     def klaviyo_common(self, req):
+        """Auth and revision, then the JSON:API body of a write."""
+        self.klaviyo_auth(req)
+        if req.ctype != "application/vnd.api+json":
+            fail(klaviyo_err(415, "unsupported_media_type", "Unsupported media type.",
+                             f"Unsupported media type \"{req.ctype or 'none'}\" in request; use "
+                             "content-type: application/vnd.api+json"))
+        return self.klaviyo_body(req)
+
+    def klaviyo_accounts_h(self, req, m):
+        """GET /api/accounts/: the account the key or token belongs to (scope accounts:read)."""
+        a = self.klaviyo_auth(req)
+        if a is not None:
+            g = a.grant
+            aid = g.tenants[0] if g.tenants else "KL" + hashlib.sha256(
+                str(g.client_id).encode()).hexdigest()[:6].upper()
+        else:
+            aid = "KLKEY" + hashlib.sha256(req.headers["authorization"].encode()).hexdigest()[:6]
+        return Reply(200, {"data": [{"type": "account", "id": aid, "attributes": {
+            "contact_information": {"organization_name": f"Fake account {aid}",
+                                    "default_sender_email": "owner@example.com"},
+            "industry": None, "timezone": "UTC", "preferred_currency": "USD",
+            "public_api_key": aid[:6]},
+            "links": {"self": f"https://a.klaviyo.com/api/accounts/{aid}/"}}],
+            "links": {"self": "https://a.klaviyo.com/api/accounts/"}}, ctype=JSONAPI_CT)
+
+    def klaviyo_auth(self, req):
+        """The access (None for a private API key) after the auth and revision checks."""
+        a = None
         auth = req.headers.get("authorization")
         if not auth:
             fail(klaviyo_err(401, "not_authenticated",
@@ -1827,10 +1897,9 @@ class Fake:
             fail(klaviyo_err(400, "invalid", "Invalid input.",
                              f"Invalid revision header {rev!r}: expected YYYY-MM-DD.",
                              pointer="/headers/revision"))
-        if req.ctype != "application/vnd.api+json":
-            fail(klaviyo_err(415, "unsupported_media_type", "Unsupported media type.",
-                             f"Unsupported media type \"{req.ctype or 'none'}\" in request; use "
-                             "content-type: application/vnd.api+json"))
+        return a
+
+    def klaviyo_body(self, req):
         try:
             return req.json()
         except ValueError as e:
@@ -2071,17 +2140,17 @@ class Fake:
         hdr = [("WWW-Authenticate", 'OAuth "Facebook Platform" "invalid_token" '
                                     '"Invalid OAuth access token"')]
         if not tok:
-            fail(meta_err(401, 2500, "An active access token must be used to query information "
+            fail(meta_err(400, 2500, "An active access token must be used to query information "
                           "about the current user.", headers=hdr,
                           reason="access_token query parameter or Authorization: Bearer missing"))
         a, why = self.check_access("meta", tok)
         if why == "expired":
             self.stats_tokens["meta"]["api_unauthorized"] += 1
-            fail(meta_err(401, 190, "Error validating access token: Session has expired.",
+            fail(meta_err(400, 190, "Error validating access token: Session has expired.",
                           subcode=463, headers=hdr, reason="access token expired"))
         if why:
             self.stats_tokens["meta"]["api_unauthorized"] += 1
-            fail(meta_err(401, 190, "Invalid OAuth access token - Cannot parse access token",
+            fail(meta_err(400, 190, "Invalid OAuth access token - Cannot parse access token",
                           headers=hdr, reason=f"access token is {why}"))
         return a
 

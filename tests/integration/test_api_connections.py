@@ -467,12 +467,21 @@ def test_authorize_url_override_quickbooks_realm(stack):
 INTROSPECT = "/hubspot/oauth/2026-03/token/introspect"
 
 
+def legacy_hubspot_token_answer(stack, access, refresh):
+    """The next HubSpot token answer as before August 2025: no hub_id and no scopes (the fake
+    answers with both, as HubSpot does now)."""
+    stack.fakes.fault(provider="hubspot", path=r"/token$", method="POST", status=200, after=True,
+                      body={"token_type": "bearer", "access_token": access,
+                            "refresh_token": refresh, "expires_in": 1800})
+
+
 def test_hubspot_account_from_token_introspection(stack):
     """HubSpot's token answer names no portal: the account comes from token introspection, the
     2026-03 endpoint that replaces v1's token-info lookup (retired on 16 Feb 2027)."""
     out, q = start(stack, "hubspot", token=stack.sandbox_admin())
     register_code(stack, "hubspot", "hs-code-i", q, tenants=["62515"], access_token="hs-at-i",
                   refresh_token="hs-rt-i", scope="crm.objects.contacts.write oauth")
+    legacy_hubspot_token_answer(stack, "hs-at-i", "hs-rt-i")
     status, _, body = callback(stack, "hubspot", {"code": "hs-code-i", "state": out["state"]})
     assert status == 200, body
     assert body["integration"]["account"] == "62515"
@@ -498,6 +507,7 @@ def test_hubspot_inactive_token_is_not_connected(stack):
     out, q = start(stack, "hubspot", token=stack.sandbox_admin())
     register_code(stack, "hubspot", "hs-code-x", q, tenants=["62516"], access_token="hs-at-x",
                   refresh_token="hs-rt-x")
+    legacy_hubspot_token_answer(stack, "hs-at-x", "hs-rt-x")
     stack.fakes.fault(provider="hubspot", path=INTROSPECT, status=200, body={"active": False})
     status, _, body = callback(stack, "hubspot", {"code": "hs-code-x", "state": out["state"],
                                                   "account": "62516"})
@@ -529,8 +539,9 @@ def test_beta_connector_in_production_needs_support_approval(stack):
     out, q = start(stack, "klaviyo", body={"account": "KlaviyoAcct1"})
     assert out["scopes"] == ["events:write", "profiles:read", "profiles:write", "accounts:read"]
     # Klaviyo requires PKCE: the fake checks the verifier against the challenge.
+    # The account comes from Klaviyo's GET /api/accounts/ (scope accounts:read).
     register_code(stack, "klaviyo", "kl-code", q, access_token="kl-at", refresh_token="kl-rt",
-                  scope="events:write profiles:write")
+                  scope="events:write profiles:write", tenants=["KlaviyoAcct1"])
     status, _, body = callback(stack, "klaviyo", {"code": "kl-code", "state": out["state"]})
     assert status == 200, body
     view = body["integration"]

@@ -55,7 +55,7 @@ def fp(fake):
         {"provider": "quickbooks", "access_token": "qbo-at", "refresh_token": "qbo-rt",
          "client_id": "qbo-client", "client_secret": "qbo-secret", "realms": [REALM]},
         {"provider": "hubspot", "access_token": "hs-at", "refresh_token": "hs-rt",
-         "client_id": "hs-client", "client_secret": "hs-secret"},
+         "client_id": "hs-client", "client_secret": "hs-secret", "properties": ["loyalty_tier"]},
         {"provider": "klaviyo", "access_token": "kl-at", "refresh_token": "kl-rt",
          "client_id": "kl-client", "client_secret": "kl-secret", "api_key": "pk_test_123"},
         {"provider": "twilio", "account_sid": ACCOUNT, "auth_token": TW_TOKEN},
@@ -871,10 +871,11 @@ def test_meta_send_message(fp):
 
 
 def test_meta_rejects_bad_requests(fp):
+    # The Graph API answers token errors with 400 (OAuthException, code 2500 or 190).
     s, h, b = meta_send(fp, token=None)
-    assert s == 401 and b["error"]["type"] == "OAuthException"
+    assert s == 400 and b["error"]["type"] == "OAuthException"
     s, _, b = meta_send(fp, token="nope")
-    assert s == 401 and b["error"]["code"] == 190
+    assert s == 400 and b["error"]["code"] == 190
     s, _, b = meta_send(fp, page="999")
     assert s == 400 and b["error"]["code"] == 100
     for body in (meta_msg(recipient=None), meta_msg(recipient={"psid": PSID}),

@@ -1534,6 +1534,15 @@ static void test_oauth_parse_token(void **state)
     assert_int_equal(exp, 1799);
     free(at);
 
+    /* HubSpot's answer since August 2025: hub_id and a "scopes" array beside the tokens. */
+    const char *hs2 = "{\"token_type\":\"bearer\",\"access_token\":\"at-10\",\"refresh_token\":"
+                      "\"rt-10\",\"expires_in\":1800,\"hub_id\":62515,\"scopes\":[\"oauth\","
+                      "\"crm.objects.contacts.write\"]}";
+    assert_int_equal(
+        engine_oauth_parse_token(hs2, strlen(hs2), &at, &rt, &exp, &scope, err, sizeof err), 0);
+    assert_string_equal(scope, "oauth crm.objects.contacts.write");
+    free(at), free(rt), free(scope);
+
     /* No expires_in: 3600. Scope as an array. */
     const char *meta = "{\"access_token\":\"EAAB\",\"token_type\":\"bearer\",\"scope\":["
                        "\"pages_messaging\",\"pages_show_list\"]}";
