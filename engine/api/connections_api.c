@@ -8,12 +8,14 @@
  *    has no connection to creates a 'pending' placeholder (no account yet) holding the scopes the
  *    admin was shown. The callback fills it in, or updates the tenant's connection to the same
  *    account (re-authorisation); an account already connected to another tenant is a 409.
- *  - The account is what the platform says: QuickBooks' realmId on the redirect, Xero's first
- *    tenant of GET {base}/connections, Meta's first page of GET {base}/v25.0/me/accounts asked
- *    with the long-lived user token (fb_exchange_token), so that its page token, which is what
- *    is stored, does not expire, HubSpot's hub_id (from the token answer or token introspection,
+ *  - The account is what the platform says: QuickBooks' realmId on the redirect; the tenant of
+ *    Xero's GET {base}/connections that this consent added (its authEventId is the token's
+ *    authentication_event_id; an organisation the admin named first, the first one without);
+ *    Meta's first page of GET {base}/v25.0/me/accounts asked with the long-lived user token
+ *    (fb_exchange_token), so that its page token, which is what is stored, does not expire;
+ *    HubSpot's hub_id (from the token answer or token introspection,
  *    POST {base}/oauth/2026-03/token/introspect: the v1 token-info endpoint is retired on
- *    16 Feb 2027), Klaviyo's first account of GET {base}/api/accounts. Only when HubSpot's or
+ *    16 Feb 2027); Klaviyo's first account of GET {base}/api/accounts. Only when HubSpot's or
  *    Klaviyo's lookup endpoint does not exist (404: a stand-in that lacks it) is an account the
  *    admin named used instead ("account" in the start body or on the callback's query).
  *  - A Beta connector connected by a production tenant without a support approval stays
@@ -453,6 +455,53 @@ static int meta_long_lived(oauth_grant *g, const char *client_id, const char *cl
     return rc;
 }
 
+/* The authentication_event_id claim of a Xero access token (a JWT), or NULL. Caller frees. */
+static char *xero_auth_event(const char *access)
+{
+    const char *dot1 = access ? strchr(access, '.') : NULL;
+    const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    if (!dot2 || dot2 - dot1 - 1 > 8192)
+        return NULL;
+    size_t n = (size_t)(dot2 - dot1 - 1);
+    unsigned char *claims = xmalloc(n + 1);
+    long len = api_base64url_decode(dot1 + 1, n, claims, n);
+    char *event = NULL;
+    if (len > 0) {
+        hf_json v = hf_json_parse((const char *)claims, (size_t)len, NULL, 0);
+        const char *e = hf_json_str(hf_json_get(v, "authentication_event_id"));
+        event = e && *e ? xstrdup(e) : NULL;
+        hf_json_free(v);
+    }
+    free(claims);
+    return event;
+}
+
+/* The organisation a Xero consent connected. GET /connections lists every organisation the user
+ * ever connected to the app; the ones this consent added carry its authEventId, the access
+ * token's authentication_event_id. An organisation the admin named wins when it is listed;
+ * without a match, the first one (an older token without the claim). */
+static char *xero_pick_tenant(hf_json connections, const char *access, const char *named)
+{
+    char *event = xero_auth_event(access);
+    const char *pick = NULL, *first = NULL, *by_event = NULL;
+    for (size_t i = 0; i < hf_json_len(connections); i++) {
+        hf_json conn = hf_json_at(connections, i);
+        const char *t = hf_json_str(hf_json_get(conn, "tenantId"));
+        if (!account_ok(t))
+            continue;
+        const char *e = hf_json_str(hf_json_get(conn, "authEventId"));
+        if (named && strcmp(t, named) == 0)
+            pick = t;
+        if (!by_event && event && e && strcmp(e, event) == 0)
+            by_event = t;
+        if (!first)
+            first = t;
+    }
+    free(event);
+    pick = pick ? pick : by_event ? by_event : first;
+    return pick ? xstrdup(pick) : NULL;
+}
+
 /* Finds the account the new token belongs to (see the file comment). Returns 0, or the HTTP
  * status to answer with a reason in err (detail for the client: never a token). */
 static int find_account(api_ctx *c, const char *id, const char *token_answer, oauth_grant *g,
@@ -478,11 +527,7 @@ static int find_account(api_ctx *c, const char *id, const char *token_answer, oa
                    status ? "the platform refused it" : terr);
             goto done;
         }
-        for (size_t i = 0; !g->account && i < hf_json_len(answer); i++) {
-            const char *t = hf_json_str(hf_json_get(hf_json_at(answer, i), "tenantId"));
-            if (account_ok(t))
-                g->account = xstrdup(t);
-        }
+        g->account = xero_pick_tenant(answer, g->access, named_account);
         if (!g->account) {
             hf_err(err, errlen, "the Xero authorisation gave access to no organisation");
             rc = 400;

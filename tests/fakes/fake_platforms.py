@@ -141,6 +141,25 @@ def new_token(provider, kind):
     return f"{provider}-{kind}-{secrets.token_urlsafe(24)}"
 
 
+def xero_jwt(grant):
+    """A Xero-shaped access token: a JWT (RS256, about 1 KB) whose claims name the consent
+    (authentication_event_id) and the user; the signature is random, nobody checks it here."""
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()) \
+            .rstrip(b"=").decode()
+    now = int(time.time())
+    claims = {"nbf": now, "exp": now + 1800, "iss": "https://identity.xero.com",
+              "aud": "https://identity.xero.com/resources", "client_id": grant.client_id,
+              "sub": hashlib.sha256(grant.user.encode()).hexdigest()[:32],
+              "auth_time": now, "xero_userid": grant.user, "global_session_id": uuid.uuid4().hex,
+              "sid": uuid.uuid4().hex, "jti": uuid.uuid4().hex,
+              "authentication_event_id": grant.event,
+              "scope": (grant.scope or "offline_access").split()}
+    sig = base64.urlsafe_b64encode(secrets.token_bytes(256)).rstrip(b"=").decode()
+    return b64({"alg": "RS256", "kid": "1CAF8A24ECF9", "typ": "JWT", "x5t": "HK-KJOz5"}) + "." + \
+        b64(claims) + "." + sig
+
+
 def ulid_like():
     alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     return "01" + "".join(secrets.choice(alphabet) for _ in range(24))
@@ -408,10 +427,13 @@ class Request:
 class Grant:
     """One authorization (an app connected to an organisation/account)."""
     __slots__ = ("provider", "client_id", "tenants", "scope", "kind", "ttl", "rotate", "grace",
-                 "name")
+                 "name", "user", "event")
 
-    def __init__(self, provider, client_id, tenants, scope, kind, ttl, rotate, grace, name=None):
+    def __init__(self, provider, client_id, tenants, scope, kind, ttl, rotate, grace, name=None,
+                 user=None):
         self.provider = provider
+        self.user = user or str(uuid.uuid4())   # who consented (Xero lists a user's connections)
+        self.event = str(uuid.uuid4())          # the consent (Xero's authEventId)
         self.client_id = client_id
         self.tenants = list(tenants)
         self.scope = scope
@@ -524,6 +546,7 @@ class Fake:
         self.records = collections.deque(maxlen=self.max_requests)
         self.faults = []
         self.clients = {p: {} for p in PROVIDERS}          # client_id -> secret (None = public)
+        self.grants = {p: [] for p in PROVIDERS}           # every consent, oldest first
         self.redirects = {p: {} for p in PROVIDERS}        # client_id -> set of redirect URIs
         self.access = {p: {} for p in PROVIDERS}           # token -> Access
         self.refresh = {p: {} for p in PROVIDERS}          # token -> Refresh
@@ -601,7 +624,8 @@ class Fake:
         ttl = spec.get("issued_expires_in", ISSUED_TTL.get(p))
         grant = Grant(p, cid, tenants, spec.get("scope", ""), kind, ttl,
                       bool(spec.get("rotate_refresh", ROTATES.get(p, False))),
-                      float(spec.get("refresh_grace_s", 0)), spec.get("name"))
+                      float(spec.get("refresh_grace_s", 0)), spec.get("name"), spec.get("user"))
+        self.grants[p].append(grant)
         if p == "meta" and spec.get("recipients") is not None:
             for page in tenants:
                 self.meta_recipients.setdefault(page, set()).update(spec["recipients"])
@@ -664,7 +688,7 @@ class Fake:
 
     def issue(self, grant, with_refresh=True, access_token=None, refresh_token=None):
         p = grant.provider
-        at = access_token or new_token(p, "at")
+        at = access_token or (xero_jwt(grant) if p == "xero" else new_token(p, "at"))
         ttl = grant.ttl
         self.access[p][at] = Access(at, grant, None if ttl is None else self.now() + float(ttl))
         rt = None
@@ -1474,14 +1498,20 @@ class Fake:
 
     def xero_connections_h(self, req, m):
         a, _ = self.xero_auth(req, tenant=False)
-        out = []
-        for t in a.grant.tenants:
-            out.append({"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "conn:" + t)),
-                        "authEventId": str(uuid.uuid5(uuid.NAMESPACE_URL, "auth:" + t)),
-                        "tenantId": t, "tenantType": "ORGANISATION",
-                        "tenantName": a.grant.name or f"Org {t[:8]}",
-                        "createdDateUtc": iso_utc(), "updatedDateUtc": iso_utc()})
-        return Reply(200, out)
+        # Every organisation this user connected to this app, oldest first; each says which
+        # consent (authEventId) connected it last.
+        out = {}
+        for g in self.grants["xero"]:
+            if g.client_id != a.grant.client_id or g.user != a.grant.user:
+                continue
+            for t in g.tenants:
+                conn = out.setdefault(t, {
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "conn:" + t)), "tenantId": t,
+                    "tenantType": "ORGANISATION", "tenantName": g.name or f"Org {t[:8]}",
+                    "createdDateUtc": iso_utc()})
+                conn["authEventId"] = g.event
+                conn["updatedDateUtc"] = iso_utc()
+        return Reply(200, list(out.values()))
 
     # ---- QuickBooks ------------------------------------------------------------------------
 

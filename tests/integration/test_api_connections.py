@@ -441,6 +441,34 @@ def test_oauth_start_and_callback_store_scopes_and_encrypted_tokens(stack):
     assert rows[0][2] == ["offline_access"]
 
 
+def test_xero_second_organisation_of_a_user_is_the_one_connected(stack):
+    """Xero's GET /connections lists every organisation the user ever connected to the app;
+    the one a consent added carries its authEventId, the access token's (a JWT)
+    authentication_event_id. A bookkeeper connecting a second organisation gets that one, not
+    the first of the list again."""
+    org_a, org_b = "7a4e1c2d-0000-4000-8000-00000000000a", "7a4e1c2d-0000-4000-8000-00000000000b"
+    connected = []
+    for org, code in ((org_a, "xero-code-org-a"), (org_b, "xero-code-org-b")):
+        out, q = start(stack, "xero", token=stack.sandbox_admin())
+        # No access token given: the fake issues a Xero-shaped JWT of about 1 KB.
+        register_code(stack, "xero", code, q, tenants=[org], user="bookkeeper-1",
+                      scope="offline_access accounting.invoices")
+        status, _, body = callback(stack, "xero", {"code": code, "state": out["state"]})
+        assert status == 200 and body["connected"] == "xero", body
+        connected.append(org)
+        assert sorted(r[0] for r in connection(stack, stack.sandbox, "xero") if r[0]) == \
+            sorted(connected)
+    conns = [r for r in stack.fakes.requests("xero") if r["path"] == "/xero/connections"]
+    listed = json.loads(conns[-1]["response"])  # the second lookup saw both organisations
+    assert [c["tenantId"] for c in listed] == [org_a, org_b]
+    assert listed[0]["authEventId"] != listed[1]["authEventId"]
+    rows = {r[0]: r for r in connection(stack, stack.sandbox, "xero") if r[0]}
+    assert set(rows) == {org_a, org_b}
+    access = open_token(rows[org_b][4], f"xero:{org_b}:access")
+    assert access.count(".") == 2 and len(access) > 900
+    assert conns[-1]["headers"]["authorization"] == "Bearer " + access
+
+
 def test_authorize_url_override_quickbooks_realm(stack):
     out, q = start(stack, "quickbooks")
     assert out["authorize_url"].startswith("https://sandbox-auth.example.test/connect?env=test&")
