@@ -379,9 +379,12 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
         evhttp_set_max_headers_size(l->http, (ev_ssize_t)opts->max_headers * 2);
         struct timeval tv = {opts->timeout_ms / 1000, (opts->timeout_ms % 1000) * 1000};
         evhttp_set_timeout_tv(l->http, &tv);
+        /* Every method libevent knows reaches the handler, which answers the ones it does not
+         * serve with a JSON 405 (libevent's own refusal is an HTML page). */
         evhttp_set_allowed_methods(l->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                                EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+                                                EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS |
+                                                EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
         evhttp_set_default_content_type(l->http, "application/json");
         evhttp_set_gencb(l->http, dispatch, l);
         evhttp_set_bevcb(l->http, connection_new, l);

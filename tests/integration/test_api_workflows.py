@@ -294,6 +294,10 @@ def test_unknown_paths_and_methods(stack):
     assert set(r.headers["allow"].split(", ")) == {"GET", "POST"}
     r = stack.call("POST", "/api/workflows/catalog")
     assert r.status in (404, 405), r
+    # Methods the API serves nowhere get JSON errors (libevent's own answer was HTML): TRACE a
+    # 405; CONNECT, whose target libevent reads as an authority rather than a path, a 404.
+    assert_error(stack.call("TRACE", "/api/workflows"), 405, "method_not_allowed")
+    assert_error(stack.call("CONNECT", "/api/workflows"), 404, "not_found")
 
 
 def test_request_ids_and_access_log(stack):

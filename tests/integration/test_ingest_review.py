@@ -409,3 +409,18 @@ def test_public_base_url_without_a_scheme_is_refused_at_start():
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert "HOOKFLOW_PUBLIC_BASE_URL must be the http:// or https://" in lines[0], out.stderr
+
+
+def test_trace_and_connect_get_json_errors(broker):
+    # libevent answered methods it was not told to route with its own HTML page. TRACE is a 405;
+    # CONNECT's target is read as an authority, not a path: a 404.
+    i = Ingest(broker, name="ingest-trace")
+    try:
+        for method, code, error in (("TRACE", 405, "method_not_allowed"),
+                                    ("CONNECT", 404, "not_found")):
+            status, hdrs, body = harness.http(method, f"http://127.0.0.1:{i.port}{WEBHOOK}meta")
+            assert status == code, (method, status, body[:200])
+            assert hdrs.get("content-type", "").startswith("application/json"), hdrs
+            assert json.loads(body)["error"] == error
+    finally:
+        finish(i)
