@@ -1357,6 +1357,9 @@ static int apply_connection(apply_ctx *c, const char *tenant_id, const connectio
                          "  ELSE access_token_enc END,"
                          " refresh_token_enc = CASE WHEN $6::boolean THEN decode($7, 'hex')"
                          "  ELSE refresh_token_enc END,"
+                         /* a refresh token put in by hand: its death date is unknown */
+                         " refresh_token_expires_at = CASE WHEN $6::boolean THEN NULL"
+                         "  ELSE refresh_token_expires_at END,"
                          " token_expires_at = CASE WHEN $8::boolean THEN $9::timestamptz"
                          "  ELSE token_expires_at END,"
                          " token_version = token_version + $10::integer, updated_at = now() "

@@ -531,15 +531,24 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     unsigned char *aseal = engine_token_seal(ex->keys, actx, access, &alen);
     unsigned char *rseal = engine_token_seal(ex->keys, rctx, new_refresh, &rlen);
     char *ahex = hf_pg_bytea_text(aseal, alen), *rhex = hf_pg_bytea_text(rseal, rlen);
-    char secs[32];
+    char secs[32], rsecs[32];
     snprintf(secs, sizeof secs, "%lld", (long long)expires_in);
-    const char *p2[] = {t->conn_id, ahex, rhex, secs};
+    /* The refresh token's own expiry when the platform says (QuickBooks: 100 days from now,
+     * rolling); a new refresh token it says nothing of has an unknown one; else it stays. */
+    int64_t rexp = engine_oauth_refresh_expires_in(body.data ? body.data : "", body.len);
+    snprintf(rsecs, sizeof rsecs, "%lld", (long long)rexp);
+    const char *p2[] = {t->conn_id,         ahex, rhex, secs, rexp >= 0 ? rsecs : NULL,
+                        refresh ? "t" : "f"};
     int urc = hf_pg_exec(ex->db,
                          "UPDATE connections SET access_token_enc = $2::bytea, "
                          "refresh_token_enc = $3::bytea, "
                          "token_expires_at = now() + make_interval(secs => $4::double precision), "
+                         "refresh_token_expires_at = CASE "
+                         "  WHEN $5::double precision IS NOT NULL "
+                         "    THEN now() + make_interval(secs => $5::double precision) "
+                         "  WHEN $6::boolean THEN NULL ELSE refresh_token_expires_at END, "
                          "token_version = token_version + 1, updated_at = now() WHERE id = $1",
-                         4, p2, NULL, err, errlen);
+                         6, p2, NULL, err, errlen);
     free(actx);
     free(rctx);
     free(aseal);

@@ -235,6 +235,7 @@ static void integration_object(hf_buf *out, const hf_connector *k, const char *e
     "  'id', id, 'account', account, 'status', status,"                                            \
     "  'granted_scopes', granted_scopes, 'requested_scopes', requested_scopes,"                    \
     "  'token_expires_at', " API_TS("token_expires_at") ","                                        \
+    "  'refresh_token_expires_at', " API_TS("refresh_token_expires_at") ","                        \
     "  'has_refresh_token', refresh_token_enc IS NOT NULL,"                                        \
     "  'connected_by', connected_by, 'connected_at', " API_TS("connected_at") ","                  \
     "  'created_at', " API_TS("created_at") ", 'updated_at', " API_TS("updated_at") ")"            \
@@ -375,7 +376,8 @@ static long platform_post_form_json(const char *url, hf_buf *form, hf_json *answ
  * grant_free, which wipes the tokens). */
 typedef struct oauth_grant {
     char *access, *refresh, *scope;
-    int64_t expires_in; /* < 0: the token does not expire (Meta page tokens) */
+    int64_t expires_in;         /* < 0: the token does not expire (Meta page tokens) */
+    int64_t refresh_expires_in; /* < 0: the platform does not say */
     char *account;
     char *lookup_scopes; /* space-separated, from HubSpot's token info, when the answer had none */
 } oauth_grant;
@@ -676,6 +678,7 @@ typedef struct new_connection {
     const char *account;
     const char *access, *refresh; /* refresh may be NULL */
     int64_t expires_in;           /* < 0: no expiry */
+    int64_t refresh_expires_in;   /* < 0: the platform does not say */
     const char *granted;          /* PostgreSQL text[] literal */
     const char *requested;        /* PostgreSQL text[] literal */
     const char *via;              /* "oauth" | "credentials" */
@@ -736,8 +739,9 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
         rseal = engine_token_seal(c->keys, rctx, n->refresh, &rlen);
         rhex = hf_pg_bytea_text(rseal, rlen);
     }
-    char expires[32];
+    char expires[32], refresh_expires[32];
     snprintf(expires, sizeof expires, "%lld", (long long)n->expires_in);
+    snprintf(refresh_expires, sizeof refresh_expires, "%lld", (long long)n->refresh_expires_in);
     const char *p2[] = {conn_id[0] ? conn_id : NULL,
                         n->tenant_id,
                         id,
@@ -748,7 +752,8 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
                         ahex,
                         rhex,
                         n->expires_in >= 0 ? expires : NULL,
-                        n->user};
+                        n->user,
+                        n->refresh_expires_in >= 0 ? refresh_expires : NULL};
     int x = hf_pg_exec(
         c->db,
         conn_id[0]
@@ -756,17 +761,20 @@ static int store_connection(api_ctx *c, const new_connection *n, char status_out
               "  requested_scopes = $7::text[], access_token_enc = $8::bytea,"
               "  refresh_token_enc = $9::bytea,"
               "  token_expires_at = now() + make_interval(secs => $10::double precision),"
+              "  refresh_token_expires_at ="
+              "    now() + make_interval(secs => $12::double precision),"
               "  token_version = token_version + 1, connected_by = $11, connected_at = now(),"
               "  updated_at = now() "
               "WHERE id = $1::uuid AND tenant_id = $2 AND connector = $3 "
               "RETURNING id, array_to_json(granted_scopes)::text"
             : "INSERT INTO connections (tenant_id, connector, account, status, granted_scopes,"
               "  requested_scopes, access_token_enc, refresh_token_enc, token_expires_at,"
-              "  connected_by, connected_at) "
+              "  connected_by, connected_at, refresh_token_expires_at) "
               "SELECT $2, $3, $4, $5, $6::text[], $7::text[], $8::bytea, $9::bytea,"
-              "  now() + make_interval(secs => $10::double precision), $11, now() "
+              "  now() + make_interval(secs => $10::double precision), $11, now(),"
+              "  now() + make_interval(secs => $12::double precision) "
               "WHERE $1::uuid IS NULL RETURNING id, array_to_json(granted_scopes)::text",
-        11, p2, &res, err, sizeof err);
+        12, p2, &res, err, sizeof err);
     if (x != HF_PG_OK) {
         if (strcmp(hf_pg_sqlstate(res), HF_PG_UNIQUE_VIOLATION) == 0) {
             hf_pg_rollback(c->db);
@@ -1202,6 +1210,8 @@ void api_integrations_oauth_callback(api_ctx *c)
         goto done;
     }
     grant.expires_in = expires_in;
+    grant.refresh_expires_in =
+        engine_oauth_refresh_expires_in(answer.data ? answer.data : "", answer.len);
     int arc = find_account(c, id, answer.data ? answer.data : "", &grant, named_account, client_id,
                            client_secret, err, sizeof err);
     if (arc != 0) {
@@ -1219,6 +1229,7 @@ void api_integrations_oauth_callback(api_ctx *c)
         .access = grant.access,
         .refresh = grant.refresh,
         .expires_in = grant.expires_in,
+        .refresh_expires_in = grant.refresh ? grant.refresh_expires_in : -1,
         .granted = granted.n ? hf_pg_array_text(&granted) : requested,
         .requested = requested,
         .via = "oauth",
@@ -1330,6 +1341,7 @@ void api_integrations_credentials(api_ctx *c)
         .access = token,
         .refresh = NULL,
         .expires_in = -1,
+        .refresh_expires_in = -1,
         .granted = hf_pg_array_text(&scopes),
         .requested = hf_pg_array_text(&scopes),
         .via = "credentials",

@@ -717,6 +717,21 @@ done:
     return rc;
 }
 
+int64_t engine_oauth_refresh_expires_in(const char *body, size_t len)
+{
+    static const char *const names[] = {"x_refresh_token_expires_in", "refresh_token_expires_in"};
+    hf_json v = hf_json_parse(body, len, NULL, 0);
+    int64_t out = -1;
+    for (size_t i = 0; out < 0 && i < HF_ARRAY_LEN(names); i++) {
+        hf_json e = hf_json_get(v, names[i]);
+        long long n;
+        if ((hf_json_int(e, &n) || (YAJL_IS_STRING(e) && hf_parse_ll(e->u.string, &n))) && n > 0)
+            out = n > ENGINE_OAUTH_MAX_REFRESH_EXPIRES_S ? ENGINE_OAUTH_MAX_REFRESH_EXPIRES_S : n;
+    }
+    hf_json_free(v);
+    return out;
+}
+
 /* ---- blocking calls ------------------------------------------------------------------------ */
 
 #define PERFORM_MAX_BODY (1u << 20)

@@ -130,6 +130,12 @@ HF_MUST_CHECK int engine_oauth_parse_token(const char *body, size_t len, char **
                                            char **refresh_token, int64_t *expires_in, char **scope,
                                            char *err, size_t errlen);
 
+/* Seconds the refresh token of a token answer lives, when the platform says
+ * (x_refresh_token_expires_in: QuickBooks; refresh_token_expires_in); at most
+ * ENGINE_OAUTH_MAX_REFRESH_EXPIRES_S; -1 when it does not say. */
+#define ENGINE_OAUTH_MAX_REFRESH_EXPIRES_S (10LL * 366 * 24 * 3600)
+int64_t engine_oauth_refresh_expires_in(const char *body, size_t len);
+
 /* ---- the connectors (engine/connectors/<id>.c) ---- */
 
 extern const engine_connector engine_connector_xero;

@@ -1027,7 +1027,7 @@ class Fake:
                     "refresh_token": rt, "scope": grant.scope or "offline_access"}
         elif p == "quickbooks":
             body = {"token_type": "bearer", "expires_in": ttl, "refresh_token": rt,
-                    "x_refresh_token_expires_in": 8726400, "access_token": at}
+                    "x_refresh_token_expires_in": REFRESH_TTL["quickbooks"], "access_token": at}
         elif p == "hubspot":
             # Since August 2025 HubSpot names the portal and the granted scopes too.
             body = {"token_type": "bearer", "refresh_token": rt, "access_token": at,

@@ -11,6 +11,7 @@ API, and mints HS256 JWTs.
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -490,6 +491,18 @@ def test_authorize_url_override_quickbooks_realm(stack):
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("9130350", "active", ["com.intuit.quickbooks.accounting"])]  # requested: no scope
     assert open_token(rows[0][4], "quickbooks:9130350:access") == "qbo-at"
+    # QuickBooks says when the refresh token dies (x_refresh_token_expires_in: 100 days); the
+    # admin sees it, to connect again in time. Xero says nothing: null.
+    days = stack.query("SELECT extract(epoch from refresh_token_expires_at - now()) / 86400 "
+                       "FROM connections WHERE connector = 'quickbooks' AND account = '9130350'")
+    assert 99.9 < float(days[0][0]) <= 100, days
+    status, _, view = stack.call("GET", "/api/integrations/quickbooks", token=stack.admin())
+    expires = view["connections"][0]["refresh_token_expires_at"]
+    left = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - \
+        datetime.datetime.now(datetime.timezone.utc)
+    assert 99.9 < left.total_seconds() / 86400 <= 100, expires
+    status, _, view = stack.call("GET", "/api/integrations/xero", token=stack.admin())
+    assert all(c["refresh_token_expires_at"] is None for c in view["connections"]), view
 
 
 INTROSPECT = "/hubspot/oauth/2026-03/token/introspect"

@@ -64,10 +64,11 @@ static struct {
     int nrequests;
     fake_answer script[FAKE_MAX_SCRIPT]; /* the answers to the first requests, in order */
     int nscript, next;
-    fake_answer fallback; /* the answer once the script is used up */
-    int delayed;          /* answers still waiting for their delay */
-    int ntoken;           /* requests to FAKE_TOKEN_PATH (not in requests[]) */
-    int token_status;     /* its answer's status (0: 200 with fake_token_body) */
+    fake_answer fallback;   /* the answer once the script is used up */
+    int delayed;            /* answers still waiting for their delay */
+    int ntoken;             /* requests to FAKE_TOKEN_PATH (not in requests[]) */
+    int token_status;       /* its answer's status (0: 200 with token_body) */
+    const char *token_body; /* NULL: fake_token_body */
 } fake;
 
 /* The OAuth token endpoint of the fake: always a fresh token pair, counted apart. */
@@ -166,7 +167,10 @@ static void fake_handle(struct evhttp_request *req, void *arg)
             static const char down[] = "{\"error\": \"temporarily_unavailable\"}";
             hf_http_reply_json(req, status, down, strlen(down));
         } else {
-            hf_http_reply_json(req, 200, fake_token_body, strlen(fake_token_body));
+            pthread_mutex_lock(&fake.lock);
+            const char *body = fake.token_body ? fake.token_body : fake_token_body;
+            pthread_mutex_unlock(&fake.lock);
+            hf_http_reply_json(req, 200, body, strlen(body));
         }
         return;
     }
@@ -205,6 +209,7 @@ static void fake_clear(void)
     fake.ntoken = 0;
     fake.nscript = fake.next = 0;
     fake.token_status = 0;
+    fake.token_body = NULL;
     fake.fallback = (fake_answer){.status = 500, .body = "{\"message\":\"no answer scripted\"}"};
     pthread_mutex_unlock(&fake.lock);
 }
@@ -1248,6 +1253,12 @@ static void a_401_on_a_second_connection_is_refreshed_too(void **state)
                                  "\"params\": {\"lines\": [{\"amount\": 10, \"item_id\": \"1\"}]}}",
                     "{\"from\": \"contact\", \"to\": \"receipt\"}"));
     char *run = add_run(f, wf);
+    /* QuickBooks' token answers say when the refresh token dies (100 days, rolling). */
+    pthread_mutex_lock(&fake.lock);
+    fake.token_body = "{\"access_token\": \"new-access\", \"refresh_token\": \"new-refresh\", "
+                      "\"expires_in\": 3600, \"x_refresh_token_expires_in\": 8640000, "
+                      "\"token_type\": \"bearer\"}";
+    pthread_mutex_unlock(&fake.lock);
     fake_answer unauthorized = {
         .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"};
     fake_script(unauthorized); /* xero, old token */
@@ -1263,6 +1274,10 @@ static void a_401_on_a_second_connection_is_refreshed_too(void **state)
                "SELECT status || '|' || coalesce(error, '-') FROM runs WHERE id = '%s'", run);
     assert_int_equal(fake_token_count(), 2);
     assert_int_equal(fake_count(), 4);
+    expect_sql(f->db, "quickbooks 100;xero 100;",
+               "SELECT string_agg(connector || ' ' || round(extract(epoch from "
+               "refresh_token_expires_at - now()) / 86400) || ';', '' ORDER BY connector) "
+               "FROM connections WHERE refresh_token_expires_at IS NOT NULL");
     free(run);
     free(wf);
 }
