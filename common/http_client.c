@@ -33,6 +33,7 @@ struct xfer {
     const char *fail_msg;
     struct curl_slist *headers;
     char *body;
+    size_t body_len, body_sent; /* the request body, and how much of it libcurl has read */
     hf_buf resp;
     bool too_large;
     char *retry_after;
@@ -357,6 +358,29 @@ hf_http_client *hf_http_client_new(struct event_base *base, int max_connections_
     return c;
 }
 
+/* The request body goes to libcurl through a read callback, not whole (POSTFIELDS), so that it
+ * cannot be rewound once read: libcurl sends a request again on a new connection when a
+ * kept-alive one dies before its answer, and the platform may have acted on the first (a second
+ * SMS, with nothing recorded). The call is reported as maybe sent instead, and the executor
+ * repeats it only when that is safe. */
+static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+{
+    xfer *x = arg;
+    size_t k = x->body_len - x->body_sent;
+    if (k > size * n)
+        k = size * n;
+    memcpy(buf, x->body + x->body_sent, k);
+    x->body_sent += k;
+    return k;
+}
+
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+    xfer *x = arg;
+    return origin == SEEK_SET && offset == 0 && x->body_sent == 0 ? CURL_SEEKFUNC_OK
+                                                                  : CURL_SEEKFUNC_CANTSEEK;
+}
+
 /* Configures x->easy for req; false (with x->fail_msg) if libcurl refuses an option. */
 static bool xfer_setup(xfer *x, const hf_http_request *req)
 {
@@ -392,8 +416,13 @@ static bool xfer_setup(xfer *x, const hf_http_request *req)
         if (req->body_len)
             memcpy(x->body, req->body, req->body_len);
         x->body[req->body_len] = '\0';
+        x->body_len = req->body_len;
+        SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        SET(CURLOPT_POSTFIELDS, x->body);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, (void *)x);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, (void *)x);
         if (strcmp(method, "POST") != 0)
             SET(CURLOPT_CUSTOMREQUEST, method);
     } else if (strcmp(method, "GET") == 0) {

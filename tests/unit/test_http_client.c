@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +128,9 @@ static void handle(struct evhttp_request *req, void *arg)
         evbuffer_add(reply, big, n);
         free(big);
         evhttp_send_reply(req, 200, "OK", reply);
+    } else if (strncmp(uri, "/redirect?to=", 13) == 0) {
+        evhttp_add_header(out, "Location", uri + 13);
+        evhttp_send_reply(req, 302, "Found", reply);
     } else if (strcmp(uri, "/slow") == 0) {
         /* Never answered; the client gives up or is freed, then the connection goes away. */
         s->slow_pending++;
@@ -747,6 +751,253 @@ static void test_retry_after_refuses_impossible_dates(void **state)
     }
 }
 
+/* ---- review tests ---- */
+
+/* A listener that answers the first request of each connection (200, kept alive) and hangs up
+ * on the second one after reading it whole, without answering: a connection that dies after the
+ * server received (and may have acted on) the request. */
+typedef struct dying {
+    struct event_base *base;
+    struct evconnlistener *l;
+    int port;
+    int requests;    /* complete requests received, over all connections */
+    int connections; /* connections accepted */
+    struct bufferevent *open[16];
+} dying;
+
+typedef struct dying_conn {
+    dying *d;
+    int served;
+    int slot;
+} dying_conn;
+
+static void dying_close(dying_conn *dc, struct bufferevent *bev)
+{
+    dc->d->open[dc->slot] = NULL;
+    free(dc);
+    bufferevent_free(bev);
+}
+
+static void dying_event(struct bufferevent *bev, short what, void *arg)
+{
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        dying_close(arg, bev);
+}
+
+static void dying_read(struct bufferevent *bev, void *arg)
+{
+    dying_conn *dc = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        if (end.pos < 0)
+            return;
+        size_t head = (size_t)end.pos + 4;
+        char *h = xmalloc(head + 1);
+        evbuffer_copyout(in, h, head);
+        h[head] = '\0';
+        size_t clen = 0;
+        for (char *q = h; *q; q++)
+            if (strncasecmp(q, "\r\ncontent-length:", 17) == 0)
+                clen = (size_t)strtoul(q + 17, NULL, 10);
+        free(h);
+        if (evbuffer_get_length(in) < head + clen)
+            return;
+        evbuffer_drain(in, head + clen);
+        dc->d->requests++;
+        if (dc->served++ == 0) {
+            static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 2\r\n\r\nok";
+            bufferevent_write(bev, ok, sizeof ok - 1);
+        } else {
+            dying_close(dc, bev); /* received, never answered */
+            return;
+        }
+    }
+}
+
+static void dying_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                         int socklen, void *arg)
+{
+    dying *d = arg;
+    dying_conn *dc = xcalloc(1, sizeof *dc);
+    dc->d = d;
+    dc->slot = d->connections++;
+    assert_true(dc->slot < (int)HF_ARRAY_LEN(d->open));
+    struct bufferevent *bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    d->open[dc->slot] = bev;
+    bufferevent_setcb(bev, dying_read, NULL, dying_event, dc);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void dying_start(dying *d, struct event_base *base)
+{
+    memset(d, 0, sizeof *d);
+    d->base = base;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    d->l = evconnlistener_new_bind(base, dying_accept, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
+                                   16, (struct sockaddr *)&sin, sizeof sin);
+    assert_non_null(d->l);
+    d->port = bound_port(evconnlistener_get_fd(d->l));
+}
+
+static void dying_stop(dying *d)
+{
+    for (size_t i = 0; i < HF_ARRAY_LEN(d->open); i++) {
+        if (d->open[i]) {
+            void *dc = NULL;
+            bufferevent_getcb(d->open[i], NULL, NULL, NULL, &dc);
+            dying_close(dc, d->open[i]);
+        }
+    }
+    if (d->l)
+        evconnlistener_free(d->l);
+}
+
+/* A POST sent on a kept-alive connection that dies after the server received it (no answer) is
+ * reported as maybe sent, not sent again: libcurl's "connection died, retrying a fresh connect"
+ * resent it on a new connection and reported the second answer as the only outcome, so a
+ * platform without idempotency keys (Twilio) sent two SMS and the run recorded one call. */
+static void test_post_not_resent_after_reused_connection_dies(void **state)
+{
+    fixture *f = *state;
+    dying d;
+    dying_start(&d, f->base);
+    char *u = xasprintf("http://127.0.0.1:%d/2010-04-01/Accounts/AC1/Messages.json", d.port);
+    hf_http_request req = {
+        .method = "POST", .url = u, .body = "Body=hi", .body_len = 7, .timeout_ms = 5000};
+    result r;
+    call(f, &req, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(d.requests, 1);
+    result_free(&r);
+
+    call(f, &req, &r); /* goes out on the kept-alive connection, which then dies */
+    int requests = d.requests, connections = d.connections;
+    long status = r.status;
+    bool maybe_sent = r.maybe_sent;
+    result_free(&r);
+    dying_stop(&d);
+    free(u);
+    if (requests != 2 || status != 0 || !maybe_sent)
+        fail_msg("the server received the POST %d times over %d connections (want 2 over 1); "
+                 "reported status %ld, maybe_sent %d (want 0, 1)",
+                 requests, connections, status, maybe_sent);
+}
+
+/* The same death of a kept-alive connection when libcurl's silent second attempt then cannot
+ * connect (the host went away): the server has the POST, so the answer must say maybe_sent (the
+ * executor repeats calls with !maybe_sent as never sent). */
+static void test_reused_connection_death_reports_maybe_sent(void **state)
+{
+    fixture *f = *state;
+    dying d;
+    dying_start(&d, f->base);
+    char *u = xasprintf("http://127.0.0.1:%d/2010-04-01/Accounts/AC1/Messages.json", d.port);
+    hf_http_request req = {
+        .method = "POST", .url = u, .body = "Body=hi", .body_len = 7, .timeout_ms = 5000};
+    result r;
+    call(f, &req, &r);
+    assert_int_equal(r.status, 200);
+    result_free(&r);
+    evconnlistener_free(d.l); /* no new connections from now on: refused */
+    d.l = NULL;
+
+    call(f, &req, &r);
+    int requests = d.requests;
+    long status = r.status;
+    bool maybe_sent = r.maybe_sent;
+    char *error = r.error ? xstrdup(r.error) : NULL;
+    result_free(&r);
+    dying_stop(&d);
+    free(u);
+    assert_int_equal(requests, 2); /* the server got the second POST */
+    assert_int_equal(status, 0);
+    if (!maybe_sent)
+        fail_msg("the server received the POST but the answer says maybe_sent = false (%s)",
+                 error ? error : "no error");
+    free(error);
+}
+
+/* The standard proxy variables are honoured, as README says (an egress proxy is how many
+ * clusters reach the internet): with http_proxy set the call goes to the proxy, and with the host
+ * in no_proxy it goes straight to its URL (here a closed port: refused). */
+static void test_env_proxy_and_no_proxy_are_honoured(void **state)
+{
+    fixture *f = *state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    int port = bound_port(fd);
+    close(fd);
+    char *proxy = xasprintf("http://127.0.0.1:%d", f->srv.port);
+    char *u = xasprintf("http://127.0.0.1:%d/echo", port);
+    setenv("http_proxy", proxy, 1);
+    hf_http_request req = {.method = "POST",
+                           .url = u,
+                           .basic_user = "AC1",
+                           .basic_password = "secret",
+                           .timeout_ms = 5000};
+    result r;
+    call(f, &req, &r);
+    int via_proxy = f->srv.requests;
+    result_free(&r);
+    setenv("no_proxy", "127.0.0.1", 1);
+    call(f, &req, &r);
+    unsetenv("no_proxy");
+    unsetenv("http_proxy");
+    int after = f->srv.requests;
+    long status = r.status;
+    result_free(&r);
+    free(proxy);
+    free(u);
+    assert_int_equal(via_proxy, 1);
+    assert_int_equal(after, 1);
+    assert_int_equal(status, 0);
+}
+
+/* Redirects are not followed: a 302 is the answer, and the Location's host (which would get
+ * the Basic credentials) sees nothing. */
+static void test_redirect_is_not_followed(void **state)
+{
+    fixture *f = *state;
+    dying d;
+    dying_start(&d, f->base);
+    char *path = xasprintf("/redirect?to=http://127.0.0.1:%d/x", d.port);
+    char *u = url(f, path);
+    hf_http_request req = {.method = "POST",
+                           .url = u,
+                           .basic_user = "AC1",
+                           .basic_password = "secret",
+                           .timeout_ms = 5000};
+    result r;
+    call(f, &req, &r);
+    assert_int_equal(r.status, 302);
+    assert_null(r.error);
+    assert_int_equal(d.connections, 0);
+    result_free(&r);
+    dying_stop(&d);
+    free(path);
+    free(u);
+}
+
+/* Retry-After edge cases: an asctime date with a two-digit day, surrounding tabs, a huge value
+ * that stays positive, and a header value with a sign or fraction refused. */
+static void test_retry_after_more_forms(void **state)
+{
+    (void)state;
+    const int64_t now = 1445412450000LL; /* 2015-10-21T07:27:30Z */
+    assert_int_equal(hf_http_retry_after_ms("\t30\t", now), 30000);
+    assert_int_equal(hf_http_retry_after_ms("Wed Oct 21 07:28:00 2015", now), 30000);
+    assert_int_equal(hf_http_retry_after_ms("Thu, 22 Oct 2015 07:27:30 GMT", now), 86400000);
+    assert_int_equal(hf_http_retry_after_ms("1000000000000000000000", now), 1000000000000000LL);
+    assert_int_equal(hf_http_retry_after_ms("+5", now), -1);
+    assert_int_equal(hf_http_retry_after_ms("5 5", now), -1);
+    assert_int_equal(hf_http_retry_after_ms("wed, 21 oct 2015 07:28:00 gmt", now), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -767,6 +1018,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_from_inside_done, setup, teardown),
         cmocka_unit_test(test_retry_after_parsing),
         cmocka_unit_test(test_retry_after_refuses_impossible_dates),
+        cmocka_unit_test_setup_teardown(test_post_not_resent_after_reused_connection_dies, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reused_connection_death_reports_maybe_sent, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_env_proxy_and_no_proxy_are_honoured, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_is_not_followed, setup, teardown),
+        cmocka_unit_test(test_retry_after_more_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
