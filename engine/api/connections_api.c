@@ -65,11 +65,12 @@ static void secret_free(char *s)
     }
 }
 
-/* An account id as platforms make them: 1..128 of [A-Za-z0-9._:-]. */
+/* An account id as platforms make them: 1..128 of [A-Za-z0-9._:-], not dots alone (a "." or
+ * ".." would be a dot-segment in the URL paths the account goes into). */
 static bool account_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 128)
+    if (n == 0 || n > 128 || strspn(s, ".") == n)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];

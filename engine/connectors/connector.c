@@ -359,6 +359,11 @@ int connector_check_call(hf_json params, const connector_conn *conn, const char 
     if (!printable(conn->account))
         return hf_err(err, errlen, "the connection's account (%s) contains control characters",
                       account_term);
+    /* "." and ".." would be dot-segments in the URL paths the account goes into (libcurl
+     * removes them: /company/../invoice is sent as /invoice). */
+    if (strspn(conn->account, ".") == strlen(conn->account))
+        return hf_err(err, errlen, "the connection's account (%s) \"%s\" is not an id",
+                      account_term, conn->account);
     return 0;
 }
 
