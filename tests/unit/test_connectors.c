@@ -17,6 +17,7 @@
 #include "catalog.h"
 #include "connectors/connector.h"
 #include "crypto.h"
+#include "form_assert.h"
 #include "json.h"
 
 #define TOKEN "tok-SECRET-4711"
@@ -141,51 +142,9 @@ static void assert_jnum(hf_json v, const char *want)
     assert_string_equal(jnum(v), want);
 }
 
-/* Decodes one form value in place ('+' and %XX). */
-static void form_decode(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '+') {
-            *w++ = ' ';
-        } else if (*r == '%' && r[1] && r[2]) {
-            char hex[3] = {r[1], r[2], 0};
-            *w++ = (char)strtol(hex, NULL, 16);
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-}
-
-/* The decoded value of name in an x-www-form-urlencoded string (caller frees), or NULL. Also
- * checks that every byte is from the form alphabet (nothing left unencoded). */
-static char *form_get(const char *form, const char *name)
-{
-    for (const char *p = form; *p; p++)
-        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%+=&", *p))
-            fail_msg("unencoded byte '%c' in form %s", *p, form);
-    char *copy = xstrdup(form);
-    char *save = NULL, *found = NULL;
-    for (char *pair = strtok_r(copy, "&", &save); pair; pair = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(pair, '=');
-        assert_non_null(eq);
-        *eq = '\0';
-        form_decode(pair);
-        if (strcmp(pair, name) == 0) {
-            assert_null(found); /* never repeated */
-            form_decode(eq + 1);
-            found = xstrdup(eq + 1);
-        }
-    }
-    free(copy);
-    return found;
-}
-
 static void assert_form(const char *form, const char *name, const char *want)
 {
-    char *v = form_get(form, name);
+    char *v = fa_form_get(form, name);
     if (!want) {
         if (v)
             fail_msg("form has %s=%s", name, v);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "connectors/connector.h"
+#include "form_assert.h"
 #include "json.h"
 
 #define TOKEN "tok-SECRET-4711"
@@ -67,48 +68,6 @@ static void built_free(built *b)
 {
     hf_json_free(b->body);
     connector_request_free(&b->req);
-}
-
-/* Decodes one form value in place ('+' and %XX). */
-static void form_decode(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '+') {
-            *w++ = ' ';
-        } else if (*r == '%' && r[1] && r[2]) {
-            char hex[3] = {r[1], r[2], 0};
-            *w++ = (char)strtol(hex, NULL, 16);
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-}
-
-/* The decoded value of name in a form (caller frees), or NULL; every byte must be from the form
- * alphabet and no name may repeat. */
-static char *form_get(const char *form, const char *name)
-{
-    for (const char *p = form; *p; p++)
-        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%+=&", *p))
-            fail_msg("unencoded byte '%c' in form %s", *p, form);
-    char *copy = xstrdup(form);
-    char *save = NULL, *found = NULL;
-    for (char *pair = strtok_r(copy, "&", &save); pair; pair = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(pair, '=');
-        assert_non_null(eq);
-        *eq = '\0';
-        form_decode(pair);
-        if (strcmp(pair, name) == 0) {
-            assert_null(found);
-            form_decode(eq + 1);
-            found = xstrdup(eq + 1);
-        }
-    }
-    free(copy);
-    return found;
 }
 
 /* No header line carries a control character (CR/LF would inject headers). */
@@ -169,7 +128,7 @@ static void test_payload_values_reach_only_the_body(void **state)
             assert_string_equal(b.req.headers[h], g.req.headers[h]);
         assert_clean_headers(&b.req);
         if (strcmp(cases[i].id, "twilio") == 0) {
-            char *to = form_get(b.req.body, "To");
+            char *to = fa_form_get(b.req.body, "To");
             assert_string_equal(to, "a\r\nX-Injected: 1\r\n\r\n../../x?y=1#z%2F&To=+1999\x01");
             free(to);
         } else {
@@ -234,8 +193,8 @@ static void test_twilio_form_cannot_gain_parameters(void **state)
              "{\"to\":\"+14155550123\",\"from\":\"+14155559876\",\"body\":\"hi&To=+19999999999"
              "&MediaUrl=http://evil/%41#x\\n=+\"}",
              "AC1", "http://127.0.0.1:9/t", NULL, &b);
-    char *to = form_get(b.req.body, "To"), *body = form_get(b.req.body, "Body"),
-         *media = form_get(b.req.body, "MediaUrl");
+    char *to = fa_form_get(b.req.body, "To"), *body = fa_form_get(b.req.body, "Body"),
+         *media = fa_form_get(b.req.body, "MediaUrl");
     assert_string_equal(to, "+14155550123");
     assert_string_equal(body, "hi&To=+19999999999&MediaUrl=http://evil/%41#x\n=+");
     assert_null(media);
