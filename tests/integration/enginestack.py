@@ -36,14 +36,6 @@ SECRETS = {
 }
 
 
-def write_secrets(directory, secrets):
-    for path, value in secrets.items():
-        full = os.path.join(directory, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w") as f:
-            f.write(value + "\n")
-
-
 def action(node_id, connector, act, params, **extra):
     n = {"id": node_id, "type": "action", "connector": connector, "action": act, "params": params}
     n.update(extra)
@@ -125,7 +117,7 @@ class Stack:
                           refresh_token="hubspot-refresh-1", client_id="hubspot-client",
                           client_secret="hubspot-client-secret")
         self.secrets_dir = harness.temp_dir("secrets")
-        write_secrets(self.secrets_dir, SECRETS)
+        harness.write_secrets(self.secrets_dir, SECRETS)
         self.apply(config())
         self.ingest_port = harness.free_port()
         self.ingest_base = f"http://127.0.0.1:{self.ingest_port}"

@@ -85,6 +85,16 @@ _temp_root = None
 _temp_lock = threading.Lock()
 
 
+def write_secrets(directory, secrets):
+    """Writes {"<provider>/<name>": value} as HOOKFLOW_SECRETS_DIR files (one trailing newline,
+    as `echo` leaves it)."""
+    for path, value in secrets.items():
+        full = os.path.join(directory, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as f:
+            f.write(value + "\n")
+
+
 def temp_dir(prefix="tmp"):
     """A new directory under this session's temporary root (removed by cleanup_temp())."""
     global _temp_root

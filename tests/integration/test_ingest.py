@@ -36,18 +36,10 @@ TOPIC = {"accounting": "hookflow.webhooks.accounting",
          "messaging": "hookflow.webhooks.messaging"}
 
 
-def write_secrets(directory, secrets):
-    for path, value in secrets.items():
-        full = os.path.join(directory, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w") as f:
-            f.write(value + "\n")
-
-
 class Ingest:
     def __init__(self, broker, secrets=SECRETS, env=None, name="ingest"):
         self.secrets_dir = harness.temp_dir("secrets")
-        write_secrets(self.secrets_dir, secrets)
+        harness.write_secrets(self.secrets_dir, secrets)
         self.port = harness.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -414,7 +406,7 @@ def test_sighup_rotation_accepts_previous_key(broker):
     i = Ingest(broker, name="ingest-rotate")
     delivery = meta_delivery(1)
     old = SECRETS["meta/app_secret"]
-    write_secrets(i.secrets_dir, {"meta/app_secret": "brand-new-secret", "meta/app_secret.previous": old})
+    harness.write_secrets(i.secrets_dir, {"meta/app_secret": "brand-new-secret", "meta/app_secret.previous": old})
     i.proc.send_signal(signal.SIGHUP)
     i.proc.wait_for_log("secrets.reloaded")
     for secret in ("brand-new-secret", old):

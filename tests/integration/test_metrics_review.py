@@ -213,14 +213,6 @@ INGEST_SECRETS = {
 PUBLIC = "https://hooks.example.com"
 
 
-def write_secrets(directory, secrets):
-    for path, value in secrets.items():
-        full = os.path.join(directory, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w") as f:
-            f.write(value + "\n")
-
-
 @pytest.fixture(scope="module")
 def broker():
     b = harness.DevBroker(brokers=1, partitions=2).start()
@@ -230,7 +222,7 @@ def broker():
 
 def start_ingest(broker, name="ingest", **env):
     secrets_dir = harness.temp_dir("secrets")
-    write_secrets(secrets_dir, INGEST_SECRETS)
+    harness.write_secrets(secrets_dir, INGEST_SECRETS)
     port = harness.free_port()
     full = {"HOOKFLOW_KAFKA_BROKERS": broker.bootstrap, "HOOKFLOW_SECRETS_DIR": secrets_dir,
             "HOOKFLOW_INGEST_LISTEN": f"127.0.0.1:{port}", "HOOKFLOW_PUBLIC_BASE_URL": PUBLIC,
