@@ -51,6 +51,7 @@ struct hf_http_server {
     int nloops;
     atomic_int_fast64_t connections;
     atomic_bool accepting;
+    bool closing; /* hf_http_server_free is freeing the loops: no loop tells another anything */
 };
 
 /* One event-loop thread: its base, its evhttp on its own SO_REUSEPORT socket, and the
@@ -69,6 +70,7 @@ struct loop {
     conn_clock *clocks; /* by socket: this loop's connections (see request deadlines) */
     size_t nclocks;
     struct event *sweep;
+    struct event *recheck; /* another thread asks this loop to pause or resume accepting */
 };
 
 static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
@@ -213,13 +215,16 @@ static void recheck_listener(evutil_socket_t fd, short what, void *arg)
     pause_or_resume(arg);
 }
 
-/* The other loops pause or resume too (on their own threads). */
+/* The other loops pause or resume too (on their own threads). Not while the server is being
+ * freed: the loops have stopped, and their events are freed one loop after the other. */
 static void tell_other_loops(loop *l)
 {
     hf_http_server *s = l->server;
+    if (s->closing)
+        return;
     for (int i = 0; i < s->nloops; i++)
-        if (&s->loops[i] != l)
-            event_base_once(s->loops[i].base, -1, EV_TIMEOUT, recheck_listener, &s->loops[i], NULL);
+        if (&s->loops[i] != l && s->loops[i].recheck)
+            event_active(s->loops[i].recheck, EV_TIMEOUT, 0);
 }
 
 /* One connection fewer: at the limit before, every loop may accept again. */
@@ -396,6 +401,7 @@ hf_http_server *hf_http_server_new(const hf_http_options *opts, hf_http_handler 
         l->post_accept = event_new(l->base, -1, 0, connections_adopt, l);
         event_priority_set(l->post_accept, 0);
         l->sweep = event_new(l->base, -1, EV_PERSIST, sweep_connections, l);
+        l->recheck = event_new(l->base, -1, 0, recheck_listener, l);
         int every = opts->timeout_ms / 2 > 10 ? opts->timeout_ms / 2 : 10;
         struct timeval sweep_tv = {every / 1000, (every % 1000) * 1000};
         event_add(l->sweep, &sweep_tv);
@@ -421,7 +427,8 @@ void hf_http_server_stop_accepting(hf_http_server *s)
 {
     atomic_store(&s->accepting, false);
     for (int i = 0; i < s->nloops; i++)
-        event_base_once(s->loops[i].base, -1, EV_TIMEOUT, recheck_listener, &s->loops[i], NULL);
+        if (s->loops[i].recheck)
+            event_active(s->loops[i].recheck, EV_TIMEOUT, 0);
 }
 
 typedef struct sync_point {
@@ -473,6 +480,7 @@ void hf_http_server_free(hf_http_server *s)
             pthread_join(l->thread, NULL);
         }
     }
+    s->closing = true; /* every loop thread has ended: read by this thread only from here */
     for (int i = 0; i < s->nloops; i++) {
         loop *l = &s->loops[i];
         for (size_t k = 0; k < l->nfresh; k++)
@@ -488,6 +496,8 @@ void hf_http_server_free(hf_http_server *s)
             event_free(l->post_accept);
         if (l->sweep)
             event_free(l->sweep);
+        if (l->recheck)
+            event_free(l->recheck);
         free(l->fresh);
         free(l->clocks);
         if (l->base)
