@@ -423,6 +423,10 @@ static bool xfer_setup(xfer *x, const hf_http_request *req)
         SET(CURLOPT_READDATA, (void *)x);
         SET(CURLOPT_SEEKFUNCTION, on_seek);
         SET(CURLOPT_SEEKDATA, (void *)x);
+        /* Without a body there is nothing to refuse to rewind: a kept-alive connection is not
+         * risked at all then. */
+        if (req->body_len == 0)
+            SET(CURLOPT_FRESH_CONNECT, 1L);
         if (strcmp(method, "POST") != 0)
             SET(CURLOPT_CUSTOMREQUEST, method);
     } else if (strcmp(method, "GET") == 0) {

@@ -886,6 +886,29 @@ static void test_post_not_resent_after_reused_connection_dies(void **state)
                  requests, connections, status, maybe_sent);
 }
 
+/* A POST without a body (nothing for libcurl to rewind, so the read callback cannot stop its
+ * resend) goes out on a connection of its own: the server still gets each POST once. */
+static void test_empty_body_post_is_not_resent_either(void **state)
+{
+    fixture *f = *state;
+    dying d;
+    dying_start(&d, f->base);
+    char *u = xasprintf("http://127.0.0.1:%d/v1/actions/send", d.port);
+    hf_http_request req = {.method = "POST", .url = u, .body = "", .timeout_ms = 5000};
+    result r;
+    call(f, &req, &r);
+    assert_int_equal(r.status, 200);
+    result_free(&r);
+    call(f, &req, &r);
+    int requests = d.requests, connections = d.connections;
+    result_free(&r);
+    dying_stop(&d);
+    free(u);
+    if (requests != 2)
+        fail_msg("the server received the two empty POSTs %d times over %d connections", requests,
+                 connections);
+}
+
 /* The same death of a kept-alive connection when libcurl's silent second attempt then cannot
  * connect (the host went away): the server has the POST, so the answer must say maybe_sent (the
  * executor repeats calls with !maybe_sent as never sent). */
@@ -1020,6 +1043,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_refuses_impossible_dates),
         cmocka_unit_test_setup_teardown(test_post_not_resent_after_reused_connection_dies, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_empty_body_post_is_not_resent_either, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reused_connection_death_reports_maybe_sent, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_env_proxy_and_no_proxy_are_honoured, setup, teardown),
