@@ -40,6 +40,7 @@
  * leader <topic> <partition> <broker_id|none>.
  */
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -291,14 +292,15 @@ static int parse_args(int argc, char **argv, const devbroker_env *env, devbroker
         case OPT_VERSION:
             printf(PROG " %s\n", HOOKFLOW_VERSION);
             return 1;
-        /* getopt leaves optind on a group of short options ("-xy") until its last letter: a
-         * short option is named by optopt, a long one by the argument it came from. */
+        /* getopt leaves optind on a group of short options ("-xy") until its last letter, so a
+         * short one is named by optopt; for a long one optopt is its code (OPT_*), not a
+         * letter, and the argument it came from names it. */
         case ':':
-            if (optopt)
+            if (optopt > 0 && optopt < 128 && isprint(optopt))
                 return hf_err(err, errlen, "option -%c needs a value (see --help)", optopt);
             return hf_err(err, errlen, "option %s needs a value (see --help)", argv[optind - 1]);
         default:
-            if (optopt)
+            if (optopt > 0 && optopt < 128 && isprint(optopt))
                 return hf_err(err, errlen, "unknown option \"-%c\" (see --help)", optopt);
             return hf_err(err, errlen, "unknown option \"%s\" (see --help)", argv[optind - 1]);
         }

@@ -499,6 +499,16 @@ def test_unknown_short_option_in_a_group_is_named():
     assert "-x" in r.stderr and harness.bin("hookflow-devbroker") not in r.stderr, r.stderr
 
 
+def test_long_option_without_value_is_named():
+    # For a long option getopt's optopt is the option's code, not a letter: the message names
+    # "--control" (it printed "-" and a control character).
+    r = run_devbroker("--control")
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert "--control" in r.stderr, r.stderr
+    assert not any(ord(ch) < 0x20 for ch in r.stderr.rstrip("\n")), repr(r.stderr)
+
+
 def test_empty_control_path_is_refused():
     # `--control ""` is refused with one line and exit 2 like `--bootstrap-file ""` (bind() of an
     # empty sun_path lands in Linux's abstract namespace: no reachable control socket).
