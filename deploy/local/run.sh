@@ -25,14 +25,15 @@ echo $$ >"$state/run.pid"
 
 # Services a run.sh killed with -9 left behind (they would hold the ports): each is recorded as
 # "pid start-time" and stopped only when that very process is still there (pids are reused).
-start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
+# (Field 22 of /proc/PID/stat, counted after the command name, which may hold spaces.)
+start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}' || true; }
 if [ -f "$state/services" ]; then
   while read -r pid started; do
     if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
       echo "hookflow: stopping service $pid left running by an earlier run" >&2
       kill -TERM "$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
+      if [ "$(start_time "$pid")" = "$started" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
     fi
   done <"$state/services"
 fi
