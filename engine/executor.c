@@ -1833,6 +1833,9 @@ static void take_secrets(evutil_socket_t fd, short what, void *arg)
     engine_keyring_free(ex->own_keys);
     ex->secrets = ex->own_secrets = secrets;
     ex->keys = ex->own_keys = keys;
+    /* Tokens opened (or not: no key) with the old keys are read again with the new ones. */
+    for (token_entry *t = ex->tokens; t; t = t->next)
+        t->stale = true;
 }
 
 void engine_executor_reload_secrets(engine_executor *ex, hf_secrets *secrets, engine_keyring *keys)

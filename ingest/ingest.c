@@ -522,6 +522,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     /* Per-thread buffers, kept between requests: librdkafka copies what it is given. */
     scratch *sc = thread_scratch();
     hf_buf *env = &sc->env, *key = &sc->key;
+    bool refused = false; /* by the local queue (p->failed may also come from a report) */
     for (size_t i = 0; i < res->nevents; i++) {
         const ingest_event *e = &res->events[i];
         hf_buf_reset(env);
@@ -537,6 +538,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
             /* Nothing after this event is sent: the delivery fails as a whole and the platform
              * retries it; the events already queued are deduplicated downstream by id. */
             atomic_store(&p->failed, true);
+            refused = true;
             hf_log_kv(HF_LOG_WARN, "kafka.queue_refused", "request_id", request_id, "error", err,
                       NULL);
             atomic_fetch_sub(&p->outstanding, (int)(res->nevents - i));
@@ -545,7 +547,7 @@ static void produce_delivery(ingest_server *s, struct evhttp_request *req, provi
     }
     if (env->cap > (64u << 10)) /* a huge delivery does not pin its memory */
         hf_buf_free(env);
-    if (atomic_load(&p->failed)) {
+    if (refused) {
         /* The answer is decided: 503 now, not at the deadline (the events already queued are
          * reported on their own, and p lives on until they are). */
         event_del(p->deadline);

@@ -1282,6 +1282,37 @@ static void a_401_on_a_second_connection_is_refreshed_too(void **state)
     free(wf);
 }
 
+/* A SIGHUP that brings the token key (engine_executor_reload_secrets) is used at once: the
+ * connection read while there was none is read again, not kept for the cache's 10 s. */
+static void a_reloaded_token_key_is_used_at_once(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_reload_key");
+    add_connection(f, "xero", XERO_TENANT, XERO_TOKEN, "active");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *first = add_run(f, wf);
+    fake_answer_always(xero_created);
+    char err[512] = "";
+    f->metrics[0] = hf_metrics_new();
+    f->ex[0] = engine_executor_new(&f->cfg, "worker-a", f->defs, f->metrics[0], catalog, secrets,
+                                   NULL, err, sizeof err);
+    assert_non_null(f->ex[0]);
+    engine_executor_start(f->ex[0]);
+    wait_value(f->db, "failed", "SELECT status FROM runs WHERE id = '%s'", first);
+    expect_sql(f->db, "t",
+               "SELECT error LIKE '%%token_key is not configured%%' FROM runs "
+               "WHERE id = '%s'",
+               first);
+    hf_secrets *fresh = hf_secrets_new();
+    hf_secrets_set(fresh, "xero/client_id", "xero-client", 11);
+    engine_executor_reload_secrets(f->ex[0], fresh, engine_keyring_from_raw(token_key));
+    char *second = add_run(f, wf);
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", second);
+    assert_int_equal(fake_count(), 1);
+    free(first);
+    free(second);
+    free(wf);
+}
+
 static void set_token_status(int status)
 {
     pthread_mutex_lock(&fake.lock);
@@ -1596,6 +1627,7 @@ int main(void)
         TEST(runs_of_a_lost_worker_are_taken_over),
         TEST(a_handed_over_run_runs_without_a_claim),
         TEST(long_node_ids_get_distinct_idempotency_keys),
+        TEST(a_reloaded_token_key_is_used_at_once),
         TEST(a_401_on_a_second_connection_is_refreshed_too),
         TEST(a_401_with_the_token_endpoint_down_is_retried),
         TEST(a_401_with_a_refused_refresh_fails_the_run),
