@@ -230,7 +230,9 @@ engine_intake *engine_intake_new(const engine_config *cfg, const char *worker_id
                                       "Envelopes read from Kafka", NULL);
     in->duplicates =
         hf_metrics_counter(metrics, "hookflow_engine_events_duplicate_total",
-                           "Envelopes whose id was already recorded (redeliveries)", NULL);
+                           "Envelopes whose id was already recorded, or whose runs all existed "
+                           "(redeliveries)",
+                           NULL);
     in->runs_created = hf_metrics_counter(metrics, "hookflow_engine_runs_created_total",
                                           "Runs created by intake", NULL);
     in->dead = hf_metrics_counter(metrics, "hookflow_engine_deadletter_total",
@@ -690,6 +692,17 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
         /* The runs inserted, not those asked for: a run already made for (workflow, event)
          * conflicts and is not returned. */
         *runs_out = ins ? (size_t)PQntuples(ins) : 0;
+        /* An event delivered again after retention removed its id is new to event_keys, but
+         * every run it asks for exists already (and conflicts): a redelivery all the same. */
+        for (size_t i = 0; i < n; i++) {
+            bool asked = false, made = false;
+            for (size_t k = 0; items[i].is_new && k < nruns && !asked; k++)
+                asked = src_item[k] == i;
+            for (int row = 0; asked && ins && row < PQntuples(ins) && !made; row++)
+                made = strcmp(items[i].id, PQgetvalue(ins, row, 2)) == 0;
+            if (asked && !made)
+                duplicates++;
+        }
         /* Committed: the runs inserted as running are this worker's to start. */
         for (int row = 0; ins && row < PQntuples(ins); row++) {
             if (strcmp(PQgetvalue(ins, row, 3), "running") != 0)

@@ -412,7 +412,14 @@ def test_redelivery_after_key_pruned_is_stopped_by_the_waiting_run(postgres):
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip().endswith("and 1 event id older than 30 days"), r.stdout
         assert s.query("SELECT count(*) FROM event_keys WHERE event_id = %s", event_id)[0][0] == 0
-        # The platform redelivers it: intake takes it in again, the run it made stops it.
+        # The platform redelivers it: intake takes it in again, the run it made stops it, and
+        # it counts as the redelivery it is.
+        def duplicates():
+            text = harness.http("GET", s.workers[0].ops + "/metrics")[2].decode()
+            line = [x for x in text.splitlines()
+                    if x.startswith("hookflow_engine_events_duplicate_total ")]
+            return float(line[0].split()[1])
+        before = duplicates()
         s.send("later please", mid=mid)
         harness.wait_until(lambda: s.query("SELECT count(*) FROM event_keys WHERE event_id = %s",
                                            event_id)[0][0] == 1,
@@ -421,5 +428,6 @@ def test_redelivery_after_key_pruned_is_stopped_by_the_waiting_run(postgres):
         assert len(rows) == 1, rows
         time.sleep(1)
         assert len(s.runs_for(event_id)) == 1
+        assert duplicates() == before + 1
     finally:
         s.stop()
