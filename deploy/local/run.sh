@@ -133,6 +133,12 @@ connector_env=()
 for p in xero quickbooks hubspot klaviyo twilio meta; do
   P=$(echo "$p" | tr a-z A-Z)
   connector_env+=("HOOKFLOW_CONNECTOR_${P}_BASE_URL=$fakes/$p")
+  # Token refreshes and OAuth code exchanges go to the stand-ins too (Twilio has no OAuth).
+  case "$p" in
+  twilio) ;;
+  meta) connector_env+=("HOOKFLOW_CONNECTOR_META_TOKEN_URL=$fakes/meta/v25.0/oauth/access_token") ;;
+  *) connector_env+=("HOOKFLOW_CONNECTOR_${P}_TOKEN_URL=$fakes/$p/token") ;;
+  esac
 done
 
 echo "== demo tenant and workflow"
