@@ -218,10 +218,18 @@ void hf_config_free(const hf_cfg_item *items, size_t n, void *target)
 void hf_config_print_help(const hf_cfg_item *items, size_t n)
 {
     printf("Configuration (environment, or KEY=VALUE lines in HOOKFLOW_CONFIG_FILE):\n");
-    for (size_t i = 0; i < n; i++)
-        printf("  %-36s %s (default: %s)\n", items[i].name, items[i].help,
-               items[i].def ? (*items[i].def ? items[i].def : "\"\"") : "required");
-    printf("  %-36s any librdkafka property, dots as underscores\n", "HOOKFLOW_KAFKA_<PROPERTY>");
+    bool kafka = false;
+    for (size_t i = 0; i < n; i++) {
+        kafka = kafka || strcmp(items[i].name, "HOOKFLOW_KAFKA_BROKERS") == 0;
+        if (strstr(items[i].help, "(default:")) /* the help says it better than the value */
+            printf("  %-36s %s\n", items[i].name, items[i].help);
+        else
+            printf("  %-36s %s (default: %s)\n", items[i].name, items[i].help,
+                   items[i].def ? (*items[i].def ? items[i].def : "\"\"") : "required");
+    }
+    if (kafka)
+        printf("  %-36s any librdkafka property, dots as underscores\n",
+               "HOOKFLOW_KAFKA_<PROPERTY>");
 }
 
 /* Maps a HOOKFLOW_KAFKA_<PROPERTY> name (keylen bytes) to the librdkafka property; false for

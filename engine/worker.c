@@ -29,7 +29,8 @@ const hf_cfg_item engine_config_items[] = {
     HF_CFG_STR("HOOKFLOW_TOPIC_PREFIX", "hookflow", engine_config, topic_prefix,
                "prefix of the Kafka topics"),
     HF_CFG_STR("HOOKFLOW_WORKER_TOPICS", "", engine_config, topics,
-               "topics to consume, comma-separated (default: every <prefix>.webhooks.*)"),
+               "topics to consume, comma-separated (default: <prefix>.webhooks.accounting, "
+               "<prefix>.webhooks.marketing-automation, <prefix>.webhooks.messaging)"),
     HF_CFG_STR("HOOKFLOW_WORKER_GROUP", "hookflow-engine", engine_config, group,
                "Kafka consumer group of the pool"),
     HF_CFG_LST("HOOKFLOW_WORKER_LISTEN", "0.0.0.0:8082", engine_config, listen,
@@ -37,7 +38,7 @@ const hf_cfg_item engine_config_items[] = {
     HF_CFG_STR("HOOKFLOW_SECRETS_DIR", "/run/secrets/hookflow", engine_config, secrets_dir,
                "directory of <provider>/<name> secret files (engine/token_key, client ids)"),
     HF_CFG_STR("HOOKFLOW_WORKER_ID", "", engine_config, worker_id,
-               "lease owner name (default <hostname>-<pid>)"),
+               "lease owner name (default: <hostname>-<pid>)"),
     HF_CFG_CHOICE("HOOKFLOW_LOG_LEVEL", "info",
                   ((const char *const[]){"debug", "info", "warn", "error", NULL}), engine_config,
                   log_level, "log level"),

@@ -16,6 +16,8 @@ static void usage(void)
            "answers 2xx once every event is in Kafka. Also serves /healthz, /readyz, /metrics.\n"
            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the secrets directory.\n\n");
     hf_config_print_help(ingest_config_items, ingest_config_nitems);
+    printf("  %-36s the connector catalog (default: schemas/catalog of the source tree)\n",
+           "HOOKFLOW_CATALOG_DIR");
 }
 
 static int reload_secrets(void *server, char *err, size_t errlen)

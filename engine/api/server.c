@@ -58,7 +58,7 @@ static const hf_cfg_item api_config_items[] = {
                "directory of secret files: api/jwt_key (required), engine/token_key, "
                "<provider>/client_id ..."),
     HF_CFG_STR("HOOKFLOW_API_PUBLIC_URL", "", api_config, public_url,
-               "the API's public address for OAuth redirects (default http://<listen>)"),
+               "the API's public address for OAuth redirects (default: http://<listen>)"),
     HF_CFG_NUM("HOOKFLOW_API_MAX_BODY_BYTES", "1048576", 1024, 64LL << 20, api_config,
                max_body_bytes, "largest request body accepted (413 above)"),
     HF_CFG_NUM("HOOKFLOW_API_MAX_HEADER_BYTES", "16384", 1024, 1 << 20, api_config,
