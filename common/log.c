@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,10 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 static struct {
     char program[32];
-    hf_log_level level;
+    atomic_int level; /* read on every log call, without the lock */
     hf_log_format format;
     int fd;
-    pthread_mutex_t lock; /* guards secrets */
+    pthread_mutex_t lock; /* guards program, format, fd and secrets */
     char **secrets;
     size_t *secret_lens;
     size_t nsecrets;
@@ -60,19 +61,23 @@ void hf_log_init_from_config(const char *program, const char *level_text, const 
 
 void hf_log_init(const char *program, hf_log_level level, hf_log_format format)
 {
+    pthread_mutex_lock(&g_log.lock);
     snprintf(g_log.program, sizeof g_log.program, "%s", program);
-    g_log.level = level;
     g_log.format = format;
+    pthread_mutex_unlock(&g_log.lock);
+    atomic_store_explicit(&g_log.level, (int)level, memory_order_relaxed);
 }
 
 bool hf_log_enabled(hf_log_level level)
 {
-    return level >= g_log.level;
+    return (int)level >= atomic_load_explicit(&g_log.level, memory_order_relaxed);
 }
 
 void hf_log_set_fd(int fd)
 {
+    pthread_mutex_lock(&g_log.lock);
     g_log.fd = fd;
+    pthread_mutex_unlock(&g_log.lock);
 }
 
 void hf_log_register_secret(const char *secret, size_t len)
