@@ -129,8 +129,7 @@ const char *api_bearer_token(const char *authorization, size_t *len)
     return p;
 }
 
-/* Decodes one base64url part and parses it as a JSON object. NULL when either fails. */
-static hf_json decode_object(const char *part, size_t n)
+hf_json api_jwt_decode_part(const char *part, size_t n)
 {
     unsigned char buf[JWT_PART_MAX];
     long m = api_base64url_decode(part, n, buf, sizeof buf);
@@ -262,7 +261,7 @@ api_jwt_status api_jwt_verify(const char *token, size_t len, const unsigned char
         return API_JWT_MALFORMED;
     }
     api_jwt_status st = API_JWT_OK;
-    hf_json header = decode_object(token, (size_t)(dot1 - token));
+    hf_json header = api_jwt_decode_part(token, (size_t)(dot1 - token));
     hf_json payload = NULL;
     if (!header) {
         hf_err(err, errlen, "token header is not base64url JSON");
@@ -285,7 +284,7 @@ api_jwt_status api_jwt_verify(const char *token, size_t len, const unsigned char
         st = API_JWT_BAD_SIGNATURE;
         goto done;
     }
-    payload = decode_object(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    payload = api_jwt_decode_part(dot1 + 1, (size_t)(dot2 - dot1 - 1));
     if (!payload) {
         hf_err(err, errlen, "token payload is not base64url JSON");
         st = API_JWT_MALFORMED;

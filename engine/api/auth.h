@@ -55,6 +55,11 @@ HF_MUST_CHECK api_jwt_status api_jwt_verify(const char *token, size_t len,
                                             const size_t keylens[], size_t nkeys, long long now_s,
                                             api_jwt_claims *out, char *err, size_t errlen);
 
+/* Decodes one base64url part of a JWT (strict, at most 4 KiB decoded) as a JSON object, NULL
+ * when it is not one or names a member twice. Verifies nothing: the header and the claims of a
+ * token whose signature is someone else's to check (a platform's access token). Caller frees. */
+hf_json api_jwt_decode_part(const char *part, size_t n);
+
 /* A short stable name of a status ("expired", "bad_signature", ...), for logs. */
 const char *api_jwt_status_name(api_jwt_status s);
 
