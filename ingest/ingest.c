@@ -111,6 +111,7 @@ typedef struct finished_queue finished_queue;
 
 struct ingest_server {
     const ingest_config *cfg;
+    size_t public_base_len; /* HOOKFLOW_PUBLIC_BASE_URL without trailing slashes */
     hf_catalog *catalog;
     hf_metrics *metrics;
     hf_producer *producer;
@@ -613,11 +614,7 @@ static void handle_webhook(ingest_server *s, struct evhttp_request *req, const c
     hf_buf *public_url = &thread_scratch()->url;
     hf_buf_reset(public_url);
     if (s->cfg->public_base_url[0]) {
-        /* "https://hooks.example.com/" as often written: the path brings its own slash. */
-        size_t n = strlen(s->cfg->public_base_url);
-        while (n > 0 && s->cfg->public_base_url[n - 1] == '/')
-            n--;
-        hf_buf_append(public_url, s->cfg->public_base_url, n);
+        hf_buf_append(public_url, s->cfg->public_base_url, s->public_base_len);
     } else {
         /* The Host header as sent: evhttp_request_get_host() drops its port, and a signature
          * over the URL covers the port the platform called. */
@@ -788,6 +785,10 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
     }
     ingest_server *s = xcalloc(1, sizeof *s);
     s->cfg = cfg;
+    /* "https://hooks.example.com/" as often written: the request's path brings its own slash. */
+    s->public_base_len = strlen(base);
+    while (s->public_base_len > 0 && base[s->public_base_len - 1] == '/')
+        s->public_base_len--;
     pthread_rwlock_init(&s->secrets_lock, NULL);
     pthread_mutex_init(&s->rejected.lock, NULL);
     pthread_mutex_init(&s->queues_lock, NULL);
