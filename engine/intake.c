@@ -272,7 +272,6 @@ static bool nonempty_string(hf_json v)
     return s && *s;
 }
 
-/* Parses and checks one envelope; on failure sets dead_reason and leaves env NULL. */
 /* Whether env is an envelope as schemas/envelope.schema.json describes it (what ingest
  * produces): exactly its members, each once (a member given twice would be read here as its first
  * value and stored by PostgreSQL's jsonb as its last), of their types. */
@@ -343,6 +342,29 @@ static bool envelope_valid(hf_json env, char *why, size_t whylen)
     return true;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* How many different event ids (column 2) the rows of the runs insert hold. */
+static size_t distinct_event_ids(PGresult *ins)
+{
+    int rows = ins ? PQntuples(ins) : 0;
+    if (rows == 0)
+        return 0;
+    const char **ids = xmalloc((size_t)rows * sizeof *ids);
+    for (int row = 0; row < rows; row++)
+        ids[row] = PQgetvalue(ins, row, 2);
+    qsort(ids, (size_t)rows, sizeof *ids, cmp_str);
+    size_t distinct = 1;
+    for (int row = 1; row < rows; row++)
+        distinct += strcmp(ids[row - 1], ids[row]) != 0;
+    free(ids);
+    return distinct;
+}
+
+/* Parses and checks one envelope; on failure sets dead_reason and leaves env NULL. */
 static void item_parse(item *it)
 {
     const rd_kafka_message_t *m = it->msg;
@@ -693,16 +715,17 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
          * conflicts and is not returned. */
         *runs_out = ins ? (size_t)PQntuples(ins) : 0;
         /* An event delivered again after retention removed its id is new to event_keys, but
-         * every run it asks for exists already (and conflicts): a redelivery all the same. */
-        for (size_t i = 0; i < n; i++) {
-            bool asked = false, made = false;
-            for (size_t k = 0; items[i].is_new && k < nruns && !asked; k++)
-                asked = src_item[k] == i;
-            for (int row = 0; asked && ins && row < PQntuples(ins) && !made; row++)
-                made = strcmp(items[i].id, PQgetvalue(ins, row, 2)) == 0;
-            if (asked && !made)
-                duplicates++;
-        }
+         * every run it asks for exists already (and conflicts): a redelivery all the same. They
+         * are the events that asked for runs less those that got one. */
+        bool *asked = xcalloc(n + 1, sizeof *asked);
+        size_t nasked = 0;
+        for (size_t k = 0; k < nruns; k++)
+            if (!asked[src_item[k]]) {
+                asked[src_item[k]] = true;
+                nasked++;
+            }
+        free(asked);
+        duplicates += nasked - distinct_event_ids(ins);
         /* Committed: the runs inserted as running are this worker's to start. */
         for (int row = 0; ins && row < PQntuples(ins); row++) {
             if (strcmp(PQgetvalue(ins, row, 3), "running") != 0)
