@@ -127,11 +127,11 @@ struct engine_executor {
     const hf_catalog *catalog;
     const hf_secrets *secrets;
     const engine_keyring *keys;
-    /* A SIGHUP's secrets: handed over under inbox_lock (new_*, has_new), put in use by the loop
-     * (reload_ev), which owns them from then on (own_*) and frees them at the next swap. */
+    /* A SIGHUP's secrets: handed over under inbox_lock (new_*; new_secrets is never NULL for a
+     * reload, new_keys may be), put in use by the loop (reload_ev), which owns them from then on
+     * (own_*) and frees them at the next swap. */
     hf_secrets *new_secrets, *own_secrets;
     engine_keyring *new_keys, *own_keys;
-    bool has_new;
     struct event_base *base;
     struct event *tick_ev, *stop_ev, *renew_ev, *gauge_ev, *poll_ev, *reload_ev;
     atomic_bool want_claim; /* a claim round is due (poll timer, intake, runs freed up) */
@@ -1820,14 +1820,12 @@ static void take_secrets(evutil_socket_t fd, short what, void *arg)
     (void)what;
     engine_executor *ex = arg;
     pthread_mutex_lock(&ex->inbox_lock);
-    bool has_new = ex->has_new;
     hf_secrets *secrets = ex->new_secrets;
     engine_keyring *keys = ex->new_keys;
     ex->new_secrets = NULL;
     ex->new_keys = NULL;
-    ex->has_new = false;
     pthread_mutex_unlock(&ex->inbox_lock);
-    if (!has_new)
+    if (!secrets)
         return;
     hf_secrets_free(ex->own_secrets);
     engine_keyring_free(ex->own_keys);
@@ -1845,7 +1843,6 @@ void engine_executor_reload_secrets(engine_executor *ex, hf_secrets *secrets, en
     engine_keyring *unused_keys = ex->new_keys;
     ex->new_secrets = secrets;
     ex->new_keys = keys;
-    ex->has_new = true;
     pthread_mutex_unlock(&ex->inbox_lock);
     hf_secrets_free(unused);
     engine_keyring_free(unused_keys);

@@ -24,8 +24,8 @@ engine_executor *engine_executor_new(const engine_config *cfg, const char *worke
                                      const hf_catalog *catalog, const hf_secrets *secrets,
                                      const engine_keyring *keys, char *err, size_t errlen);
 void engine_executor_start(engine_executor *ex);
-/* SIGHUP: the executor takes secrets and keys (keys may be NULL) over and uses them from its
- * next loop turn on, instead of what it was given or took before. Thread-safe. */
+/* SIGHUP: the executor takes secrets (not NULL) and keys (may be NULL) over and uses them from
+ * its next loop turn on, instead of what it was given or took before. Thread-safe. */
 void engine_executor_reload_secrets(engine_executor *ex, hf_secrets *secrets, engine_keyring *keys);
 /* Asks for a claim round soon. Thread-safe. */
 void engine_executor_wake(void *ex);
