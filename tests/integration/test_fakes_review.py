@@ -14,38 +14,17 @@ OAuth callback) also needs HOOKFLOW_BUILD_DIR and PostgreSQL:
         /usr/bin/python3 -m pytest -q -p no:cacheprovider test_fakes_review.py
 """
 
-import base64
-import json
-import os
-import sys
 import urllib.parse
 
 import pytest
 
-import harness
+# The fake, its constants and request helpers are test_fakes.py's (fake is its module fixture).
+from test_fakes import (ACCOUNT, FORM, JSONAPI, PAGE, REALM, TENANT, TW_TOKEN,  # noqa: F401
+                        basic, fake, js, meta_send, qbo_post, token_call, xero_headers,
+                        xero_invoice)
 
-sys.path.insert(0, os.path.join(harness.source_dir(), "tests", "fakes"))
-from fakes import FakePlatforms  # noqa: E402
-
-TENANT = "4d1bc1a7-2f9e-4c3b-9a51-0d6e7f8a9b10"
-CONTACT = "6d3f0a2b-91c4-4e7f-8b25-3c1e9a7d5f60"
-REALM = "9130355283210836"
-ACCOUNT = "AC" + "0123456789abcdef" * 2
 OTHER_ACCOUNT = "AC" + "fedcba9876543210" * 2
-TW_TOKEN = "twilio-auth-token"
-PAGE = "104857362981245"
-PSID = "6523918047715832"
-FORM = "application/x-www-form-urlencoded"
-JSONAPI = "application/vnd.api+json"
 DAY = 24 * 3600
-
-
-@pytest.fixture(scope="module")
-def fake():
-    fp = FakePlatforms.start(harness.logs_dir())
-    yield fp
-    code = fp.stop()
-    assert code == 0, f"fake_platforms exited {code} after SIGTERM:\n{fp.log_tail()}"
 
 
 @pytest.fixture
@@ -71,51 +50,6 @@ def fp(fake):
          "client_id": "meta-app", "client_secret": "meta-secret"},
     ])
     return fake
-
-
-def basic(user, password):
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def js(data):
-    return json.loads(data) if data else None
-
-
-def token_call(fp, provider, form, auth=None, path=None):
-    h = {"Content-Type": FORM}
-    if auth:
-        h["Authorization"] = auth
-    s, _, d = fp.call("POST", path or f"/{provider}/token", urllib.parse.urlencode(form), h)
-    return s, js(d)
-
-
-def xero_headers(token="xero-at"):
-    return {"Authorization": f"Bearer {token}", "Xero-Tenant-Id": TENANT,
-            "Accept": "application/json", "Content-Type": "application/json"}
-
-
-def xero_invoice():
-    return {"Invoices": [{"Type": "ACCREC", "Contact": {"ContactID": CONTACT},
-                          "LineItems": [{"Description": "Wash & fold", "Quantity": 2,
-                                         "UnitAmount": 10.5, "AccountCode": "200"}]}]}
-
-
-def qbo_post(fp, query):
-    body = {"Line": [{"DetailType": "SalesItemLineDetail", "Amount": 25.0,
-                      "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
-            "CustomerRef": {"value": "58"}}
-    s, h, d = fp.call("POST", f"/quickbooks/v3/company/{REALM}/salesreceipt{query}", body,
-                      {"Authorization": "Bearer qbo-at", "Accept": "application/json",
-                       "Content-Type": "application/json"})
-    return s, h, js(d)
-
-
-def meta_send(fp, token):
-    body = {"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
-            "message": {"text": "Your order is ready"}}
-    s, h, d = fp.call("POST", f"/meta/v25.0/{PAGE}/messages", body,
-                      {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    return s, h, js(d)
 
 
 # =============================================================================================
@@ -164,7 +98,7 @@ def test_meta_invalid_token_is_http_400_with_code_190(fp):
     # {"error":{"type":"OAuthException","code":190,...}}; the fake answered 401, so no engine
     # test went through meta_interpret's "code 190 inside a 400" branch.
     fp.expire("meta", access_token="page-token")
-    s, _, b = meta_send(fp, "page-token")
+    s, _, b = meta_send(fp, token="page-token")
     assert b["error"]["code"] == 190 and b["error"]["type"] == "OAuthException", b
     assert s == 400, f"the Graph API answers code 190 with HTTP 400, the fake said {s}"
 
@@ -264,14 +198,14 @@ def test_pin_meta_short_lived_user_token_gives_a_page_token_that_dies_with_it(fp
     page_tok = js(d)["data"][0]["access_token"]
     assert s == 200 and page_tok != "page-token"          # not the never-expiring one
     assert fp.stats()["tokens"]["meta"]["short_lived_page_tokens"] == 1
-    assert meta_send(fp, page_tok)[0] == 200
+    assert meta_send(fp, token=page_tok)[0] == 200
     # a user token cannot send as the page
-    s, _, b = meta_send(fp, short["access_token"])
+    s, _, b = meta_send(fp, token=short["access_token"])
     assert s == 400 and b["error"]["error_subcode"] == 33
     fp.advance_clock(3601)
-    s, _, b = meta_send(fp, page_tok)
+    s, _, b = meta_send(fp, token=page_tok)
     assert b["error"]["code"] == 190 and b["error"]["error_subcode"] == 463
-    assert meta_send(fp, "page-token")[0] == 200           # the long-lived one lives on
+    assert meta_send(fp, token="page-token")[0] == 200           # the long-lived one lives on
 
 
 def test_pin_twilio_api_key_is_bound_to_its_account(fp):
@@ -293,9 +227,9 @@ def test_pin_twilio_api_key_is_bound_to_its_account(fp):
 
 def test_pin_quickbooks_lost_answer_then_requestid_retry_replays(fp):
     fp.fault("quickbooks", path="salesreceipt", status=502, after=True)
-    s, _, b = qbo_post(fp, "?minorversion=75&requestid=run-7-node-2")
+    s, _, b = qbo_post(fp, query="?minorversion=75&requestid=run-7-node-2")
     assert s == 502 and "Fault" in b
-    s, _, b = qbo_post(fp, "?minorversion=75&requestid=run-7-node-2")
+    s, _, b = qbo_post(fp, query="?minorversion=75&requestid=run-7-node-2")
     assert s == 200 and b["SalesReceipt"]["Id"]
     st = fp.stats()
     assert st["created"]["quickbooks"]["salesreceipts"] == 1
