@@ -181,6 +181,18 @@ static int bound_port(evutil_socket_t fd)
     return ntohs(sin.sin_port);
 }
 
+/* A port that was just free (bound, read back, closed): nothing listens there. */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    int port = bound_port(fd);
+    close(fd);
+    return port;
+}
+
 static void server_start(server *s, struct event_base *base)
 {
     memset(s, 0, sizeof *s);
@@ -548,14 +560,7 @@ static void test_timeout(void **state)
 static void test_connection_refused(void **state)
 {
     fixture *f = *state;
-    /* A port that was just free: bind, read it back, close. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    int port = bound_port(fd);
-    close(fd);
-    char *u = xasprintf("http://127.0.0.1:%d/x", port);
+    char *u = xasprintf("http://127.0.0.1:%d/x", closed_port());
     hf_http_request req = {
         .method = "POST", .url = u, .body = "a", .body_len = 1, .timeout_ms = 5000};
     result r;
@@ -949,14 +954,8 @@ static void test_reused_connection_death_reports_maybe_sent(void **state)
 static void test_env_proxy_and_no_proxy_are_honoured(void **state)
 {
     fixture *f = *state;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    int port = bound_port(fd);
-    close(fd);
     char *proxy = xasprintf("http://127.0.0.1:%d", f->srv.port);
-    char *u = xasprintf("http://127.0.0.1:%d/echo", port);
+    char *u = xasprintf("http://127.0.0.1:%d/echo", closed_port());
     setenv("http_proxy", proxy, 1);
     hf_http_request req = {.method = "POST",
                            .url = u,
