@@ -662,8 +662,10 @@ static void passthrough_overrides_the_options(void **state)
 static void fatal_error_makes_the_producer_unready_and_refuse_sends(void **state)
 {
     km_cluster *c = *state;
-    rd_kafka_mock_push_request_errors(c->mock, API_INIT_PRODUCER_ID, 1,
-                                      RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
+    /* The refusal comes 500 ms late so that the message below is queued before it: answered at
+     * once, the fatal error could come first and the send itself be refused. */
+    rd_kafka_mock_broker_push_request_error_rtts(
+        c->mock, 1, API_INIT_PRODUCER_ID, 1, RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, 500);
     tally t;
     tally_init(&t);
     hf_producer_options o = options(c->bootstraps);
