@@ -1391,23 +1391,32 @@ static bool selected(const char *run_id, const char *only)
     return !only || strcmp(run_id, only) == 0;
 }
 
-/* The three batched writes: arrays of one element per queued item, unnested. */
+/* The batched writes: arrays of one element per queued item, unnested. Each writes only for
+ * runs this worker still leases: a worker that was paused past its lease (a zombie) and wakes
+ * with a call's answer must not rewrite the attempts of a run another worker took over (the
+ * attempt it left 'running' is that worker's to mark, see recover()). lock_runs comes first so
+ * that no lease runs out between the statements of one transaction. */
+static const char lock_runs[] = "SELECT 1 FROM runs WHERE id = ANY($1::uuid[]) AND lease_owner = "
+                                "$2 ORDER BY id FOR UPDATE";
 static const char insert_attempts[] =
     "INSERT INTO node_attempts (run_id, node_id, attempt, status, input, "
     "output, error, idempotency_key, http_status, duration_ms, "
     "finished_at, generation) "
     "SELECT u.r, u.n, u.a, u.s, u.i::jsonb, u.o::jsonb, u.e, u.k, u.h, u.d, "
-    "now(), (SELECT g.generation FROM runs g WHERE g.id = u.r) "
+    "now(), g.generation "
     "FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
     "$5::text[], $6::text[], $7::text[], $8::text[], $9::int[], "
     "$10::int[]) AS u(r, n, a, s, i, o, e, k, h, d) "
+    "JOIN runs g ON g.id = u.r AND g.lease_owner = $11 "
     "ON CONFLICT (run_id, node_id, attempt) DO NOTHING";
 static const char update_attempts[] =
     "UPDATE node_attempts a SET status = u.s, output = u.o::jsonb, "
     "error = u.e, http_status = u.h, duration_ms = u.d, "
     "finished_at = now() "
     "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], "
-    "$5::int[], $6::int[]) AS u(id, s, o, e, h, d) WHERE a.id = u.id";
+    "$5::int[], $6::int[]) AS u(id, s, o, e, h, d), runs r "
+    "WHERE a.id = u.id AND a.status = 'running' AND r.id = a.run_id "
+    "AND r.lease_owner = $7";
 static const char update_runs[] =
     "UPDATE runs r SET status = u.s, "
     "context = coalesce(u.c::jsonb, r.context), error = u.e, "
@@ -1427,6 +1436,22 @@ static int write_queued(engine_executor *ex, const char *only, bool *data_refuse
     *data_refused = false;
     int rc = hf_pg_begin(ex->db, err, errlen);
     if (rc == HF_PG_OK) {
+        hf_pg_array held = {0};
+        for (size_t i = 0; i < ex->rows.n; i++)
+            if (selected(ex->rows.v[i].run_id, only))
+                hf_pg_array_add(&held, ex->rows.v[i].run_id);
+        for (size_t i = 0; i < ex->updates.n; i++)
+            if (selected(ex->updates.v[i].run_id, only))
+                hf_pg_array_add(&held, ex->updates.v[i].run_id);
+        for (size_t i = 0; i < ex->run_updates.n; i++)
+            if (selected(ex->run_updates.v[i].run_id, only))
+                hf_pg_array_add(&held, ex->run_updates.v[i].run_id);
+        const char *p[] = {hf_pg_array_text(&held), ex->worker_id};
+        if (held.n)
+            rc = exec_write(ex, lock_runs, 2, p, data_refused, err, errlen);
+        hf_pg_array_free(&held);
+    }
+    if (rc == HF_PG_OK) {
         hf_pg_array a[10];
         memset(a, 0, sizeof a);
         for (size_t i = 0; i < ex->rows.n; i++) {
@@ -1445,11 +1470,12 @@ static int write_queued(engine_executor *ex, const char *only, bool *data_refuse
             add_int_or_null(&a[8], w->http_status);
             hf_pg_array_add_int(&a[9], w->duration_ms);
         }
-        const char *p[10];
+        const char *p[11];
         for (int k = 0; k < 10; k++)
             p[k] = hf_pg_array_text(&a[k]);
+        p[10] = ex->worker_id;
         if (a[0].n)
-            rc = exec_write(ex, insert_attempts, 10, p, data_refused, err, errlen);
+            rc = exec_write(ex, insert_attempts, 11, p, data_refused, err, errlen);
         for (int k = 0; k < 10; k++)
             hf_pg_array_free(&a[k]);
     }
@@ -1468,11 +1494,12 @@ static int write_queued(engine_executor *ex, const char *only, bool *data_refuse
             add_int_or_null(&a[4], u->http_status);
             hf_pg_array_add_int(&a[5], u->duration_ms);
         }
-        const char *p[6];
+        const char *p[7];
         for (int k = 0; k < 6; k++)
             p[k] = hf_pg_array_text(&a[k]);
+        p[6] = ex->worker_id;
         if (a[0].n)
-            rc = exec_write(ex, update_attempts, 6, p, data_refused, err, errlen);
+            rc = exec_write(ex, update_attempts, 7, p, data_refused, err, errlen);
         for (int k = 0; k < 6; k++)
             hf_pg_array_free(&a[k]);
     }

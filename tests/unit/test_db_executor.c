@@ -1472,8 +1472,9 @@ static void a_stop_cancelled_attempt_does_not_use_up_max_attempts(void **state)
 }
 
 /* A run whose lease ran out while a call was open (its worker could not renew it) is another
- * worker's: the first worker makes no further call for it, and the run finishes once, on the
- * worker that took it over (guarantee 3). */
+ * worker's: the first worker makes no further call for it and writes nothing of it (not even
+ * the answer to its call: the attempt it left is the new owner's to mark), and the run finishes
+ * once, on the worker that took it over (guarantee 3). */
 static void a_run_taken_over_mid_call_is_finished_once(void **state)
 {
     fixture *f = fx_open(state, "unit_executor_takeover_race");
@@ -1499,13 +1500,20 @@ static void a_run_taken_over_mid_call_is_finished_once(void **state)
     fake_wait_requests(2);
     wait_value(f->db, "worker-b", "SELECT lease_owner FROM runs WHERE id = '%s'", run);
 
-    /* Both calls answered and the SMS sent: the run must end, under whichever worker. */
-    wait_value(f->db, "2",
-               "SELECT count(*) FROM node_attempts WHERE run_id = '%s' "
-               "AND node_id = 'contact' AND status = 'succeeded'",
-               run);
+    /* Both calls answered and the SMS sent: the run ends on worker-b. */
     wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    fx_stop(f, 0, 5000);               /* worker-a writes what it still has queued */
     assert_int_equal(fake_count(), 3); /* one SMS */
+    /* worker-a's late answer did not overwrite worker-b's record of its lost attempt. */
+    expect_sql(f->db, "1|failed|true;2|succeeded|true",
+               "SELECT string_agg(attempt || '|' || status || '|' || "
+               "(idempotency_key IS NOT NULL)::text, ';' ORDER BY attempt) "
+               "FROM node_attempts WHERE run_id = '%s' AND node_id = 'contact'",
+               run);
+    expect_sql(f->db, "t",
+               "SELECT error LIKE '%%lost%%' FROM node_attempts WHERE run_id = '%s' "
+               "AND node_id = 'contact' AND attempt = 1",
+               run);
     free(run);
     free(wf);
 }
