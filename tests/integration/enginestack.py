@@ -121,14 +121,19 @@ class Stack:
         self.apply(config())
         self.ingest_port = harness.free_port()
         self.ingest_base = f"http://127.0.0.1:{self.ingest_port}"
-        self.ingest = harness.Proc([harness.bin("hookflow-ingest")], name="ingest", env={
+        self.ingest = self.start_ingest()
+        self.workers = []
+
+    def start_ingest(self):
+        """hookflow-ingest on this stack's port (again, after the last one stopped)."""
+        proc = harness.Proc([harness.bin("hookflow-ingest")], name="ingest", env={
             "HOOKFLOW_KAFKA_BROKERS": self.broker.bootstrap,
             "HOOKFLOW_SECRETS_DIR": self.secrets_dir,
             "HOOKFLOW_INGEST_LISTEN": f"127.0.0.1:{self.ingest_port}",
             "HOOKFLOW_INGEST_THREADS": "1",
         })
-        harness.wait_http(self.ingest_base + "/healthz", proc=self.ingest)
-        self.workers = []
+        harness.wait_http(self.ingest_base + "/healthz", proc=proc, timeout=30)
+        return proc
 
     def apply(self, cfg):
         path = os.path.join(harness.temp_dir("apply"), "config.json")
