@@ -582,11 +582,18 @@ static PGresult *workflow_lock(api_ctx *c, const char *id, const char *compare_w
 {
     const char *params[] = {id, c->who.tenant_id, compare_with};
     PGresult *res = NULL;
+    /* The row lock first, the read after it in a statement of its own: a statement that waited
+     * for the lock behind another change of the workflow rechecks only the locked row, joined
+     * to the version (and the highest version) it had read before that change committed. */
+    if (!db_run(c,
+                "SELECT 1 FROM workflows WHERE id = $1::uuid AND tenant_id = $2::uuid"
+                " AND deleted_at IS NULL FOR UPDATE",
+                2, params, NULL))
+        return NULL;
     if (!db_run(c,
                 "SELECT w.name, w.enabled, w.current_version,"
                 " (SELECT max(x.version) FROM workflow_versions x WHERE x.workflow_id = w.id),"
-                " v.definition::text, coalesce(v.definition = $3::jsonb, false)" WORKFLOW_FROM
-                " FOR UPDATE OF w",
+                " v.definition::text, coalesce(v.definition = $3::jsonb, false)" WORKFLOW_FROM,
                 3, params, &res))
         return NULL;
     if (PQntuples(res) == 0) {

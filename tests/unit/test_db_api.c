@@ -1295,6 +1295,91 @@ static void update_creates_new_version(void **state)
                wf, NULL);
 }
 
+/* One request made on a thread of its own while the test holds a lock it will wait for. */
+typedef struct blocked_call {
+    const char *method, *path, *token, *body;
+    reply r;
+} blocked_call;
+
+static void *blocked_call_main(void *arg)
+{
+    blocked_call *b = arg;
+    call(&b->r, b->method, b->path, b->token, b->body, NULL);
+    return NULL;
+}
+
+/* Makes b while another session holds workflow wf locked in a transaction that saves version
+ * `version` of it (as a PUT does), and commits that transaction once b waits for the lock. */
+static void call_behind_a_concurrent_update(blocked_call *b, const char *wf, int version)
+{
+    PGconn *other = pgf_connect(getenv("HOOKFLOW_DATABASE_URL"));
+    char sql[512];
+    pgf_exec(other, "BEGIN");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO workflow_versions (workflow_id, version, definition, created_by)"
+             " SELECT workflow_id, %d, definition, 'another-admin' FROM workflow_versions"
+             " WHERE workflow_id = '%s' AND version = %d",
+             version, wf, version - 1);
+    pgf_exec(other, sql);
+    snprintf(sql, sizeof sql, "UPDATE workflows SET current_version = %d WHERE id = '%s'", version,
+             wf);
+    pgf_exec(other, sql);
+    pthread_t thread;
+    pthread_create(&thread, NULL, blocked_call_main, b);
+    int64_t deadline = hf_now_ms() + 10000;
+    while (sql_long("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'",
+                    NULL, NULL) < 1) {
+        if (hf_now_ms() > deadline)
+            fail_msg("the %s never waited for the workflow's lock", b->method);
+        usleep(10000);
+    }
+    pgf_exec(other, "COMMIT");
+    pthread_join(thread, NULL);
+    PQfinish(other);
+}
+
+/* A change that waited for the workflow's lock behind another change of it is made after that
+ * one: it used to read the workflow joined to the version it had seen before the other change
+ * committed, find no row and answer 404 (the admin's disable or new version was lost). */
+static void changes_waiting_behind_another_change_are_made_after_it(void **state)
+{
+    (void)state;
+    tenant t;
+    tenant_make(&t, "update-race", "production");
+    reply r;
+    call(&r, "POST", "/api/workflows", t.admin, "{\"definition\":" DEF_DELAY("Race", 1000) "}",
+         NULL);
+    expect_status(&r, 201);
+    char wf[40], path[96], disable[112];
+    snprintf(wf, sizeof wf, "%s", jstr(r.json, "id"));
+    snprintf(path, sizeof path, "/api/workflows/%s", wf);
+    snprintf(disable, sizeof disable, "/api/workflows/%s/disable", wf);
+    reply_free(&r);
+
+    blocked_call put = {.method = "PUT",
+                        .path = path,
+                        .token = t.admin,
+                        .body = "{\"definition\":" DEF_DELAY("Race", 3000) "}"};
+    call_behind_a_concurrent_update(&put, wf, 2);
+    expect_status(&put.r, 200);
+    assert_jint(put.r.json, "version", 3);
+    reply_free(&put.r);
+    assert_sql("3|3000|3",
+               "SELECT w.current_version || '|' || (SELECT v.definition#>>'{nodes,0,delay_ms}'"
+               " FROM workflow_versions v WHERE v.workflow_id = w.id AND v.version = 3) || '|' ||"
+               " (SELECT count(*) FROM workflow_versions v WHERE v.workflow_id = w.id)"
+               " FROM workflows w WHERE w.id = $1",
+               wf, NULL);
+
+    blocked_call off = {.method = "POST", .path = disable, .token = t.admin};
+    call_behind_a_concurrent_update(&off, wf, 4);
+    expect_status(&off.r, 200);
+    reply_free(&off.r);
+    assert_sql("4|false", "SELECT current_version || '|' || enabled FROM workflows WHERE id = $1",
+               wf, NULL);
+}
+
 /* enable refuses (422) a workflow whose connector is not connected or lacks a scope an action
  * needs, then succeeds once it has them; enable and disable write audit rows. */
 static void enable_needs_connection_and_scopes(void **state)
@@ -2837,6 +2922,7 @@ int main(void)
         cmocka_unit_test(invalid_workflows_write_nothing),
         cmocka_unit_test(drafts_are_saved_and_validated),
         cmocka_unit_test(update_creates_new_version),
+        cmocka_unit_test(changes_waiting_behind_another_change_are_made_after_it),
         cmocka_unit_test(enable_needs_connection_and_scopes),
         cmocka_unit_test(list_pages_with_cursor),
         cmocka_unit_test(delete_is_soft_and_audited),
