@@ -1385,13 +1385,19 @@ static int apply_workflow(apply_ctx *c, const char *tenant_id, const workflow_sp
 {
     PGresult *res = NULL;
     const char *find[] = {tenant_id, w->name, w->definition};
+    /* Locked first and read after, in a statement of its own: one that waited for the lock
+     * behind an API change of the workflow would read the versions as they were before it. */
+    if (db_exec(c, w->path,
+                "SELECT 1 FROM workflows WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL "
+                "FOR UPDATE",
+                2, find, NULL) != 0)
+        return -1;
     if (db_exec(c, w->path,
                 "SELECT w.id, w.enabled, w.current_version,"
                 " coalesce((SELECT v.definition = $3::jsonb FROM workflow_versions v"
                 "  WHERE v.workflow_id = w.id AND v.version = w.current_version), false),"
                 " (SELECT max(v.version) FROM workflow_versions v WHERE v.workflow_id = w.id) "
-                "FROM workflows w WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL "
-                "FOR UPDATE OF w",
+                "FROM workflows w WHERE w.tenant_id = $1 AND w.name = $2 AND w.deleted_at IS NULL",
                 3, find, &res) != 0)
         return -1;
     int rc = 0;

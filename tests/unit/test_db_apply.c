@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,6 +405,88 @@ static void changed_definition_makes_a_new_version(void **state)
     PQfinish(db);
 }
 
+typedef struct apply_call {
+    PGconn *db;
+    const char *json;
+    hf_buf summary;
+    char err[1024];
+    int rc;
+} apply_call;
+
+static void *apply_main(void *arg)
+{
+    apply_call *a = arg;
+    a->rc = apply(a->db, a->json, keys, false, &a->summary, a->err, sizeof a->err);
+    return NULL;
+}
+
+/* An apply that waits for a workflow's lock behind an API change of the workflow (a new
+ * version) saves the next version after it: it used to read the versions as they were before
+ * that change and save the same version number again (a unique-key error, nothing applied). */
+static void apply_waiting_behind_an_api_update_saves_the_next_version(void **state)
+{
+    (void)state;
+    char *url = pgf_database("unit_apply_race");
+    PGconn *db = pgf_connect(url), *api = pgf_connect(url), *watch = pgf_connect(url);
+    free(url);
+    char *conn = connection("hubspot", "33", "");
+    char *first = workflow("Pickup", "send_message", "first body");
+    char *third = workflow("Pickup", "send_message", "third body");
+    char *t1 = tenant("acme", "Acme Laundry", conn, first);
+    char *t3 = tenant("acme", "Acme Laundry", conn, third);
+    char *doc1 = document(t1, NULL), *doc3 = document(t3, NULL);
+    apply_ok(db, doc1, false,
+             "acme: tenant created, 1 branch created, 1 role granted, 1 support approval granted, "
+             "1 connection created, 1 workflow created (version 1)\n");
+
+    /* The API saves version 2 and holds the row until it commits. */
+    pgf_exec(api, "BEGIN");
+    pgf_exec(api, "INSERT INTO workflow_versions (workflow_id, version, definition, created_by)"
+                  " SELECT workflow_id, 2, jsonb_set(definition, '{nodes,0,params,body}',"
+                  " '\"second body\"'), 'admin' FROM workflow_versions WHERE version = 1");
+    pgf_exec(api, "UPDATE workflows SET current_version = 2");
+    apply_call a = {.db = db, .json = doc3};
+    pthread_t thread;
+    pthread_create(&thread, NULL, apply_main, &a);
+    int64_t deadline = hf_now_ms() + 10000;
+    for (;;) {
+        char *n = pgf_value(watch, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                                   " current_database() AND wait_event_type = 'Lock'");
+        bool waiting = n && atoi(n) > 0;
+        free(n);
+        if (waiting)
+            break;
+        if (hf_now_ms() > deadline)
+            fail_msg("apply never waited for the workflow's lock");
+        usleep(10000);
+    }
+    pgf_exec(api, "COMMIT");
+    pthread_join(thread, NULL);
+    if (a.rc != 0)
+        fprintf(stderr, "apply failed: %s\n", a.err);
+    assert_int_equal(a.rc, 0);
+    assert_string_equal(a.summary.data ? a.summary.data : "",
+                        "acme: 1 workflow updated (version 3)\n");
+    assert_sql(
+        db,
+        "SELECT string_agg(v.version || '|' || (v.definition->'nodes'->0->'params'->>'body'),"
+        " ',' ORDER BY v.version) || ';' || max(w.current_version) "
+        "FROM workflow_versions v JOIN workflows w ON w.id = v.workflow_id",
+        "1|first body,2|second body,3|third body;3");
+
+    hf_buf_free(&a.summary);
+    free(doc3);
+    free(doc1);
+    free(t3);
+    free(t1);
+    free(third);
+    free(first);
+    free(conn);
+    PQfinish(watch);
+    PQfinish(api);
+    PQfinish(db);
+}
+
 /* A dry run reports what it would change and leaves every table as it was. */
 static void dry_run_changes_nothing(void **state)
 {
@@ -768,6 +851,7 @@ int main(void)
         cmocka_unit_test(document_creates_exactly_its_rows),
         cmocka_unit_test(second_apply_changes_nothing),
         cmocka_unit_test(changed_definition_makes_a_new_version),
+        cmocka_unit_test(apply_waiting_behind_an_api_update_saves_the_next_version),
         cmocka_unit_test(dry_run_changes_nothing),
         cmocka_unit_test(broken_documents_change_nothing),
         cmocka_unit_test(malformed_json_names_line_and_column),
