@@ -305,3 +305,25 @@ def test_error_answers_match_the_error_schema(stack):
         assert 400 <= status < 500, (concrete, status, data)
         op = load_spec()["paths"][path][method.lower()]
         check_answer(spec, method, path, op, status, rh, data)
+
+
+def test_every_route_with_a_body_documents_its_size_and_media_type_errors(stack):
+    """Every operation that takes a body answers an oversized one 413 and one that is not JSON
+    415, as the spec says it does (the server checks both for every route)."""
+    spec = load_spec()
+    with_body = [(m, p, op) for m, p, _, op in operations(spec) if "requestBody" in op]
+    assert with_body
+    for method, path, op in with_body:
+        concrete, _, token = generic_probe(stack, method, path)
+        if path.endswith("/approval"):
+            token = stack.support()
+        headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+        big = b'{"pad": "' + b"x" * (1 << 20) + b'"}'
+        status, rh, data = harness.http(method, stack.base + concrete, body=big, headers=headers)
+        assert status == 413, (method, concrete, status, data[:200])
+        check_answer(spec, method, path, op, status, rh, data)
+        headers["Content-Type"] = "text/plain"
+        status, rh, data = harness.http(method, stack.base + concrete, body=b"hello",
+                                        headers=headers)
+        assert status == 415, (method, concrete, status, data[:200])
+        check_answer(spec, method, path, op, status, rh, data)
