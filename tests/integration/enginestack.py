@@ -165,7 +165,7 @@ class Stack:
         w = harness.Proc([harness.bin("hookflow-engine"), "work"], env=env,
                          name=name or f"worker{len(self.workers) + 1}")
         w.ops = f"http://127.0.0.1:{port}"
-        harness.wait_http(w.ops + "/healthz", proc=w)
+        harness.wait_http(w.ops + "/healthz", proc=w, timeout=60)  # ASan, a loaded machine
         self.workers.append(w)
         return w
 

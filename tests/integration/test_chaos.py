@@ -43,7 +43,7 @@ from enginestack import EXTRA_PAGES, META_SECRET, PAGE, Stack
 SEED = int(os.environ.get("HOOKFLOW_CHAOS_SEED") or (time.time_ns() // 1000) % 1_000_000_007)
 
 SEND_SECONDS = 27.0           # the sender's schedule; the chaos runs as long
-QUIESCE_TIMEOUT = 120.0       # after the chaos, for every run to finish
+QUIESCE_TIMEOUT = 240.0       # after the chaos, for every run to finish
 LEASE_MS = 3000               # enginestack.Stack.worker_env
 SESSION_MS = 6000
 PAUSE_RANGE = (SESSION_MS / 1000 + 1.5, SESSION_MS / 1000 + 3.0)  # > lease and > session
@@ -216,7 +216,9 @@ class Chaos(threading.Thread):
             return False
         w = self.rng.choice(victims)
         self.log(f"SIGTERM {w.worker_id}")
-        code = w.stop(signal.SIGTERM, 25)
+        # Generous: the stop waits for the consumer to leave its group (a mock rebalance takes
+        # ~5 s) and the calls in flight, under ASan on a loaded machine; -9 means it timed out.
+        code = w.stop(signal.SIGTERM, 60)
         self.termed.append((w.worker_id, code))
         self.log(f"{w.worker_id} exited {code}")
         self.start_worker()

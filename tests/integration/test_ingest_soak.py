@@ -763,7 +763,7 @@ class Soak:
     # ---------------------------------------------------------------- metrics
 
     def scrape(self, gen):
-        status, _, body = harness.http("GET", gen.base + "/metrics", timeout=10)
+        status, _, body = harness.http("GET", gen.base + "/metrics", timeout=30)
         if status != 200:
             raise ValueError(f"/metrics answered {status}")
         return parse_metrics(body.decode())
@@ -854,18 +854,24 @@ def test_ingest_soak_keeps_the_contract(soak_env):
     msgs = []
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "soak-wm"})
+    ends = {}
     try:
         for topic in topics:
             for p in range(PARTITIONS):
-                lo, _ = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                lo, ends[(topic, p)] = c.get_watermark_offsets(TopicPartition(topic, p),
+                                                               timeout=10)
                 # The dev broker keeps ~5 MiB per partition: a moved start would lose events
                 # and make this test lie (a harness limit, not a product bug).
                 assert lo == 0, f"harness: {topic}[{p}] start offset moved to {lo} (retention)"
     finally:
         c.close()
     for topic in topics:
-        msgs.extend(broker.consume_all(topic, idle=1.0, timeout=60))
+        msgs.extend(broker.consume_all(topic, idle=1.0, timeout=180))
     per_part = collections.Counter((m.topic, m.partition) for m in msgs)
+    # consume_all returns what it has when its time is up: a slow machine must not pass for
+    # lost events.
+    short = {tp: (per_part[tp], end) for tp, end in ends.items() if per_part[tp] < end}
+    assert not short, f"harness: read back fewer messages than the partitions hold: {short}"
     biggest = max(per_part.items(), key=lambda kv: kv[1], default=(None, 0))
     log(f"read {len(msgs)} messages back (fullest partition {biggest[0]}: {biggest[1]} "
         f"messages, {sum(len(m.value) for m in msgs if (m.topic, m.partition) == biggest[0])}"
