@@ -3,6 +3,7 @@ the platform fakes, hookflow-ingest, and hookflow-engine workers — plus the te
 they run (applied with `hookflow-engine apply`)."""
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -169,16 +170,27 @@ class Stack:
         self.workers.append(w)
         return w
 
-    def send(self, text, mid=None, sender="6123", page=PAGE):
-        """Posts one signed Messenger delivery through ingest; returns the event id."""
-        mid = mid or "m_" + uuid.uuid4().hex
+    def post_meta(self, text, mid, sender="6123", page=PAGE, timeout=15):
+        """Posts one signed Messenger delivery through ingest: (status, body), or (None, error)
+        when ingest did not answer."""
         now = int(time.time() * 1000)
         delivery = {"object": "page", "entry": [{"id": page, "time": now, "messaging": [
             {"sender": {"id": sender}, "recipient": {"id": page}, "timestamp": now,
              "message": {"mid": mid, "text": text}}]}]}
         body, headers = signing.meta(META_SECRET, delivery)
-        status, _, resp = harness.http("POST", f"{self.ingest_base}/api/integrations/webhooks/meta",
-                                       body=body, headers=headers)
+        try:
+            status, _, resp = harness.http(
+                "POST", f"{self.ingest_base}/api/integrations/webhooks/meta", body=body,
+                headers=headers, timeout=timeout)
+        except (OSError, http.client.HTTPException) as e:
+            return None, repr(e)
+        return status, resp
+
+    def send(self, text, mid=None, sender="6123", page=PAGE):
+        """Posts one signed Messenger delivery through ingest, which must take it; returns the
+        event id."""
+        mid = mid or "m_" + uuid.uuid4().hex
+        status, resp = self.post_meta(text, mid, sender, page)
         assert status == 200, resp
         return "meta:" + mid
 

@@ -667,3 +667,23 @@ class DevBroker:
             c.close()
         out.sort(key=lambda m: (m.partition, m.offset))
         return out
+
+
+class TimedLog:
+    """A test's own log, from any thread: lines stamped with the seconds since it began, printed
+    at once (pytest -s) and kept for the failure message."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.lines = []
+        self.lock = threading.Lock()
+
+    def __call__(self, msg):
+        line = f"[{time.monotonic() - self.t0:6.2f}s] {msg}"
+        with self.lock:
+            self.lines.append(line)
+        print(line, flush=True)
+
+    def text(self):
+        with self.lock:
+            return "\n".join(self.lines)

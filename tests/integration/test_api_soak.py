@@ -75,8 +75,7 @@ import pytest
 from jsonschema import Draft202012Validator, RefResolver
 
 import harness
-import signing
-from enginestack import (EXTRA_PAGES, FAST_RETRY, META_SECRET, PAGE, SMS, TWILIO_SID, Stack,
+from enginestack import (EXTRA_PAGES, FAST_RETRY, PAGE, SMS, TWILIO_SID, Stack,
                          action)
 from test_api_connections import JWT_KEY, mint
 from test_openapi import load_spec, resolve
@@ -172,21 +171,7 @@ def stack(postgres):
 
 # ----------------------------------------------------------------------------------- helpers
 
-class Log:
-    def __init__(self):
-        self.t0 = time.monotonic()
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def __call__(self, msg):
-        line = f"[{time.monotonic() - self.t0:6.2f}s] {msg}"
-        with self.lock:
-            self.lines.append(line)
-        print(line, flush=True)
-
-    def text(self):
-        with self.lock:
-            return "\n".join(self.lines)
+Log = harness.TimedLog
 
 
 class Problems:
@@ -215,17 +200,7 @@ class Problems:
 
 def post_meta(stack, text, mid, sender, page):
     """The HTTP status of one signed Messenger delivery through ingest, or None (no answer)."""
-    now = int(time.time() * 1000)
-    delivery = {"object": "page", "entry": [{"id": page, "time": now, "messaging": [
-        {"sender": {"id": sender}, "recipient": {"id": page}, "timestamp": now,
-         "message": {"mid": mid, "text": text}}]}]}
-    body, headers = signing.meta(META_SECRET, delivery)
-    try:
-        status, _, _ = harness.http("POST", f"{stack.ingest_base}/api/integrations/webhooks/meta",
-                                    body=body, headers=headers, timeout=15)
-        return status
-    except (OSError, http_client.HTTPException):
-        return None
+    return stack.post_meta(text, mid, sender, page)[0]
 
 
 def render(template, text):

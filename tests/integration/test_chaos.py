@@ -25,7 +25,6 @@ of the processes does not, so a replay hits the same kinds of faults, not the sa
 """
 
 import collections
-import http.client as http_client
 import os
 import random
 import signal
@@ -37,8 +36,7 @@ import uuid
 import pytest
 
 import harness
-import signing
-from enginestack import EXTRA_PAGES, META_SECRET, PAGE, Stack
+from enginestack import EXTRA_PAGES, PAGE, Stack
 
 SEED = int(os.environ.get("HOOKFLOW_CHAOS_SEED") or (time.time_ns() // 1000) % 1_000_000_007)
 
@@ -72,18 +70,8 @@ def tag_of(i):
 
 
 def post_meta(stack, text, mid, sender, page):
-    """stack.send without its assert: the HTTP status, or None when ingest did not answer."""
-    now = int(time.time() * 1000)
-    delivery = {"object": "page", "entry": [{"id": page, "time": now, "messaging": [
-        {"sender": {"id": sender}, "recipient": {"id": page}, "timestamp": now,
-         "message": {"mid": mid, "text": text}}]}]}
-    body, headers = signing.meta(META_SECRET, delivery)
-    try:
-        status, _, _ = harness.http("POST", f"{stack.ingest_base}/api/integrations/webhooks/meta",
-                                    body=body, headers=headers, timeout=15)
-        return status
-    except (OSError, http_client.HTTPException):
-        return None
+    """The HTTP status of one signed Messenger delivery through ingest, or None (no answer)."""
+    return stack.post_meta(text, mid, sender, page)[0]
 
 
 def restart_ingest(stack, hard):
@@ -99,21 +87,7 @@ def restart_ingest(stack, hard):
     return old.returncode
 
 
-class Log:
-    def __init__(self):
-        self.t0 = time.monotonic()
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def __call__(self, msg):
-        line = f"[{time.monotonic() - self.t0:6.2f}s] {msg}"
-        with self.lock:
-            self.lines.append(line)
-        print(line, flush=True)
-
-    def text(self):
-        with self.lock:
-            return "\n".join(self.lines)
+Log = harness.TimedLog
 
 
 # ------------------------------------------------------------------------------------ sender

@@ -132,21 +132,7 @@ def _envelope_validator():
 
 # ------------------------------------------------------------------------------------ helpers
 
-class Log:
-    def __init__(self):
-        self.t0 = time.monotonic()
-        self.lines = []
-        self.lock = threading.Lock()
-
-    def __call__(self, msg):
-        line = f"[{time.monotonic() - self.t0:6.2f}s] {msg}"
-        with self.lock:
-            self.lines.append(line)
-        print(line, flush=True)
-
-    def text(self):
-        with self.lock:
-            return "\n".join(self.lines)
+Log = harness.TimedLog
 
 
 def derive_id(provider, *fields):
