@@ -687,3 +687,15 @@ class TimedLog:
     def text(self):
         with self.lock:
             return "\n".join(self.lines)
+
+
+def paced(items, seconds):
+    """Yields the items spread evenly over `seconds` (the i-th at i * seconds / len(items) after
+    the first), as a sender keeping a schedule; a late one goes at once."""
+    t0 = time.monotonic()
+    gap = seconds / max(len(items), 1)
+    for i, item in enumerate(items):
+        wait = t0 + i * gap - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        yield item

@@ -111,12 +111,7 @@ class Sender(threading.Thread):
 
     def run(self):
         try:
-            t0 = time.monotonic()
-            gap = SEND_SECONDS / len(self.plan)
-            for ev in self.plan:
-                wait = t0 + ev["i"] * gap - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
+            for ev in harness.paced(self.plan, SEND_SECONDS):
                 ev["sent_at"] = time.monotonic()
                 ev["status"] = post_meta(self.stack, ev["text"], ev["mid"], ev["sender"],
                                          ev["page"])
