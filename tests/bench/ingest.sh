@@ -4,6 +4,7 @@
 # same wrk load on the same machine. Prints requests/s of both, the ratio, ingest's latency
 # percentiles and its peak RSS, and, for scale, what ingest's HTTP layer alone answers (GET
 # /healthz: libevent's evhttp doing no work).
+# It also prints the CPU time per request of each process (ingest, the dev broker, nginx, wrk).
 #   tests/bench/ingest.sh [duration_s=15] [connections=64]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,7 +41,8 @@ LUA
 echo "body bytes: ${#body}"
 
 "$bin/hookflow-devbroker" --bootstrap-file "$work/bootstrap" --partitions 6 >"$work/devbroker.log" 2>&1 &
-pids+=($!)
+devbroker_pid=$!
+pids+=($devbroker_pid)
 for _ in $(seq 1 100); do [ -s "$work/bootstrap" ] && break; sleep 0.1; done
 iport=$(free_port)
 HOOKFLOW_KAFKA_BROKERS=$(cat "$work/bootstrap") HOOKFLOW_SECRETS_DIR="$work/secrets" \
@@ -66,21 +68,74 @@ http {
 }
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+nginx_pid=$!
+pids+=($nginx_pid)
 sleep 0.5
 
-run_wrk() { wrk -t2 -c"$conns" -d"${duration}s" --latency -s "$work/post.lua" "$1"; }
+# CPU time per request of every process on the two cores (user + kernel, from /proc), so the
+# figures say where a request's time goes: ingest's own threads (event loops, delivery reports)
+# and its librdkafka threads, the
+# dev broker, nginx, and wrk itself.
+cat >"$work/cpu.py" <<'PY'
+import json, os, sys
+def parent(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return None
+def ticks(pid):
+    """{thread class: clock ticks} of a process and its children (nginx's workers)."""
+    out = {}
+    pids = [pid] + [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == pid]
+    for p in pids:
+        for t in os.listdir(f"/proc/{p}/task"):
+            try:
+                s = open(f"/proc/{p}/task/{t}/stat").read()
+            except OSError:
+                continue
+            comm, rest = s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()
+            cls = "librdkafka threads" if comm.startswith("rdk:") else "own threads"
+            out[cls] = out.get(cls, 0) + int(rest[11]) + int(rest[12])
+    return out
+if sys.argv[1] == "snap":  # snap FILE NAME=PID...
+    json.dump({a.split("=")[0]: ticks(a.split("=")[1]) for a in sys.argv[3:]}, open(sys.argv[2], "w"))
+else:  # diff BEFORE AFTER WRK_TIME_FILE WRK_OUTPUT NAME...
+    a, b = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+    hz = os.sysconf("SC_CLK_TCK")
+    n = next(int(l.split()[0]) for l in open(sys.argv[5]) if "requests in" in l)
+    us = lambda t: t * 1e6 / hz / n
+    parts = []
+    for name in sys.argv[6:]:
+        for cls, t in sorted(b[name].items()):
+            parts.append((f"{name} {cls}" if name == "ingest" else name, us(t - a[name].get(cls, 0))))
+    u, s = (float(x) for x in open(sys.argv[4]).read().split()[-2:])
+    parts.append(("wrk", (u + s) * 1e6 / n))
+    print("  CPU us/request: " + ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.05) +
+          f"; total {sum(v for _, v in parts):.1f}")
+PY
+# run_wrk NAME URL [wrk options]: wrk's output in $work/NAME.out, the CPU each process spent.
+run_wrk() {
+  local name=$1 url=$2
+  shift 2
+  /usr/bin/python3 "$work/cpu.py" snap "$work/$name.before" "${watched[@]}"
+  /usr/bin/time -f '%U %S' -o "$work/$name.wrktime" \
+    wrk -t2 -c"$conns" -d"${duration}s" --latency "$@" "$url" | tee "$work/$name.out"
+  /usr/bin/python3 "$work/cpu.py" snap "$work/$name.after" "${watched[@]}"
+  /usr/bin/python3 "$work/cpu.py" diff "$work/$name.before" "$work/$name.after" \
+    "$work/$name.wrktime" "$work/$name.out" "${watched[@]%%=*}" | tee "$work/$name.cpu"
+}
+watched=("ingest=$ingest_pid" "devbroker=$devbroker_pid" "nginx=$nginx_pid")
 # nginx runs before and after ingest and the ratio uses their mean, so a shared machine that
 # speeds up or slows down during the run does not tilt it.
 echo "== nginx static 200"
-run_wrk "http://127.0.0.1:$nport/" | tee "$work/nginx.out"
+run_wrk nginx "http://127.0.0.1:$nport/" -s "$work/post.lua"
 echo "== hookflow-ingest (verify + produce acks=all + answer)"
-run_wrk "http://127.0.0.1:$iport/api/integrations/webhooks/meta" | tee "$work/ingest.out"
+run_wrk ingest "http://127.0.0.1:$iport/api/integrations/webhooks/meta" -s "$work/post.lua"
 echo "== nginx static 200 again"
-run_wrk "http://127.0.0.1:$nport/" | tee "$work/nginx2.out"
+run_wrk nginx2 "http://127.0.0.1:$nport/" -s "$work/post.lua"
 
 echo "== hookflow-ingest GET /healthz (its HTTP layer alone, for scale)"
-wrk -t2 -c"$conns" -d"${duration}s" "http://127.0.0.1:$iport/healthz" | tee "$work/healthz.out"
+run_wrk healthz "http://127.0.0.1:$iport/healthz"
 
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 p() { awk -v q="$2" '$1 == q {print $2}' "$1"; }
@@ -97,3 +152,5 @@ h=$(rps "$work/healthz.out")
 awk -v h="$h" -v n="$n" 'BEGIN { printf "ingest GET /healthz:   %s req/s = %.2f of nginx (libevent evhttp with no work: the ceiling)\n", h, h / n }'
 echo "ingest latency:        p50 $(p "$work/ingest.out" 50%)  p90 $(p "$work/ingest.out" 90%)  p99 $(p "$work/ingest.out" 99%)  (target p99 < 10ms)"
 echo "ingest peak RSS:       $((rss_kb / 1024)) MB (target < 64 MB)"
+echo "CPU per request (user + kernel, us; the two cores are shared by all of them):"
+for r in nginx ingest nginx2 healthz; do printf '  %-8s%s\n' "$r" "$(sed 's/^  CPU us\/request://' "$work/$r.cpu")"; done
