@@ -93,6 +93,7 @@ typedef struct token_entry {
     char conn_id[40];
     char *account, *access, *refresh;
     int64_t expires_ms; /* wall clock; 0 = no expiry known */
+    int64_t lead_ms;    /* a call refreshes the token first once it has less than this left */
     int version;
     int64_t loaded_ms;
     bool stale;                    /* the connection changed since: read the row again */
@@ -350,6 +351,25 @@ static void token_entry_clear(token_entry *t)
     t->account = t->access = t->refresh = NULL;
 }
 
+/* A call refreshes its connection's token first when the token has less than a minute left, or
+ * less than half the time it had left when this worker first saw it if that is shorter (but
+ * never less than 5 s: a call may outlive a token closer to its end). A platform issuing tokens
+ * that live under two minutes would otherwise have every call refresh, each refresh holding the
+ * connection's row lock and the executor's loop. */
+#define TOKEN_REFRESH_LEAD_MS 60000
+#define TOKEN_REFRESH_MIN_LEAD_MS 5000
+
+static void token_set_expiry(token_entry *t, int64_t expires_ms)
+{
+    if (expires_ms == t->expires_ms)
+        return; /* the same token, seen again: its lead stays */
+    int64_t half = (expires_ms - hf_wall_ms()) / 2;
+    t->expires_ms = expires_ms;
+    t->lead_ms = half < TOKEN_REFRESH_MIN_LEAD_MS ? TOKEN_REFRESH_MIN_LEAD_MS
+                 : half > TOKEN_REFRESH_LEAD_MS   ? TOKEN_REFRESH_LEAD_MS
+                                                  : half;
+}
+
 /* Fills t from a row (id, account, access_enc, refresh_enc, expires epoch ms, version). */
 static void token_from_row(engine_executor *ex, token_entry *t, const char *connector,
                            PGresult *res, int row)
@@ -362,7 +382,8 @@ static void token_from_row(engine_executor *ex, token_entry *t, const char *conn
     t->refresh = open_token(ex, connector, t->account, "refresh",
                             PQgetisnull(res, row, 3) ? NULL : PQgetvalue(res, row, 3));
     long long v = 0;
-    t->expires_ms = PQgetisnull(res, row, 4) || !hf_parse_ll(PQgetvalue(res, row, 4), &v) ? 0 : v;
+    token_set_expiry(t,
+                     PQgetisnull(res, row, 4) || !hf_parse_ll(PQgetvalue(res, row, 4), &v) ? 0 : v);
     t->version = hf_parse_ll(PQgetvalue(res, row, 5), &v) ? (int)v : 0;
     t->loaded_ms = hf_now_ms();
     t->stale = false;
@@ -539,6 +560,7 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     snprintf(rsecs, sizeof rsecs, "%lld", (long long)rexp);
     const char *p2[] = {t->conn_id,         ahex, rhex, secs, rexp >= 0 ? rsecs : NULL,
                         refresh ? "t" : "f"};
+    PGresult *updated = NULL;
     int urc = hf_pg_exec(ex->db,
                          "UPDATE connections SET access_token_enc = $2::bytea, "
                          "refresh_token_enc = $3::bytea, "
@@ -547,8 +569,15 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
                          "  WHEN $5::double precision IS NOT NULL "
                          "    THEN now() + make_interval(secs => $5::double precision) "
                          "  WHEN $6::boolean THEN NULL ELSE refresh_token_expires_at END, "
-                         "token_version = token_version + 1, updated_at = now() WHERE id = $1",
-                         6, p2, NULL, err, errlen);
+                         "token_version = token_version + 1, updated_at = now() WHERE id = $1 "
+                         /* the expiry as stored, which the next read of the row finds again */
+                         "RETURNING (extract(epoch from token_expires_at) * 1000)::bigint",
+                         6, p2, &updated, err, errlen);
+    long long stored_expiry = 0;
+    if (urc == HF_PG_OK &&
+        (PQntuples(updated) != 1 || !hf_parse_ll(PQgetvalue(updated, 0, 0), &stored_expiry)))
+        stored_expiry = hf_wall_ms() + expires_in * 1000;
+    PQclear(updated);
     free(actx);
     free(rctx);
     free(aseal);
@@ -568,7 +597,7 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
         refresh = NULL;
     }
     t->version++;
-    t->expires_ms = hf_wall_ms() + expires_in * 1000;
+    token_set_expiry(t, stored_expiry);
     t->loaded_ms = hf_now_ms();
     char labels[64];
     snprintf(labels, sizeof labels, "connector=\"%s\"", connector);
@@ -667,7 +696,7 @@ static void prepare_call(run *r, size_t idx)
         goto done;
     }
     /* Refresh ahead of expiry rather than spend a call on a 401. */
-    if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < 60000 &&
+    if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < t->lead_ms &&
         hf_now_ms() >= t->refresh_not_before_ms) {
         char rerr[256];
         if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) != 0) {

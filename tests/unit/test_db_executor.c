@@ -1414,7 +1414,8 @@ static void failed_refresh_ahead_of_expiry_is_not_retried_on_every_call(void **s
 {
     fixture *f = fx_open(state, "unit_executor_refresh_backoff");
     add_oauth_connection(f, "xero", XERO_TENANT, "xero-still-valid", "xero-refresh");
-    pgf_exec(f->db, "UPDATE connections SET token_expires_at = now() + interval '30 seconds'");
+    /* Under 5 s left: refreshed first (tokens further from their end wait for their lead). */
+    pgf_exec(f->db, "UPDATE connections SET token_expires_at = now() + interval '3 seconds'");
     char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
     char *runs[3];
     for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
@@ -1432,6 +1433,38 @@ static void failed_refresh_ahead_of_expiry_is_not_retried_on_every_call(void **s
         assert_string_equal(fake_at(i).authorization, "Bearer xero-still-valid");
     assert_int_equal(fake_token_count(), 1);
     expect_sql(f->db, "0", "SELECT token_version FROM connections");
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        free(runs[i]);
+    free(wf);
+}
+
+/* A platform issuing tokens that live under two minutes does not get a refresh before every call
+ * (a fixed minute ahead would refresh each one: every 20-second token has under a minute left).
+ * A token is refreshed ahead once less than half the time it had when first seen is left. */
+static void short_lived_tokens_are_not_refreshed_before_every_call(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_short_tokens");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-ending", "xero-refresh");
+    pgf_exec(f->db, "UPDATE connections SET token_expires_at = now() + interval '3 seconds'");
+    pthread_mutex_lock(&fake.lock);
+    fake.token_body = "{\"access_token\": \"new-access\", \"refresh_token\": \"new-refresh\", "
+                      "\"expires_in\": 20, \"token_type\": \"Bearer\"}";
+    pthread_mutex_unlock(&fake.lock);
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *runs[4];
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        runs[i] = add_run(f, wf);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
+        wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", runs[i]);
+    /* The 3-second token was refreshed once; the 20-second one it got serves every call. */
+    assert_int_equal(fake_token_count(), 1);
+    assert_int_equal(fake_count(), 4);
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(fake_at(i).authorization, "Bearer new-access");
+    expect_sql(f->db, "1", "SELECT token_version FROM connections");
     for (size_t i = 0; i < HF_ARRAY_LEN(runs); i++)
         free(runs[i]);
     free(wf);
@@ -1639,6 +1672,7 @@ int main(void)
         TEST(a_401_on_a_second_connection_is_refreshed_too),
         TEST(a_401_with_the_token_endpoint_down_is_retried),
         TEST(a_401_with_a_refused_refresh_fails_the_run),
+        TEST(short_lived_tokens_are_not_refreshed_before_every_call),
         TEST(concurrent_401s_refresh_the_connection_once),
         TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
         TEST(a_stop_cancelled_attempt_does_not_use_up_max_attempts),
