@@ -1354,6 +1354,36 @@ static void a_401_with_the_token_endpoint_down_is_retried(void **state)
     free(wf);
 }
 
+/* One refresh per call, not per node: a 401 after a refresh, a 503 and a wait is a new call's 401
+ * (the token may have been replaced meanwhile) and gets its own refresh. */
+static void a_401_after_a_retried_503_is_refreshed_again(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_after_retry");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    char *wf = add_workflow(
+        f, WORKFLOW("{\"id\": \"contact\", \"type\": \"action\", \"connector\": \"xero\", "
+                    "\"action\": \"create_contact\", \"params\": {\"name\": "
+                    "\"{{event.payload.name}}\"}" RETRY(5, 20, 50) "}",
+                    ""));
+    char *run = add_run(f, wf);
+    fake_answer unauthorized = {
+        .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"};
+    fake_script(unauthorized);
+    fake_script((fake_answer){.status = 503, .body = "{\"Message\": \"Service unavailable\"}"});
+    fake_script(unauthorized);
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    expect_sql(f->db, "1 failed 401;2 failed 503;3 failed 401;4 succeeded 200;",
+               "SELECT string_agg(attempt || ' ' || status || ' ' || http_status || ';', '' "
+               "ORDER BY id) FROM node_attempts WHERE run_id = '%s'",
+               run);
+    assert_int_equal(fake_token_count(), 2);
+    free(run);
+    free(wf);
+}
+
 /* A refresh the platform refuses (invalid_grant: the refresh token was revoked) fails the run at
  * once, saying why and that the connection must be reconnected. */
 static void a_401_with_a_refused_refresh_fails_the_run(void **state)
@@ -1672,6 +1702,7 @@ int main(void)
         TEST(a_401_on_a_second_connection_is_refreshed_too),
         TEST(a_401_with_the_token_endpoint_down_is_retried),
         TEST(a_401_with_a_refused_refresh_fails_the_run),
+        TEST(a_401_after_a_retried_503_is_refreshed_again),
         TEST(short_lived_tokens_are_not_refreshed_before_every_call),
         TEST(concurrent_401s_refresh_the_connection_once),
         TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
