@@ -1275,7 +1275,9 @@ static void claim(engine_executor *ex)
          * joined to a CTE lets the planner scan every run against it. */
         "UPDATE runs r SET status = 'running', lease_owner = $1,"
         "  lease_expires_at = now() + make_interval(secs => $3::double precision / 1000),"
-        "  started_at = coalesce(r.started_at, now()), attempt = r.attempt + 1 "
+        /* clock_timestamp: after the statement's snapshot, so after the start of any earlier
+         * run of the key that this claim found no longer pending. */
+        "  started_at = coalesce(r.started_at, clock_timestamp()), attempt = r.attempt + 1 "
         "WHERE r.id = ANY(ARRAY("
         "  SELECT q.id FROM runs q"
         "  WHERE q.status IN ('pending', 'waiting') AND q.next_run_at <= now()"

@@ -685,14 +685,17 @@ static int record_batch(engine_intake *in, item *items, size_t n, size_t *runs_o
             "SELECT u.t, u.w, u.v, u.e, u.k, u.s, u.j::jsonb,"
             "  CASE WHEN u.f IS NOT NULL THEN 'failed' WHEN c.go THEN 'running' ELSE 'pending' "
             "  END, CASE WHEN c.go THEN $9 END,"
-            "  CASE WHEN c.go THEN now() + make_interval(secs => $10::double precision / 1000) "
-            "  END, CASE WHEN c.go OR u.f IS NOT NULL THEN now() END,"
-            "  CASE WHEN c.go THEN 1 ELSE 0 END, u.f, CASE WHEN u.f IS NOT NULL THEN now() END "
+            "  CASE WHEN c.go THEN c.at + make_interval(secs => $10::double precision / 1000) "
+            "  END, CASE WHEN c.go OR u.f IS NOT NULL THEN c.at END,"
+            "  CASE WHEN c.go THEN 1 ELSE 0 END, u.f, CASE WHEN u.f IS NOT NULL THEN c.at END "
             "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], $6::bigint[], "
             "  $7::text[], $8::boolean[], $11::text[]) AS u(t, w, v, e, k, s, j, claim, f) "
             "CROSS JOIN LATERAL (SELECT u.claim AND NOT EXISTS (SELECT 1 FROM runs p"
             "  WHERE p.ordering_key = u.k AND p.ordering_seq < u.s AND p.status = 'pending')"
-            "  AS go) c "
+            /* The time it starts, not the transaction's: an earlier run of its key may have
+             * been started by an executor since this transaction began (Guarantee 4 as the
+             * runs record it). */
+            "  AS go, clock_timestamp() AS at) c "
             "ON CONFLICT (workflow_id, event_id) DO NOTHING "
             "RETURNING id, workflow_id, event_id, status",
             11, p3, &ins, err, errlen);

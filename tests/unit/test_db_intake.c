@@ -906,6 +906,47 @@ static void event_by_event_recording_claims_no_more_than_the_concurrency(void **
     assert_true(engine_executor_room(w->executor) >= 0);
 }
 
+/* Guarantee 4 as the runs record it: a run intake starts at once because no earlier run of its
+ * ordering key is still pending is stamped with the moment it starts, not with the start of
+ * intake's transaction. Here the earlier run is started (as an executor's claim would) while
+ * intake's transaction waits on a lock; its successor's started_at must come after it. */
+static void run_started_at_intake_is_stamped_after_the_run_before_it(void **state)
+{
+    fixture *f = *state;
+    char *sql = xasprintf(
+        "INSERT INTO runs (tenant_id, workflow_id, workflow_version, event_id, ordering_key, "
+        "ordering_seq, trigger, next_run_at) VALUES ('%s', '%s', 2, 'meta:m_before', "
+        "'meta:" PAGE ":psid:m_after', -1, '{}', now() + interval '1 hour')",
+        f->tenant_id, f->pickup_id);
+    pgf_exec(f->db, sql);
+    free(sql);
+    PGconn *locker = pgf_connect(f->url);
+    pgf_exec(locker, "BEGIN");
+    pgf_exec(locker, "LOCK TABLE event_keys IN SHARE ROW EXCLUSIVE MODE");
+    send_event(f, "m_after", PAGE, "message", "pickup after");
+    worker_start(f, 0, GROUP);
+    /* Intake's transaction has begun and waits for the lock. */
+    int64_t until = hf_now_ms() + WAIT_MS;
+    while (sql_count(f->db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND query LIKE 'INSERT INTO event_keys%'") == 0) {
+        if (hf_now_ms() > until)
+            fail_msg("intake never waited for the lock on event_keys");
+        usleep(10 * 1000);
+    }
+    usleep(50 * 1000);
+    pgf_exec(f->db, "UPDATE runs SET status = 'running', started_at = clock_timestamp(), "
+                    "attempt = 1, next_run_at = now() WHERE event_id = 'meta:m_before'");
+    usleep(50 * 1000);
+    pgf_exec(locker, "COMMIT");
+    PQfinish(locker);
+    wait_taken_in(f, GROUP);
+
+    char *order = pgf_value(f->db, "SELECT string_agg(event_id || ' ' || status, ', ' "
+                                   "ORDER BY started_at) FROM runs");
+    assert_string_equal(order, "meta:m_before running, meta:m_after running");
+    free(order);
+}
+
 /* A filter that cannot be evaluated (here it runs out of its step budget comparing two big
  * objects) does not run its workflow: the workflow gets a failed run saying why, so the tenant
  * sees in its runs that the event was not acted on; the skip is counted for operators (the log
@@ -1224,6 +1265,7 @@ int main(void)
         INTAKE_TEST(event_the_database_rejects_is_dead_lettered_alone),
         INTAKE_TEST(idle_worker_is_healthy),
         INTAKE_TEST(filter_that_cannot_be_evaluated_fails_its_run),
+        INTAKE_TEST(run_started_at_intake_is_stamped_after_the_run_before_it),
         INTAKE_TEST(lag_of_a_partition_assigned_elsewhere_drops_to_zero),
         INTAKE_TEST(transient_database_refusal_does_not_dead_letter_good_events),
         INTAKE_TEST(event_by_event_recording_claims_no_more_than_the_concurrency),
