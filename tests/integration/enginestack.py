@@ -25,6 +25,7 @@ XERO_TENANT = "c2cc9b6e-9458-4c7d-93cc-f02b81b0594f"
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
 HUBSPOT_PORTAL = "33"
 EXTRA_PAGES = [str(200001 + i) for i in range(6)]  # more accounts: more Kafka keys
+TERMINAL = ("succeeded", "failed", "cancelled")  # a run's final states
 
 SECRETS = {
     "meta/app_secret": META_SECRET,
@@ -219,6 +220,40 @@ class Stack:
         if status:
             assert all(r[2] == status for r in rows), rows
         return rows
+
+    def settle_state(self, acked_ids):
+        """What keeps the stack from having settled: the acknowledged event ids without a run,
+        the (event_id, status) of unfinished runs, the number of 'running' attempts; and the
+        number of runs."""
+        runs = self.query("SELECT event_id, status FROM runs")
+        have = {e for e, _ in runs}
+        missing = [e for e in acked_ids if e not in have]
+        active = [r for r in runs if r[1] not in TERMINAL]
+        running = self.query("SELECT count(*) FROM node_attempts WHERE status = 'running'")[0][0]
+        return missing, active, running, len(runs)
+
+    def wait_settled(self, acked_ids, timeout, quiet_s, log, min_runs=0):
+        """Waits, at most timeout seconds, until every acknowledged event has its run (and there
+        are min_runs runs), no run is unfinished, no attempt is running, and nothing (runs,
+        attempts, requests to the fakes) changed for quiet_s. Returns the last settle_state;
+        a timeout is logged and left to the caller's checks."""
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while True:
+            state = self.settle_state(acked_ids)
+            missing, active, running, nruns = state
+            snap = (nruns, len(active), running, self.fakes.stats()["total_requests"])
+            if not missing and not active and not running and nruns >= min_runs and snap == last:
+                if time.monotonic() - since >= quiet_s:
+                    return state
+            else:
+                last, since = snap, time.monotonic()
+            if time.monotonic() > deadline:
+                log(f"settling timed out after {timeout:.0f}s: {len(missing)} acknowledged "
+                    f"events without a run, {len(active)} unfinished runs, {running} running "
+                    f"attempts, {nruns} runs of {min_runs} expected")
+                return state
+            time.sleep(0.25)
 
     def attempts(self, run_id):
         return self.query("SELECT node_id, attempt, status, http_status, error, idempotency_key, "

@@ -47,7 +47,6 @@ SESSION_MS = 6000
 PAUSE_RANGE = (SESSION_MS / 1000 + 1.5, SESSION_MS / 1000 + 3.0)  # > lease and > session
 SENDERS = ["6123", "7001", "7002"]  # PSIDs: with the pages, the ordering keys
 KINDS = [("pickup", 40), ("invoice", 35), ("crm", 15), ("later", 10)]
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture
@@ -358,15 +357,6 @@ def collect(stack):
     return runs, attempts
 
 
-def settled(stack, acked_ids):
-    runs = stack.query("SELECT event_id, status FROM runs")
-    have = {e for e, _ in runs}
-    missing = [e for e in acked_ids if e not in have]
-    active = [r for r in runs if r[1] not in TERMINAL]
-    running = stack.query("SELECT count(*) FROM node_attempts WHERE status = 'running'")[0][0]
-    return missing, active, running, len(runs)
-
-
 def worker_lines(stack, needle, limit=12):
     out = []
     for w in stack.workers:
@@ -442,23 +432,7 @@ def test_chaos_soak_keeps_the_guarantees(stack):
     # changed (runs, fake requests) for 7 s: longer than a rebalance of the dev broker's group
     # (~5 s), behind which an event ingest answered 503 but that reached Kafka after all may
     # still wait for its run.
-    deadline = time.monotonic() + QUIESCE_TIMEOUT
-    last, stable_since, state = None, None, None
-    while True:
-        state = settled(stack, acked_ids)
-        missing, active, running, nruns = state
-        snap = (nruns, len(active), running, stack.fakes.stats()["total_requests"])
-        quiet = not missing and not active and not running
-        if quiet and snap == last:
-            if time.monotonic() - stable_since >= 7.0:
-                break
-        else:
-            last, stable_since = snap, time.monotonic()
-        if time.monotonic() > deadline:
-            log(f"quiescence timed out after {QUIESCE_TIMEOUT:.0f}s: the checks below say what "
-                "is missing or unfinished")
-            break
-        time.sleep(0.25)
+    state = stack.wait_settled(acked_ids, QUIESCE_TIMEOUT, 7.0, log)
     missing, active, running, nruns = state
     log(f"settled after {time.monotonic() - t_start:.1f}s: {nruns} runs, "
         f"{len(missing)} acknowledged events without a run, {len(active)} unfinished runs, "

@@ -61,7 +61,6 @@ SENDERS = ["6123", "7001", "7002", "7003"]   # PSIDs: with the pages, the orderi
 KINDS = [("pickup", 75), ("crm", 25)]        # "SMS on pickup" (Twilio), "CRM" (HubSpot upsert)
 WORKFLOW_OF = {"pickup": "SMS on pickup", "crm": "CRM"}
 SENDER_THREADS = 3
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 Log = harness.TimedLog
 
@@ -346,15 +345,6 @@ class Scaler(threading.Thread):
 
 # -------------------------------------------------------------------------------- the checks
 
-def settled(stack, acked_ids):
-    runs = stack.query("SELECT event_id, status FROM runs")
-    have = {e for e, _ in runs}
-    missing = [e for e in acked_ids if e not in have]
-    active = [r for r in runs if r[1] not in TERMINAL]
-    running = stack.query("SELECT count(*) FROM node_attempts WHERE status = 'running'")[0][0]
-    return missing, active, running, len(runs)
-
-
 def worker_lines(stack, needles, limit=16):
     out = []
     for w in stack.workers:
@@ -430,21 +420,7 @@ def test_runs_of_one_ordering_key_start_in_event_order_while_workers_come_and_go
         f"seed {SEED}: too few events acknowledged (ingest is not under fault here)\n{log.text()}"
     acked_ids = [e["id"] for e in acked]
 
-    deadline = time.monotonic() + QUIESCE_TIMEOUT
-    last, stable_since, state = None, None, None
-    while True:
-        state = settled(stack, acked_ids)
-        missing, active, running, nruns = state
-        snap = (nruns, len(active), running)
-        if not missing and not active and not running and snap == last:
-            if time.monotonic() - stable_since >= QUIET_SECONDS:
-                break
-        else:
-            last, stable_since = snap, time.monotonic()
-        if time.monotonic() > deadline:
-            log(f"quiescence timed out after {QUIESCE_TIMEOUT:.0f}s")
-            break
-        time.sleep(0.25)
+    state = stack.wait_settled(acked_ids, QUIESCE_TIMEOUT, QUIET_SECONDS, log)
     missing, active, running, nruns = state
     log(f"settled after {time.monotonic() - t_start:.1f}s: {nruns} runs, {len(missing)} "
         f"acknowledged events without a run, {len(active)} unfinished, {running} 'running' "

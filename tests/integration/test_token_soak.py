@@ -66,7 +66,6 @@ SENDERS = [str(8100 + i) for i in range(24)]   # with the pages: many ordering k
 # event text -> workflows it runs (filters: "text contains '<word>'")
 KINDS = [("tsxero", 25), ("tsqbo", 25), ("tshub", 15), ("tsall", 20), ("tsqbo tsxero", 15)]
 RUNS_PER_KIND = {"tsxero": 1, "tsqbo": 1, "tshub": 1, "tsall": 1, "tsqbo tsxero": 2}
-TERMINAL = ("succeeded", "failed", "cancelled")
 RETRY = {"max_attempts": 6, "initial_ms": 200, "max_ms": 2000}
 
 Log = harness.TimedLog
@@ -384,23 +383,8 @@ def test_token_refresh_soak(stack):
     expected_runs = sum(RUNS_PER_KIND[e["kind"]] for e in acked)
 
     # ---- quiesce: every run there and finished, no attempt running, nothing moving for 3 s
-    deadline = time.monotonic() + QUIESCE_TIMEOUT
-    last, stable_since = None, time.monotonic()
-    while True:
-        nruns, unfinished = stack.query(
-            "SELECT count(*), count(*) FILTER (WHERE status NOT IN "
-            "('succeeded', 'failed', 'cancelled')) FROM runs")[0]
-        running = stack.query("SELECT count(*) FROM node_attempts WHERE status = 'running'")[0][0]
-        snap = (nruns, unfinished, running, stack.fakes.stats()["total_requests"])
-        if nruns >= expected_runs and not unfinished and not running and snap == last:
-            if time.monotonic() - stable_since >= 3.0:
-                break
-        elif snap != last:
-            last, stable_since = snap, time.monotonic()
-        if time.monotonic() > deadline:
-            log(f"quiescence timed out after {QUIESCE_TIMEOUT:.0f}s: {snap}")
-            break
-        time.sleep(0.25)
+    _, _, _, nruns = stack.wait_settled([e["id"] for e in acked], QUIESCE_TIMEOUT, 3.0, log,
+                                        min_runs=expected_runs)
     log(f"settled {time.monotonic() - t_start:.1f}s after the start: {nruns} runs of "
         f"{expected_runs} expected")
 
