@@ -7,6 +7,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* the request's HTTP version: 2.1 has no accessor for it */
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -312,6 +313,56 @@ static size_t header_bytes(struct evhttp_request *req)
     return n + 2;
 }
 
+/* Answers a request the server refuses itself, then closes its connection: what follows it on
+ * the connection cannot be told apart from a body (see framing_error). */
+static void refuse_and_close(struct evhttp_request *req, int status, const char *error,
+                             const char *detail)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    hf_http_reply_error(req, status, error, detail);
+}
+
+/* libevent 2.1 reads no body for HEAD and TRACE and a body of other methods by Content-Length
+ * or, when Transfer-Encoding is exactly "chunked", by chunks; it accepts any HTTP/1.x version
+ * number, even HTTP/0.x and HTTP/-1.x, and echoes it in the status line. Whatever it does not
+ * read stays in the stream and would be parsed as the next request (a request smuggled past a
+ * proxy that frames the bytes otherwise). Such requests are refused and their connection
+ * closed. */
+static bool framing_error(struct evhttp_request *req)
+{
+    if (req->major != 1 || req->minor > 1) {
+        req->major = 1;
+        req->minor = 1; /* the status line of the answer */
+        refuse_and_close(req, 505, "http_version_not_supported", "use HTTP/1.1 or HTTP/1.0");
+        return true;
+    }
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    int codings = 0;
+    bool chunked = false, length = false;
+    for (const struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+        if (evutil_ascii_strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+            codings++;
+            chunked = evutil_ascii_strcasecmp(kv->value, "chunked") == 0;
+        } else if (evutil_ascii_strcasecmp(kv->key, "Content-Length") == 0) {
+            length = length || strspn(kv->value, "0") != strlen(kv->value);
+        }
+    }
+    if (codings > 1 || (codings == 1 && !chunked)) {
+        refuse_and_close(req, 501, "transfer_encoding_not_supported",
+                         "Transfer-Encoding must be chunked, once, or absent");
+        return true;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    bool unread = cmd == EVHTTP_REQ_HEAD || cmd == EVHTTP_REQ_TRACE
+                      ? codings || length
+                      : length && evbuffer_get_length(evhttp_request_get_input_buffer(req)) == 0;
+    if (unread) {
+        refuse_and_close(req, 400, "body_not_allowed", "this method takes no request body");
+        return true;
+    }
+    return false;
+}
+
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     loop *l = arg;
@@ -321,6 +372,10 @@ static void dispatch(struct evhttp_request *req, void *arg)
         c->answering = true;
         evhttp_request_set_on_complete_cb(req, request_answered, l);
     }
+    if (l->server->opts.prepare)
+        l->server->opts.prepare(req, l->server->arg);
+    if (framing_error(req))
+        return;
     if (header_bytes(req) > l->server->opts.max_headers) {
         char detail[96];
         snprintf(detail, sizeof detail, "the request line and headers are over the %zu-byte limit",
@@ -546,8 +601,12 @@ const char *hf_http_reason(int status)
         return "Too Many Requests";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
     case 503:
         return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return "Status";
     }
@@ -576,7 +635,19 @@ void hf_http_reply(struct evhttp_request *req, int status, const char *content_t
     evhttp_add_header(out, "Date", http_date());
     if (content_type)
         evhttp_add_header(out, "Content-Type", content_type);
-    if (body && len)
+    if (status >= 200 && status != 204 && status != 304) {
+        /* Said here, not left to libevent 2.1: it leaves the length out for HEAD (and sends the
+         * body all the same, which the client would read as the next answer) and for CONNECT
+         * (where a keep-alive client could not tell where the answer ends). */
+        char digits[24], *d = digits + sizeof digits;
+        size_t v = body ? len : 0;
+        *--d = '\0';
+        do
+            *--d = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        evhttp_add_header(out, "Content-Length", d);
+    }
+    if (body && len && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
         evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
     evhttp_send_reply(req, status, hf_http_reason(status), NULL);
 }

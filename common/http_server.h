@@ -28,6 +28,10 @@ typedef struct hf_http_options {
     int max_connections; /* open connections across all threads; at it every thread pauses
                             accepting and new connections wait in the listen backlog
                             (threads accepting at the same moment may each pass it by one) */
+    /* Optional: called first for every request, also those the server refuses itself (431,
+     * 505, 501, 400 for a body libevent would not read), e.g. to give each answer a request id
+     * header. It must not reply. */
+    hf_http_handler prepare;
 } hf_http_options;
 
 /* Binds the port (so start-up fails early and clearly) but runs nothing yet. */

@@ -260,8 +260,12 @@ static const char *header_lookup(const ingest_request *r, const char *name)
     return evhttp_find_header((struct evkeyvalq *)r->header_ctx, name);
 }
 
-static void set_request_id(struct evhttp_request *req, char out[40])
+/* The server's prepare hook: every answer carries X-Request-Id, the refusals the HTTP server
+ * makes itself (431, 505, ...) included; handle() reads it back. */
+static void set_request_id(struct evhttp_request *req, void *arg)
 {
+    (void)arg;
+    char out[40];
     const char *given = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     size_t n = given ? strlen(given) : 0;
     bool sane = n > 0 && n < 40;
@@ -665,8 +669,10 @@ static void reply_text(struct evhttp_request *req, int status, const char *text)
 static void handle(struct evhttp_request *req, void *arg)
 {
     ingest_server *s = arg;
-    char request_id[40];
-    set_request_id(req, request_id);
+    const char *request_id =
+        evhttp_find_header(evhttp_request_get_output_headers(req), "X-Request-Id");
+    if (!request_id)
+        request_id = "";
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path)
         path = "/";
@@ -827,6 +833,7 @@ ingest_server *ingest_server_new(const ingest_config *cfg, char *err, size_t err
         .max_headers = (size_t)cfg->max_header_bytes,
         .timeout_ms = (int)cfg->client_timeout_ms,
         .max_connections = (int)cfg->max_connections,
+        .prepare = set_request_id,
     };
     s->http = hf_http_server_new(&hopts, handle, s, err, errlen);
     if (!s->http)

@@ -653,6 +653,166 @@ static void test_headers_over_max_headers_are_refused_before_the_handler(void **
     ctx_destroy(&c);
 }
 
+/* ---- framing: what libevent would misread ---- */
+
+/* Reads the head of an answer that has no body (HEAD), leaving what follows in c->buf. */
+static int read_head_only(conn *c, response *r)
+{
+    memset(r, 0, sizeof *r);
+    const char *end;
+    while (!(end = find_crlfcrlf(c->buf, c->len)))
+        if (conn_fill(c) <= 0)
+            return -1;
+    size_t hlen = (size_t)(end - c->buf) + 4;
+    if (hlen >= sizeof r->head)
+        return -1;
+    memcpy(r->head, c->buf, hlen);
+    r->head[hlen] = '\0';
+    memmove(c->buf, c->buf + hlen, c->len - hlen);
+    c->len -= hlen;
+    return sscanf(r->head, "HTTP/1.1 %d", &r->status) == 1 ? 1 : -1;
+}
+
+static void test_head_and_connect_answers_say_their_length(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    hf_http_server *s = start_server(&o, &c);
+    conn k;
+    conn_open(&k, hf_http_server_port(s), 3000);
+    /* Pipelined: a body after the HEAD answer would be read as the start of the next one. */
+    conn_send_str(&k, "HEAD /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "HEAD /nowhere HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "CONNECT /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+    response r;
+    char v[32];
+    assert_int_equal(read_head_only(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header_value(r.head, "Content-Length", v, sizeof v), "5");
+    assert_int_equal(read_head_only(&k, &r), 1);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strcasestr(r.head, "Content-Type: application/json"));
+    /* libevent would give a CONNECT answer no length: the client could not find its end. */
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header_value(r.head, "Content-Length", v, sizeof v), "5");
+    assert_string_equal(r.body, "hello");
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello");
+    conn_close(&k);
+    assert_int_equal(atomic_load(&c.requests), 4);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+}
+
+static void mark_prepared(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Prepared", "yes");
+}
+
+/* Sends raw, expects a JSON refusal with status and error (marked by the prepare hook), then the
+ * connection closed: whatever followed the request is never parsed as one. */
+static void expect_refused_and_closed(int port, const char *raw, int status, const char *error)
+{
+    conn k;
+    conn_open(&k, port, 3000);
+    conn_send_str(&k, raw);
+    response r;
+    char v[32];
+    bool head = strncmp(raw, "HEAD ", 5) == 0; /* its answer has no body */
+    assert_int_equal(head ? read_head_only(&k, &r) : read_response(&k, &r), 1);
+    assert_int_equal(r.status, status);
+    assert_non_null(strcasestr(r.head, "Content-Type: application/json"));
+    if (!head)
+        assert_non_null(strstr(r.body, error));
+    assert_string_equal(header_value(r.head, "X-Prepared", v, sizeof v), "yes");
+    assert_true(wait_closed(&k) >= 0);
+    conn_close(&k);
+}
+
+static void test_requests_libevent_would_misframe_are_refused_and_closed(void **state)
+{
+    (void)state;
+    ctx c;
+    ctx_init(&c);
+    hf_http_options o = test_options();
+    o.max_headers = 256;
+    o.prepare = mark_prepared;
+    hf_http_server *s = start_server(&o, &c);
+    int port = hf_http_server_port(s);
+    /* Versions libevent takes and would echo in its status line ("HTTP/-1.1 200 OK"). */
+    static const char *const versions[] = {"HTTP/1.10", "HTTP/1.2", "HTTP/0.9", "HTTP/-1.1"};
+    for (size_t i = 0; i < HF_ARRAY_LEN(versions); i++) {
+        char req[128];
+        snprintf(req, sizeof req, "GET /hello %s\r\nHost: a\r\n\r\n", versions[i]);
+        expect_refused_and_closed(port, req, 505, "\"http_version_not_supported\"");
+    }
+    /* A transfer coding libevent ignores: the chunks would be parsed as the next request. */
+    expect_refused_and_closed(
+        port,
+        "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, "
+        "chunked\r\n\r\n1c\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n\r\n0\r\n\r\n",
+        501, "\"transfer_encoding_not_supported\"");
+    /* A body on a method libevent reads none for (HEAD, TRACE): it would be the next request. */
+    expect_refused_and_closed(port,
+                              "HEAD /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 31\r\n\r\n"
+                              "GET /json HTTP/1.1\r\nHost: a\r\n\r\n",
+                              400, "\"body_not_allowed\"");
+    expect_refused_and_closed(port,
+                              "TRACE /hello HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                              "\r\n0\r\n\r\n",
+                              400, "\"body_not_allowed\"");
+    /* The server's own 431 goes through the prepare hook too. */
+    conn k;
+    conn_open(&k, port, 3000);
+    char req[512];
+    snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: a\r\nX-Big: %0300d\r\n\r\n", 0);
+    conn_send_str(&k, req);
+    response r;
+    char v[32];
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 431);
+    assert_string_equal(header_value(r.head, "X-Prepared", v, sizeof v), "yes");
+    conn_close(&k);
+    assert_int_equal(atomic_load(&c.requests), 0);
+
+    /* What stays allowed: HTTP/1.0, a chunked POST, a body libevent reads on GET, an empty
+     * declared body on HEAD. */
+    conn_open(&k, port, 3000);
+    conn_send_str(&k, "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                      "5\r\nhello\r\n0\r\n\r\n"
+                      "GET /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+                      "HEAD /hello HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "5");
+    assert_int_equal(read_response(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "3");
+    assert_int_equal(read_head_only(&k, &r), 1);
+    assert_int_equal(r.status, 200);
+    conn_close(&k);
+    conn_open(&k, port, 3000);
+    conn_send_str(&k, "GET /hello HTTP/1.0\r\n\r\n");
+    char head[16];
+    ssize_t got;
+    while ((got = conn_fill(&k)) > 0)
+        ;
+    assert_true(k.len > 12);
+    memcpy(head, k.buf, 12);
+    head[12] = '\0';
+    assert_string_equal(head, "HTTP/1.0 200");
+    conn_close(&k);
+    assert_int_equal(atomic_load(&c.requests), 4);
+    hf_http_server_free(s);
+    ctx_destroy(&c);
+}
+
 /* ---- threads and connections ---- */
 
 #define MANY 32
@@ -1262,6 +1422,8 @@ int main(void)
         cmocka_unit_test(test_reason_phrases_are_standard),
         cmocka_unit_test(test_body_over_max_body_is_refused_before_the_handler),
         cmocka_unit_test(test_headers_over_max_headers_are_refused_before_the_handler),
+        cmocka_unit_test(test_head_and_connect_answers_say_their_length),
+        cmocka_unit_test(test_requests_libevent_would_misframe_are_refused_and_closed),
         cmocka_unit_test(test_two_threads_answer_requests_on_many_connections),
         cmocka_unit_test(test_max_connections_pauses_accepting_until_one_closes),
         cmocka_unit_test(test_slow_client_is_closed_after_timeout),
