@@ -58,6 +58,7 @@ struct run {
     char idem_key[36 + 1 + 64 + 1];
     connector_request req;
     bool auth_retried; /* the current call's 401 already led to a refresh */
+    bool auth_took;    /* ... or to newer tokens another refresh had stored */
     int token_version; /* of the connection's tokens the current call was built with */
 };
 
@@ -472,6 +473,8 @@ static char *secret_text(const hf_secrets *s, const char *connector, const char 
  * failures (no refresh token, no client credentials, the connection gone) are -1. */
 #define REFRESH_TRANSIENT (-2)
 #define REFRESH_REFUSED (-3)
+/* Not refreshed here: another refresh had stored newer tokens since, and those were taken. */
+#define REFRESH_TOOK_NEWER 1
 
 /* Refreshes the connection's tokens, once per connection at a time across every worker: the
  * row lock serialises refreshers, and a token_version other than seen_version (the version the
@@ -502,7 +505,7 @@ static int token_refresh(engine_executor *ex, token_entry *t, const char *connec
     if ((int)version != seen_version) {
         /* Refreshed meanwhile (by another call or another worker): take those tokens. */
         token_from_row(ex, t, connector, res, 0);
-        rc = hf_pg_commit(ex->db, err, errlen) == HF_PG_OK ? 0 : -1;
+        rc = hf_pg_commit(ex->db, err, errlen) == HF_PG_OK ? REFRESH_TOOK_NEWER : -1;
         goto done;
     }
     if (!t->refresh) {
@@ -699,7 +702,7 @@ static void prepare_call(run *r, size_t idx)
     if (t->expires_ms && t->refresh && t->expires_ms - hf_wall_ms() < t->lead_ms &&
         hf_now_ms() >= t->refresh_not_before_ms) {
         char rerr[256];
-        if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) != 0) {
+        if (token_refresh(ex, t, n->connector, t->version, rerr, sizeof rerr) < 0) {
             t->refresh_not_before_ms = hf_now_ms() + TOKEN_REFRESH_RETRY_MS;
             hf_log_kv(HF_LOG_WARN, "token.refresh_failed", "connector", n->connector, "error", rerr,
                       NULL);
@@ -891,7 +894,8 @@ static void on_call_done(void *arg, const hf_http_response *resp)
     int http = (int)resp->status, dur = (int)resp->duration_ms;
     switch (out) {
     case OUT_OK:
-        r->auth_retried = false; /* the next call, maybe to another connection, may refresh too */
+        /* the next call, maybe to another connection, may refresh too */
+        r->auth_retried = r->auth_took = false;
         queue_update(ex, r, r->attempt_id, "succeeded", output.data ? output.data : "{}", NULL,
                      http, dur);
         s->st = NS_DONE;
@@ -906,8 +910,13 @@ static void on_call_done(void *arg, const hf_http_response *resp)
             r->auth_retried = true;
             token_entry *t = token_get(ex, r->tenant_id, n->connector, rerr, sizeof rerr);
             frc = t ? token_refresh(ex, t, n->connector, r->token_version, rerr, sizeof rerr) : -1;
+            /* Tokens another refresh stored earlier were not issued for this call and may have
+             * died since (revoked, expired): a 401 with them gets a refresh of its own, once. */
+            if (frc == REFRESH_TOOK_NEWER && !r->auth_took)
+                r->auth_retried = false;
+            r->auth_took = r->auth_took || frc == REFRESH_TOOK_NEWER;
         }
-        if (frc == 0) {
+        if (frc == 0 || frc == REFRESH_TOOK_NEWER) {
             queue_update(ex, r, r->attempt_id, "failed", NULL, err, http, dur);
             prepare_call(r, idx);
             break;
@@ -924,7 +933,7 @@ static void on_call_done(void *arg, const hf_http_response *resp)
         /* The refresh could not be made now (the platform's token endpoint or the database is
          * unavailable): not a verdict on the credentials. The attempt is retried like any
          * transient failure, and its retry may refresh again. */
-        r->auth_retried = false;
+        r->auth_retried = r->auth_took = false;
         char why[sizeof err];
         snprintf(why, sizeof why, "%.250s; %.250s", err, rerr);
         snprintf(err, sizeof err, "%s", why);

@@ -1409,6 +1409,49 @@ static void a_401_with_a_refused_refresh_fails_the_run(void **state)
     free(wf);
 }
 
+/* A 401 whose refresh finds newer tokens another worker stored takes them; when those are
+ * refused too (revoked or expired since), the call refreshes them itself, once. */
+static void a_401_with_newer_tokens_that_died_too_refreshes_them(void **state)
+{
+    fixture *f = fx_open(state, "unit_executor_auth_took_dead");
+    add_oauth_connection(f, "xero", XERO_TENANT, "xero-expired", "xero-refresh");
+    char *wf = add_workflow(f, WORKFLOW(CONTACT_NODE, ""));
+    char *run = add_run(f, wf);
+    fake_answer unauthorized = {
+        .status = 401, .body = "{\"Title\": \"Unauthorized\", \"Detail\": \"TokenExpired\"}"};
+    fake_answer held = unauthorized;
+    held.delay_ms = 800;
+    fake_script(held);         /* with xero-expired, answered once "another worker" refreshed */
+    fake_script(unauthorized); /* with the other worker's token, dead by now */
+    fake_answer_always(xero_created);
+    fx_start(f, 0, "worker-a");
+    fake_wait_requests(1);
+    /* Another worker's refresh: a newer version of the tokens in the row. */
+    char *ctx = engine_token_context("xero", XERO_TENANT, "access");
+    size_t n = 0;
+    unsigned char *sealed = engine_token_seal(keys, ctx, "xero-other-worker", &n);
+    char *hex = xmalloc(2 * n + 1);
+    hf_hex_encode(sealed, n, hex);
+    const char *p[] = {hex};
+    free(pgf_value_params(f->db,
+                          "UPDATE connections SET access_token_enc = decode($1, 'hex'), "
+                          "token_version = token_version + 1",
+                          1, p));
+    free(hex);
+    free(sealed);
+    free(ctx);
+
+    wait_value(f->db, "succeeded", "SELECT status FROM runs WHERE id = '%s'", run);
+    assert_int_equal(fake_count(), 3);
+    assert_string_equal(fake_at(0).authorization, "Bearer xero-expired");
+    assert_string_equal(fake_at(1).authorization, "Bearer xero-other-worker");
+    assert_string_equal(fake_at(2).authorization, "Bearer new-access");
+    assert_int_equal(fake_token_count(), 1);
+    expect_sql(f->db, "2", "SELECT token_version FROM connections");
+    free(run);
+    free(wf);
+}
+
 /* A 401 for a call made with a token already replaced takes the new one: one refresh, not two. */
 static void concurrent_401s_refresh_the_connection_once(void **state)
 {
@@ -1703,6 +1746,7 @@ int main(void)
         TEST(a_401_with_the_token_endpoint_down_is_retried),
         TEST(a_401_with_a_refused_refresh_fails_the_run),
         TEST(a_401_after_a_retried_503_is_refreshed_again),
+        TEST(a_401_with_newer_tokens_that_died_too_refreshes_them),
         TEST(short_lived_tokens_are_not_refreshed_before_every_call),
         TEST(concurrent_401s_refresh_the_connection_once),
         TEST(failed_refresh_ahead_of_expiry_is_not_retried_on_every_call),
