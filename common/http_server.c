@@ -319,6 +319,11 @@ static void refuse_and_close(struct evhttp_request *req, int status, const char 
                              const char *detail)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    /* libevent would add "Connection: keep-alive" for an HTTP/1.0 keep-alive request, and never
+     * closes a connection after answering CONNECT. */
+    evhttp_remove_header(evhttp_request_get_input_headers(req), "Connection");
+    if (req->type == EVHTTP_REQ_CONNECT)
+        req->type = EVHTTP_REQ_GET;
     hf_http_reply_error(req, status, error, detail);
 }
 
@@ -330,7 +335,7 @@ static void refuse_and_close(struct evhttp_request *req, int status, const char 
  * closed. */
 static bool framing_error(struct evhttp_request *req)
 {
-    if (req->major != 1 || req->minor > 1) {
+    if (req->major != 1 || req->minor < 0 || req->minor > 1) {
         req->major = 1;
         req->minor = 1; /* the status line of the answer */
         refuse_and_close(req, 505, "http_version_not_supported", "use HTTP/1.1 or HTTP/1.0");
@@ -338,14 +343,25 @@ static bool framing_error(struct evhttp_request *req)
     }
     const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     int codings = 0;
-    bool chunked = false, length = false;
+    bool chunked = false, length = false, bad_length = false;
+    const char *first_length = NULL;
     for (const struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
         if (evutil_ascii_strcasecmp(kv->key, "Transfer-Encoding") == 0) {
             codings++;
             chunked = evutil_ascii_strcasecmp(kv->value, "chunked") == 0;
         } else if (evutil_ascii_strcasecmp(kv->key, "Content-Length") == 0) {
+            /* Digits only ("+5" is 5 to libevent's strtoll, not to a strict proxy), and the
+             * same each time: libevent frames by the first, a proxy may by the last. */
             length = length || strspn(kv->value, "0") != strlen(kv->value);
+            bad_length = bad_length || kv->value[strspn(kv->value, "0123456789")] != '\0' ||
+                         (first_length && strcmp(first_length, kv->value) != 0);
+            first_length = first_length ? first_length : kv->value;
         }
+    }
+    if (bad_length) {
+        refuse_and_close(req, 400, "bad_content_length",
+                         "Content-Length must be digits, given once or always the same");
+        return true;
     }
     if (codings > 1 || (codings == 1 && !chunked)) {
         refuse_and_close(req, 501, "transfer_encoding_not_supported",
@@ -635,7 +651,8 @@ void hf_http_reply(struct evhttp_request *req, int status, const char *content_t
     evhttp_add_header(out, "Date", http_date());
     if (content_type)
         evhttp_add_header(out, "Content-Type", content_type);
-    if (status >= 200 && status != 204 && status != 304) {
+    bool tunnel = evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT && status < 300;
+    if (status >= 200 && status != 204 && status != 304 && !tunnel) {
         /* Said here, not left to libevent 2.1: it leaves the length out for HEAD (and sends the
          * body all the same, which the client would read as the next answer) and for CONNECT
          * (where a keep-alive client could not tell where the answer ends). */
