@@ -54,6 +54,7 @@ WORKERS = 3
 SEND_SECONDS = 45.0
 QUIESCE_TIMEOUT = 150.0
 MAX_LOCK_WAIT_S = 4.5          # see check 3
+FRESH_S = 3.0                  # tokens issued this recently are not expired early by the chaos
 QBO_REALM = "9130355377312345"
 PROVIDERS = ("xero", "quickbooks", "hubspot")
 ROTATES = {"xero": True, "quickbooks": True, "hubspot": False}
@@ -226,12 +227,14 @@ class Chaos(threading.Thread):
         return [w for w in self.stack.workers if w.alive()]
 
     def current_access_token(self, p):
-        """The newest access token the platform issued to this soak's grant."""
-        newest = f"{p}-soak-at-0"
+        """The newest access token the platform issued to this soak's grant, and when (the
+        fakes' wall clock; 0 for the one the soak started with)."""
+        newest, at = f"{p}-soak-at-0", 0.0
         for r in self.stack.fakes.requests(p, path=r"/token$", method="POST"):
             if r["status"] == 200 and r["response"] and not lost(self.kills, p, r):
                 newest = json.loads(r["response"]).get("access_token") or newest
-        return newest
+                at = r["time"]
+        return newest, at
 
     def do_expire(self, providers, delay_ms, count):
         # Calls to the platform wait delay_ms at its door; the token they carry expires while
@@ -240,7 +243,13 @@ class Chaos(threading.Thread):
             self.stack.fakes.fault(p, path=ACTION_PATHS[p], delay_ms=delay_ms, count=count)
         time.sleep(delay_ms / 2000.0)
         for p in providers:
-            tok = self.current_access_token(p)
+            tok, issued = self.current_access_token(p)
+            if time.time() - issued < FRESH_S:
+                # A platform does not revoke a token it has just issued: a refresh made for one
+                # of the held calls would otherwise fail its retry (and, rightly, its run).
+                self.log(f"{p}'s access token {tok[:18]}... is {time.time() - issued:.1f}s old: "
+                         "not expired")
+                continue
             n = self.stack.fakes.expire(p, access_token=tok)["expired"]
             self.forced[p] += 1
             self.log(f"expired {p}'s access token {tok[:18]}... ({n}); calls held {delay_ms} ms "
