@@ -359,6 +359,18 @@ def http(method, url, body=None, headers=None, timeout=30):
         conn.close()
 
 
+def metrics(base, timeout=10):
+    """GET base/metrics: its samples as {name{labels}: value}."""
+    status, _, body = http("GET", base + "/metrics", timeout=timeout)
+    assert status == 200, status
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def wait_http(url, timeout=20, proc=None, ok=lambda status: status < 500):
     """Polls GET url until ok(status) (default: any answer below 500). Returns the status. If proc
     is given and exits first, fails at once with its log tail."""

@@ -1087,17 +1087,6 @@ def db_digest(stack):
     return out
 
 
-def metrics(base):
-    status, _, body = harness.http("GET", base + "/metrics", timeout=10)
-    assert status == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -1160,14 +1149,14 @@ def test_http_fuzz_soak(stack):
         f"{serve_rss1 // 1024} MB (+{(serve_rss1 - serve_rss0) // 1024}) after the fuzz")
 
     def few_connections():
-        m = metrics(stack.ingest_base)
+        m = harness.metrics(stack.ingest_base)
         return m["hookflow_ingest_connections"] if m["hookflow_ingest_connections"] <= 2 else None
     try:
         harness.wait_until(lambda: few_connections() is not None, timeout=20, interval=0.5,
                            what="ingest's connections gauge to fall back")
     except AssertionError:
         pass
-    m = metrics(stack.ingest_base)
+    m = harness.metrics(stack.ingest_base)
     log(f"ingest connections gauge {m['hookflow_ingest_connections']:.0f}; accepted "
         + str({k: v for k, v in m.items() if k.startswith("hookflow_ingest_deliveries_accepted")}))
 

@@ -46,14 +46,7 @@ def finish(i):
 
 def metrics(i):
     """The /metrics samples as {name{labels}: value}."""
-    status, _, body = harness.http("GET", f"{i.base}/metrics")
-    assert status == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+    return harness.metrics(i.base, timeout=30)
 
 
 def in_flight(i):
