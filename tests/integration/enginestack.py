@@ -48,18 +48,24 @@ SMS = {"to": "+14155550100", "from": "+14155559876", "body": "Pickup: {{event.pa
 FAST_RETRY = {"max_attempts": 3, "initial_ms": 200, "max_ms": 1000}
 
 
+INVOICE = {"contact_id": "5b96e86b-418e-48e8-8949-308c14aec278",
+           "line_items": [{"description": "Wash and fold", "quantity": 1, "unit_amount": 25,
+                           "account_code": "200"}],
+           "reference": "{{event.payload.message.mid}}"}
+
+
+def message_workflow(name, word, nodes, edges=()):
+    """An enabled workflow run by the Messenger messages whose text contains word."""
+    return {"name": name, "enabled": True, "definition": {
+        "name": name,
+        "trigger": {"connector": "meta", "event": "message",
+                    "filter": f"event.payload.message.text contains '{word}'"},
+        "nodes": nodes, "edges": list(edges)}}
+
+
 def workflows():
     """One workflow per behaviour under test, told apart by a word in the Messenger text."""
-    def wf(name, word, nodes, edges=()):
-        return {"name": name, "enabled": True, "definition": {
-            "name": name,
-            "trigger": {"connector": "meta", "event": "message",
-                        "filter": f"event.payload.message.text contains '{word}'"},
-            "nodes": nodes, "edges": list(edges)}}
-    invoice = {"contact_id": "5b96e86b-418e-48e8-8949-308c14aec278",
-               "line_items": [{"description": "Wash and fold", "quantity": 1, "unit_amount": 25,
-                               "account_code": "200"}],
-               "reference": "{{event.payload.message.mid}}"}
+    wf, invoice = message_workflow, INVOICE
     return [
         wf("SMS on pickup", "pickup", [action("sms", "twilio", "send_message", SMS, retry=FAST_RETRY)]),
         wf("Invoice", "invoice", [action("inv", "xero", "create_invoice", invoice, retry=FAST_RETRY,

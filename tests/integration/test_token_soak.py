@@ -45,8 +45,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import harness
-from enginestack import (EXTRA_PAGES, HUBSPOT_PORTAL, PAGE, TOKEN_KEY, XERO_TENANT, Stack,
-                         action, config, workflows)
+from enginestack import (EXTRA_PAGES, HUBSPOT_PORTAL, INVOICE, PAGE, TOKEN_KEY, XERO_TENANT,
+                         Stack, action, config, message_workflow, workflows)
 
 SEED = int(os.environ.get("HOOKFLOW_TOKEN_SOAK_SEED") or (time.time_ns() // 1000) % 1_000_000_007)
 
@@ -75,16 +75,7 @@ Log = harness.TimedLog
 # ------------------------------------------------------------------------------ configuration
 
 def soak_workflows():
-    def wf(name, word, nodes, edges=()):
-        return {"name": name, "enabled": True, "definition": {
-            "name": name,
-            "trigger": {"connector": "meta", "event": "message",
-                        "filter": f"event.payload.message.text contains '{word}'"},
-            "nodes": nodes, "edges": list(edges)}}
-    invoice = {"contact_id": "5b96e86b-418e-48e8-8949-308c14aec278",
-               "line_items": [{"description": "Wash and fold", "quantity": 1, "unit_amount": 25,
-                               "account_code": "200"}],
-               "reference": "{{event.payload.message.mid}}"}
+    wf, invoice = message_workflow, INVOICE
     receipt = {"lines": [{"amount": 12.5, "item_id": "1", "description": "Dry cleaning"}],
                "private_note": "{{event.payload.message.mid}}"}
     contact = {"email": "{{event.payload.message.mid}}@example.com"}
