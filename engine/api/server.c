@@ -262,8 +262,6 @@ void api_reply(api_ctx *c, int status, const char *content_type, const void *bod
         r->status = status;
     }
     struct evkeyvalq *out = evhttp_request_get_output_headers(c->req);
-    if (c->request_id[0])
-        evhttp_add_header(out, "X-Request-Id", c->request_id);
     /* Answers carry tenant data: nothing is cached unless the handler says otherwise. */
     if (!evhttp_find_header(out, "Cache-Control"))
         evhttp_add_header(out, "Cache-Control", "no-store");
@@ -795,24 +793,29 @@ static bool decode_params(api_request *r, const path_seg *segs, size_t n)
     return true;
 }
 
-/* A request id the client sent (X-Request-Id of 1..39 safe characters), else a random one. */
-static void request_id_init(api_request *r)
+/* The HTTP server's prepare hook, first for every request (the refusals the server makes
+ * itself included): its X-Request-Id answer header, the id the client sent (1..39 safe
+ * characters), else a random one. serve_request reads it back. */
+static void request_id_prepare(struct evhttp_request *req, void *arg)
 {
-    const char *given = api_header(&r->c, "X-Request-Id");
+    (void)arg;
+    char id[sizeof((api_ctx *)0)->request_id];
+    const char *given = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Request-Id");
     size_t n = given ? strlen(given) : 0;
-    bool ok = n > 0 && n < sizeof r->c.request_id;
+    bool ok = n > 0 && n < sizeof id;
     for (size_t i = 0; ok && i < n; i++) {
         char ch = given[i];
         ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
              ch == '-' || ch == '_' || ch == '.';
     }
     if (ok) {
-        memcpy(r->c.request_id, given, n + 1);
-        return;
+        memcpy(id, given, n + 1);
+    } else {
+        unsigned char raw[16];
+        hf_random_bytes(raw, sizeof raw);
+        hf_hex_encode(raw, sizeof raw, id);
     }
-    unsigned char raw[16];
-    hf_random_bytes(raw, sizeof raw);
-    hf_hex_encode(raw, sizeof raw, r->c.request_id);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Request-Id", id);
 }
 
 static const char *method_name(enum evhttp_cmd_type cmd)
@@ -1083,7 +1086,8 @@ static void serve_request(struct evhttp_request *req, void *arg)
     r.c.path = path && *path ? path : "/";
     r.c.query = uri ? evhttp_uri_get_query(uri) : NULL;
     tls_request = &r;
-    request_id_init(&r);
+    const char *id = evhttp_find_header(evhttp_request_get_output_headers(req), "X-Request-Id");
+    snprintf(r.c.request_id, sizeof r.c.request_id, "%s", id ? id : "");
 
     if (!serve_ops(&r))
         route_request(&r);
@@ -1288,7 +1292,8 @@ int engine_cmd_serve(int argc, char **argv)
                              .max_body = (size_t)cfg.max_body_bytes * 2,
                              .max_headers = (size_t)cfg.max_header_bytes,
                              .timeout_ms = (int)cfg.client_timeout_ms,
-                             .max_connections = (int)cfg.max_connections};
+                             .max_connections = (int)cfg.max_connections,
+                             .prepare = request_id_prepare};
     http = hf_http_server_new(&hopts, serve_request, &s, err, sizeof err);
     if (!http) {
         fprintf(stderr, "hookflow-engine: serve: %s\n", err);

@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import re
+import socket
 import signal
 import subprocess
 import sys
@@ -298,6 +299,22 @@ def test_unknown_paths_and_methods(stack):
     # 405; CONNECT, whose target libevent reads as an authority rather than a path, a 404.
     assert_error(stack.call("TRACE", "/api/workflows"), 405, "method_not_allowed")
     assert_error(stack.call("CONNECT", "/api/workflows"), 404, "not_found")
+
+
+def test_answers_the_http_server_makes_itself_carry_the_request_id(stack):
+    # 431 (a header block over the limit) and 505 (a version other than HTTP/1.x) are answered
+    # before any route; they carry the request id as every other answer does.
+    r = stack.call("GET", "/api/workflows", headers={"X-Request-Id": "big-headers-1",
+                                                     "X-Filler": "x" * 20000})
+    assert r.status == 431 and r.headers["x-request-id"] == "big-headers-1"
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/workflows HTTP/1.7\r\nHost: a\r\nX-Request-Id: v-1\r\n\r\n")
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    head = got.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 505 HTTP Version Not Supported", got
+    assert b"X-Request-Id: v-1" in head, got
 
 
 def test_request_ids_and_access_log(stack):
